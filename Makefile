@@ -1,0 +1,32 @@
+# The two commands a user needs: `make run` and `make test`.  Both install
+# whatever is missing first (scripts/setup.sh, scripts/fetch_kernel.sh).
+PY := .venv/bin/python
+CONFIG ?= configs/ufs41.toml
+PYTEST_ARGS ?=
+
+.PHONY: setup kernel run test unit lint bench clean
+
+setup:
+	@scripts/setup.sh
+
+kernel: setup
+	@scripts/fetch_kernel.sh
+
+run: setup
+	.venv/bin/blockemu serve $(CONFIG)
+
+lint: setup
+	.venv/bin/ruff check blockemu plugins scripts tests
+	.venv/bin/mypy
+
+unit: setup
+	$(PY) -m pytest -q tests/unit tests/property $(PYTEST_ARGS)
+
+test: setup kernel lint
+	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) scripts/bench_nbd.py
+
+clean:
+	rm -rf .venv .cache .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,5 @@
+import sys
+
+from blockemu.cli import main
+
+sys.exit(main())

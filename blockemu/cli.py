@@ -1,0 +1,294 @@
+"""``blockemu``: serve devices, control them, boot them under a real kernel."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import shutil
+import signal
+import site
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from blockemu.config import ConfigError, load_config
+from blockemu.control import parse_http_address
+
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+PLUGIN = PACKAGE_ROOT / "plugins" / "blockemu.py"
+DEFAULT_HTTP = "127.0.0.1:9250"
+DEFAULT_URL = "http://" + DEFAULT_HTTP
+
+
+def fail(message: str, code: int = 2) -> int:
+    print(f"blockemu: {message}", file=sys.stderr)
+    return code
+
+
+def default_run_dir() -> Path:
+    base = os.environ.get("XDG_RUNTIME_DIR") or "/tmp"
+    return Path(base) / f"blockemu-{os.getuid()}"
+
+
+def plugin_environment() -> dict[str, str]:
+    """PYTHONPATH for nbdkit's embedded python: our site-packages and this checkout.
+
+    ``.pth`` files (an editable install) are not processed for PYTHONPATH
+    entries, so the package root is added explicitly.
+    """
+    paths = [str(PACKAGE_ROOT), *site.getsitepackages()]
+    existing = os.environ.get("PYTHONPATH")
+    if existing:
+        paths.append(existing)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    return env
+
+
+def _wait_ready(process: subprocess.Popen[bytes], unix: Path | None, port: int | None,
+                http: tuple[str, int] | None, timeout_s: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return False
+        ready = True
+        if unix is not None:
+            ready &= unix.exists()
+        if port is not None:
+            ready &= _connects(("127.0.0.1", port))
+        if http is not None:
+            ready &= _connects(http)
+        if ready:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _connects(address: tuple[str, int]) -> bool:
+    try:
+        with socket.create_connection(address, timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config, args.set or [])
+    except ConfigError as err:
+        return fail(str(err))
+    http = None
+    if args.http:
+        try:
+            http = parse_http_address(args.http)
+        except ValueError as err:
+            return fail(str(err))
+        if http[0] not in ("127.0.0.1", "localhost", "::1") and not args.http_allow_remote:
+            return fail(f"--http {args.http}: the control API binds to loopback only "
+                        "unless --http-allow-remote is given")
+    nbdkit = shutil.which("nbdkit")
+    if nbdkit is None:
+        return fail("nbdkit not found; run 'make setup' (installs nbdkit and nbdkit-plugin-python)")
+    unix: Path | None = None
+    if args.port is None:
+        unix = Path(args.unix) if args.unix else default_run_dir() / f"{config.device.name}-{os.getpid()}.sock"
+        unix.parent.mkdir(parents=True, exist_ok=True)
+        if unix.exists():
+            return fail(f"--unix {unix}: a file is already there; is another server running?")
+    argv = [nbdkit, "--foreground", "--exit-with-parent", "--threads", str(args.threads)]
+    if unix is not None:
+        argv += ["--unix", str(unix)]
+    else:
+        argv += ["--ipaddr", "127.0.0.1", "--port", str(args.port)]
+    if args.verbose:
+        argv.append("--verbose")
+    argv += ["python", str(PLUGIN), f"config={Path(args.config).resolve()}"]
+    argv += [f"set={item}" for item in args.set or []]
+    argv.append(f"http={args.http or ''}")
+    process = subprocess.Popen(argv, env=plugin_environment())
+
+    def stop(signum: int, frame: Any) -> None:
+        if process.poll() is None:
+            process.terminate()
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        if not _wait_ready(process, unix, args.port, http):
+            if process.poll() is None:
+                process.terminate()
+                process.wait(timeout=10)
+                return fail("nbdkit did not become ready within 30 s", 1)
+            return fail(f"nbdkit exited with status {process.returncode} before serving", 1)
+        uri = f"nbd+unix:///?socket={unix}" if unix is not None else f"nbd://127.0.0.1:{args.port}"
+        print(f"blockemu: serving {config.device.name} ({config.device.type}, {config.device.capacity_mib} MiB, "
+              f"{config.timing.mode} timing)")
+        print(f"  NBD:     {uri}")
+        if http is not None:
+            base = f"http://{args.http}"
+            print(f"  metrics: {base}/metrics")
+            print(f"  control: {base}/api/v1/device")
+        print("  stop with Ctrl-C", flush=True)
+        code = process.wait()
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        if unix is not None and unix.exists():
+            unix.unlink()
+    # nbdkit exits 0 on SIGTERM/SIGINT; a signal-killed child is a clean stop too.
+    return 0 if code in (0, -signal.SIGTERM, -signal.SIGINT) else code
+
+
+# ---------------------------------------------------------------------- ctl
+class ControlClientError(Exception):
+    pass
+
+
+def http_request(url: str, method: str = "GET", body: bytes | None = None, timeout_s: float = 30.0) -> Any:
+    request = urllib.request.Request(url, data=body, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            payload = response.read()
+            ctype = response.headers.get("Content-Type", "")
+    except urllib.error.HTTPError as err:
+        text = err.read().decode(errors="replace")
+        try:
+            message = json.loads(text)["error"]
+        except (ValueError, KeyError, TypeError):
+            message = text.strip()
+        raise ControlClientError(f"{method} {url}: {err.code} {message}") from None
+    except urllib.error.URLError as err:
+        raise ControlClientError(
+            f"{method} {url}: cannot connect ({err.reason}); is 'blockemu serve' running?"
+        ) from None
+    if ctype.startswith("application/json"):
+        return json.loads(payload)
+    return payload.decode()
+
+
+def _print(result: Any) -> None:
+    if isinstance(result, str):
+        print(result, end="" if result.endswith("\n") else "\n")
+    else:
+        print(json.dumps(result, indent=1))
+
+
+def cmd_ctl(args: argparse.Namespace) -> int:
+    base = args.url.rstrip("/")
+    api = base + "/api/v1"
+    try:
+        if args.ctl == "device":
+            _print(http_request(api + "/device"))
+        elif args.ctl == "metrics":
+            _print(http_request(base + "/metrics"))
+        elif args.ctl == "fragmentation":
+            _print(http_request(api + "/fragmentation"))
+        elif args.ctl == "age":
+            body: dict[str, Any] = {"fragmentation_percent": args.fragmentation, "fragment_kib": args.fragment_kib,
+                                    "seed": args.seed, "span_percent": args.span_percent,
+                                    "mapped_only": not args.all}
+            _print(http_request(api + "/age", "POST", json.dumps(body).encode()))
+        elif args.ctl == "hid":
+            return _ctl_hid(args, api)
+    except ControlClientError as err:
+        return fail(str(err), 1)
+    return 0
+
+
+def _ctl_hid(args: argparse.Namespace, api: str) -> int:
+    if args.hid == "show":
+        _print(http_request(api + "/hid"))
+    elif args.hid == "get":
+        _print(http_request(f"{api}/hid/{args.attribute}"))
+    elif args.hid == "set":
+        _print(http_request(f"{api}/hid/{args.attribute}", "PUT", args.value.encode()))
+    elif args.hid == "wait":
+        deadline = time.monotonic() + args.timeout
+        last = None
+        while True:
+            state = http_request(f"{api}/hid").get("state")
+            if state != last and args.progress:
+                print(f"hid: {state}", file=sys.stderr, flush=True)
+            last = state
+            if state in args.states:
+                print(state)
+                return 0
+            if time.monotonic() > deadline:
+                return fail(f"hid state is still {state!r} after {args.timeout} s", 1)
+            time.sleep(args.interval)
+    return 0
+
+
+# --------------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="blockemu", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve a device over NBD (nbdkit) with a control API")
+    serve.add_argument("config", help="device configuration (TOML), e.g. configs/ufs41.toml")
+    serve.add_argument("--unix", help="unix socket path (default: under $XDG_RUNTIME_DIR or /tmp)")
+    serve.add_argument("--port", type=int, help="serve NBD on 127.0.0.1:PORT instead of a unix socket")
+    serve.add_argument("--http", default=DEFAULT_HTTP,
+                       help=f"control API and /metrics address (default {DEFAULT_HTTP}; '' disables)")
+    serve.add_argument("--http-allow-remote", action="store_true", help="allow --http on a non-loopback address")
+    serve.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value")
+    serve.add_argument("--threads", type=int, default=16, help="nbdkit worker threads (queue depth the device sees)")
+    serve.add_argument("--verbose", action="store_true", help="nbdkit debug output")
+    serve.set_defaults(func=cmd_serve)
+
+    ctl = sub.add_parser("ctl", help="talk to a running device's control API")
+    ctl.add_argument("--url", default=os.environ.get("BLOCKEMU_URL", DEFAULT_URL),
+                     help=f"control API base URL (default $BLOCKEMU_URL or {DEFAULT_URL})")
+    ctl.set_defaults(func=cmd_ctl)
+    ctl_sub = ctl.add_subparsers(dest="ctl", required=True)
+    ctl_sub.add_parser("device", help="description and live statistics")
+    ctl_sub.add_parser("metrics", help="Prometheus metrics text")
+    ctl_sub.add_parser("fragmentation", help="fragmentation summary (UFS)")
+    age = ctl_sub.add_parser("age", help="induce fragmentation (UFS)")
+    age.add_argument("--fragmentation", type=float, required=True, metavar="PERCENT",
+                     help="share of the data to scatter, 0-100")
+    age.add_argument("--fragment-kib", type=int, default=4, help="size of the scattered pieces (default 4)")
+    age.add_argument("--span-percent", type=float, default=100.0, help="aged range from LBA 0, %% of capacity")
+    age.add_argument("--seed", type=int, default=1)
+    age.add_argument("--all", action="store_true", help="age unwritten sectors too (as a pre-aged device)")
+    hid = ctl_sub.add_parser("hid", help="Host-Initiated Defragmentation, with the kernel's attribute names")
+    hid_sub = hid.add_subparsers(dest="hid", required=True)
+    hid_sub.add_parser("show", help="all readable attributes")
+    get = hid_sub.add_parser("get", help="read one attribute, as its sysfs file")
+    get.add_argument("attribute")
+    put = hid_sub.add_parser("set", help="write one attribute, e.g. 'set defrag_trigger enable'")
+    put.add_argument("attribute")
+    put.add_argument("value")
+    wait = hid_sub.add_parser("wait", help="wait until state is one of STATES")
+    wait.add_argument("states", nargs="+", metavar="STATE")
+    wait.add_argument("--timeout", type=float, default=600.0)
+    wait.add_argument("--interval", type=float, default=0.2)
+    wait.add_argument("--quiet", dest="progress", action="store_false", help="do not print state changes")
+
+    try:
+        vm = importlib.import_module("blockemu.vm")
+    except ModuleNotFoundError:
+        vm = None
+    if vm is not None and hasattr(vm, "add_cli"):
+        vm.add_cli(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

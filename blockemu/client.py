@@ -1,0 +1,170 @@
+"""Python access to served devices: start ``blockemu serve``, call its control API, do I/O.
+
+    with ServedDevice("configs/ufs41.toml") as dev:
+        nbd = dev.connect()                  # a libnbd handle
+        nbd.pwrite(b"x" * 4096, 0)
+        dev.control.put("hid/defrag_trigger", "enable")
+        dev.control.wait_hid("defrag_completed")
+
+Experiments and tests use this instead of hand-written HTTP and subprocess code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from blockemu.cli import ControlClientError, http_request
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ControlClient:
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/")
+
+    def get(self, path: str) -> Any:
+        return http_request(f"{self.url}/api/v1/{path}")
+
+    def put(self, path: str, value: str) -> Any:
+        return http_request(f"{self.url}/api/v1/{path}", "PUT", value.encode())
+
+    def post(self, path: str, body: Any = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else b""
+        return http_request(f"{self.url}/api/v1/{path}", "POST", data)
+
+    def device(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.get("device")
+        return result
+
+    def metrics_text(self) -> str:
+        return str(http_request(f"{self.url}/metrics"))
+
+    def metric(self, name: str, **labels: str) -> float:
+        """Sum of the samples of ``name`` whose labels include ``labels``."""
+        total = 0.0
+        found = False
+        for line in self.metrics_text().splitlines():
+            match = re.match(r"^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$", line)
+            if not match or match.group(1) != name:
+                continue
+            have = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match.group(2) or ""))
+            if all(have.get(k) == v for k, v in labels.items()):
+                total += float(match.group(3))
+                found = True
+        if not found:
+            raise KeyError(f"no sample of {name} with labels {labels}")
+        return total
+
+    def wait_hid(self, *states: str, timeout_s: float = 120.0) -> str:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            state = str(self.get("hid")["state"])
+            if state in states:
+                return state
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"HID state still {state!r} after {timeout_s} s, wanted {states}")
+            time.sleep(0.05)
+
+
+class ServedDevice:
+    """A ``blockemu serve`` process on a private unix socket and a free loopback port."""
+
+    def __init__(self, config: str | Path, overrides: list[str] | None = None, *,
+                 run_dir: str | Path | None = None, startup_timeout_s: float = 60.0) -> None:
+        self.config = Path(config)
+        self.overrides = overrides or []
+        self._own_dir = run_dir is None
+        self.run_dir = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix="blockemu-"))
+        self.socket = self.run_dir / "nbd.sock"
+        self.port = free_port()
+        self.http = f"127.0.0.1:{self.port}"
+        self.control = ControlClient(f"http://{self.http}")
+        self.startup_timeout_s = startup_timeout_s
+        self.process: subprocess.Popen[str] | None = None
+        self.output: list[str] = []
+        self.socket_left_behind = False
+
+    @property
+    def uri(self) -> str:
+        return f"nbd+unix:///?socket={self.socket}"
+
+    def start(self) -> ServedDevice:
+        argv = [sys.executable, "-m", "blockemu", "serve", str(self.config), "--unix", str(self.socket),
+                "--http", self.http]
+        for item in self.overrides:
+            argv += ["--set", item]
+        self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                        start_new_session=True)
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + self.startup_timeout_s
+        os.set_blocking(self.process.stdout.fileno(), False)
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            if line:
+                self.output.append(line.rstrip("\n"))
+                if "stop with Ctrl-C" in line:
+                    return self
+                continue
+            if self.process.poll() is not None:
+                rest = self.process.stdout.read() or ""
+                self.output.extend(rest.splitlines())
+                raise RuntimeError("blockemu serve exited early:\n" + "\n".join(self.output))
+            time.sleep(0.02)
+        self.stop()
+        raise RuntimeError("blockemu serve did not become ready:\n" + "\n".join(self.output))
+
+    def connect(self) -> Any:
+        import nbd  # libnbd's python binding (Debian: python3-libnbd)
+
+        handle = nbd.NBD()
+        handle.connect_uri(self.uri)
+        return handle
+
+    def stop(self, timeout_s: float = 20.0) -> int:
+        if self.process is None:
+            return 0
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        if self.process.stdout is not None:
+            try:
+                self.output.extend((self.process.stdout.read() or "").splitlines())
+            except (OSError, ValueError):
+                pass
+            self.process.stdout.close()
+        code = self.process.returncode
+        # Recorded before cleaning up, so tests can check the server removed it.
+        self.socket_left_behind = self.socket.exists()
+        if self._own_dir:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+        return code
+
+    def __enter__(self) -> ServedDevice:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
+__all__ = ["ControlClient", "ControlClientError", "ServedDevice", "free_port"]

@@ -1,0 +1,319 @@
+"""Device configuration: TOML files → one frozen dataclass per section.
+
+Every key a user can set lives in exactly one section dataclass below, with its
+unit in its name and a comment saying where its default comes from.  The same
+``section.key`` names are used by TOML files, ``--set`` overrides, the control
+API and the README.  Validation happens once, in :func:`load_config`; a bad
+value raises :class:`ConfigError` whose message is a single line naming the
+file, the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration problem, formatted as one line for the user."""
+
+
+def _choice(value: str, allowed: Iterable[str]) -> str | None:
+    allowed = tuple(allowed)
+    return None if value in allowed else f"must be one of {', '.join(allowed)}"
+
+
+def _positive(value: float) -> str | None:
+    return None if value > 0 else "must be > 0"
+
+
+def _non_negative(value: float) -> str | None:
+    return None if value >= 0 else "must be >= 0"
+
+
+def _power_of_two(value: int) -> str | None:
+    return None if value > 0 and value & (value - 1) == 0 else "must be a power of two"
+
+
+@dataclass(frozen=True)
+class DeviceSection:
+    # Which model serves the data; each type has its own section below.
+    type: str = "ufs"
+    # Logical capacity exported to the host.
+    capacity_mib: int = 8192
+    # Shown in metrics labels and the control API.
+    name: str = "ufs0"
+
+    def check(self) -> dict[str, str | None]:
+        return {
+            "type": _choice(self.type, DEVICE_TYPES),
+            "capacity_mib": _positive(self.capacity_mib),
+            "name": None if self.name.isidentifier() else "must be letters, digits and _",
+        }
+
+
+@dataclass(frozen=True)
+class StoreSection:
+    # Where the bytes live: "memory" (sparse anonymous mapping) or "file".
+    backend: str = "memory"
+    # Data file for backend = "file".
+    path: str = ""
+
+    def check(self) -> dict[str, str | None]:
+        problems: dict[str, str | None] = {"backend": _choice(self.backend, STORE_BACKENDS)}
+        if self.backend == "file" and not self.path:
+            problems["path"] = 'is required when backend = "file"'
+        return problems
+
+
+@dataclass(frozen=True)
+class TimingSection:
+    # "virtual": requests complete at once, modeled time is only accounted.
+    # "realtime": each request completes at its modeled time (× time_scale).
+    mode: str = "virtual"
+    # Real seconds per modeled second in realtime mode; > 1 slows the device
+    # down so that a slow host (or a VM) can still show modeled behaviour.
+    time_scale: float = 1.0
+
+    def check(self) -> dict[str, str | None]:
+        return {"mode": _choice(self.mode, TIMING_MODES), "time_scale": _positive(self.time_scale)}
+
+
+@dataclass(frozen=True)
+class UfsSection:
+    """NAND and controller constants of the UFS 4.x model.
+
+    Sources: UFS 4.0 product briefs (Samsung, Kioxia, Micron 2022–2024) quote
+    about 4200 MB/s sequential read and 2800 MB/s sequential write; TLC NAND
+    datasheets of that generation give tR ≈ 40–60 µs and 16 KiB pages with
+    4 planes; phone parts of 256–512 GB have 4–8 dies.
+    """
+
+    # Independent NAND dies the controller can keep busy at once.
+    dies: int = 8
+    # Planes per die, read together by one multi-plane tR.
+    planes_per_die: int = 4
+    # NAND page size; the FTL maps 4 KiB sectors, several per NAND page.
+    nand_page_kib: int = 16
+    # NAND pages per erase block (per plane).  Smaller than real parts (~1000+)
+    # so that small test devices still have many superblocks.
+    pages_per_block: int = 64
+    # Spare physical capacity beyond the exported capacity.
+    overprovision_percent: float = 7.0
+    # tR: time to sense one multi-plane NAND page into the die's buffer.
+    read_setup_us: float = 50.0
+    # Sequential read at the device (all dies streaming); die transfer
+    # bandwidth is derived from it, see UfsTiming.
+    seq_read_mbps: float = 4200.0
+    # Sequential write (program throughput over all dies).
+    seq_write_mbps: float = 2800.0
+    # Per-command controller overhead (UPIU handling, FTL lookup).
+    command_overhead_us: float = 8.0
+    # Cost of one flush (write-cache drain bookkeeping).
+    flush_us: float = 20.0
+    # Cost of a trim/unmap command (mapping update only).
+    trim_us: float = 10.0
+    # Block erase time (charged when garbage collection frees a superblock).
+    erase_us: float = 3000.0
+    # Free superblocks kept back for garbage collection.
+    gc_reserve_superblocks: int = 2
+
+    def check(self) -> dict[str, str | None]:
+        return {
+            "dies": _positive(self.dies),
+            "planes_per_die": _positive(self.planes_per_die),
+            "nand_page_kib": _power_of_two(self.nand_page_kib)
+            or (None if self.nand_page_kib >= 4 else "must be >= 4"),
+            "pages_per_block": _positive(self.pages_per_block),
+            "overprovision_percent": _positive(self.overprovision_percent),
+            "read_setup_us": _non_negative(self.read_setup_us),
+            "seq_read_mbps": _positive(self.seq_read_mbps),
+            "seq_write_mbps": _positive(self.seq_write_mbps),
+            "command_overhead_us": _non_negative(self.command_overhead_us),
+            "flush_us": _non_negative(self.flush_us),
+            "trim_us": _non_negative(self.trim_us),
+            "erase_us": _non_negative(self.erase_us),
+            "gc_reserve_superblocks": None if self.gc_reserve_superblocks >= 1 else "must be >= 1",
+        }
+
+
+@dataclass(frozen=True)
+class HidSection:
+    """Host-Initiated Defragmentation (JESD220G) model parameters."""
+
+    # Analysis looks at aligned logical windows of this size.
+    window_kib: int = 512
+    # A window whose mean physical run is shorter than this is fragmented.
+    min_run_kib: int = 128
+    # Modeled analysis cost: reading the L2P table back from NAND and
+    # scanning it (about 1 MiB of map per GiB of data).
+    analysis_us_per_gib: float = 2000.0
+    # Default defrag_size in bytes; 0 means "everything analysis found".
+    defrag_size: int = 0
+
+    def check(self) -> dict[str, str | None]:
+        return {
+            "window_kib": _power_of_two(self.window_kib)
+            or (None if self.window_kib >= 4 else "must be >= 4"),
+            "min_run_kib": _positive(self.min_run_kib)
+            or (None if self.min_run_kib <= self.window_kib else "must be <= window_kib"),
+            "analysis_us_per_gib": _non_negative(self.analysis_us_per_gib),
+            "defrag_size": _non_negative(self.defrag_size),
+        }
+
+
+@dataclass(frozen=True)
+class AgingSection:
+    """Induce fragmentation at start-up, as a shortcut for device aging."""
+
+    # Fraction of the aged range whose physical layout is scattered.
+    fragmentation_percent: float = 0.0
+    # Size of the scattered pieces.
+    fragment_kib: int = 4
+    # Aged logical range, as a percentage of capacity from LBA 0.
+    span_percent: float = 100.0
+    seed: int = 1
+
+    def check(self) -> dict[str, str | None]:
+        return {
+            "fragmentation_percent": None
+            if 0 <= self.fragmentation_percent <= 100
+            else "must be between 0 and 100",
+            "fragment_kib": _power_of_two(self.fragment_kib)
+            or (None if self.fragment_kib >= 4 else "must be >= 4"),
+            "span_percent": None if 0 < self.span_percent <= 100 else "must be in (0, 100]",
+            "seed": None,
+        }
+
+
+DEVICE_TYPES = ("ufs",)
+STORE_BACKENDS = ("memory",)
+TIMING_MODES = ("virtual", "realtime")
+
+
+@dataclass(frozen=True)
+class Config:
+    device: DeviceSection = field(default_factory=DeviceSection)
+    store: StoreSection = field(default_factory=StoreSection)
+    timing: TimingSection = field(default_factory=TimingSection)
+    ufs: UfsSection = field(default_factory=UfsSection)
+    hid: HidSection = field(default_factory=HidSection)
+    aging: AgingSection = field(default_factory=AgingSection)
+    # Where this configuration came from, for error messages.
+    source: str = "<defaults>"
+
+    @property
+    def capacity_bytes(self) -> int:
+        return self.device.capacity_mib * 1024 * 1024
+
+    def with_overrides(self, overrides: Iterable[str]) -> Config:
+        """Return a copy with ``section.key=value`` strings applied and validated."""
+        raw = _config_to_raw(self)
+        for item in overrides:
+            section, key, value = parse_override(item, self.source)
+            raw.setdefault(section, {})[key] = value
+        return config_from_mapping(raw, self.source)
+
+
+SECTION_NAMES = tuple(f.name for f in dataclasses.fields(Config) if f.name != "source")
+
+
+def _section_types() -> dict[str, type]:
+    hints = typing.get_type_hints(Config)
+    return {name: hints[name] for name in SECTION_NAMES}
+
+
+def _config_to_raw(config: Config) -> dict[str, dict[str, Any]]:
+    return {name: dataclasses.asdict(getattr(config, name)) for name in SECTION_NAMES}
+
+
+def parse_override(item: str, source: str = "--set") -> tuple[str, str, Any]:
+    """Split ``section.key=value``; the value is read as a TOML value, else a string."""
+    name, sep, text = item.partition("=")
+    section, dot, key = name.strip().partition(".")
+    if not sep or not dot or not section or not key:
+        raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. timing.mode=realtime")
+    try:
+        value = tomllib.loads(f"v = {text.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text.strip()
+    return section, key, value
+
+
+def _coerce(value: Any, want: type, where: str) -> Any:
+    # TOML has one integer type and one float type; accept an int for a float
+    # key, but never a bool (a subclass of int) for a number.
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if want in (int, float) and isinstance(value, bool):
+        raise ConfigError(f"{where}: expected {want.__name__}, got a boolean")
+    if not isinstance(value, want):
+        raise ConfigError(f"{where}: expected {want.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def config_from_mapping(raw: Mapping[str, Any], source: str = "<mapping>") -> Config:
+    sections: dict[str, Any] = {}
+    types = _section_types()
+    for name, table in raw.items():
+        if name not in types:
+            raise ConfigError(f"{source}: unknown section [{name}]; allowed: {', '.join(SECTION_NAMES)}")
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"{source}: [{name}] must be a table")
+        cls = types[name]
+        hints = typing.get_type_hints(cls)
+        values: dict[str, Any] = {}
+        for key, value in table.items():
+            where = f"{source}: [{name}] {key}"
+            if key not in hints:
+                raise ConfigError(f"{source}: [{name}] unknown key {key!r}; allowed: {', '.join(hints)}")
+            values[key] = _coerce(value, hints[key], where)
+        section = cls(**values)
+        for key, problem in section.check().items():
+            if problem:
+                raise ConfigError(f"{source}: [{name}] {key} = {getattr(section, key)!r}: {problem}")
+        sections[name] = section
+    config = Config(**sections, source=source)
+    _check_cross_section(config)
+    return config
+
+
+def _check_cross_section(config: Config) -> None:
+    ufs = config.ufs
+    sector = 4096
+    group_bytes = ufs.planes_per_die * ufs.nand_page_kib * 1024
+    # The die transfer rate is derived from seq_read_mbps; it must leave room
+    # for tR, or the configured sequential bandwidth is unreachable.
+    per_die_seconds = group_bytes / (ufs.seq_read_mbps * 1e6 / ufs.dies)
+    if per_die_seconds <= ufs.read_setup_us * 1e-6:
+        raise ConfigError(
+            f"{config.source}: [ufs] seq_read_mbps = {ufs.seq_read_mbps}: unreachable with "
+            f"read_setup_us = {ufs.read_setup_us} and {ufs.dies} dies; lower one of them"
+        )
+    superblock = ufs.dies * ufs.planes_per_die * ufs.pages_per_block * ufs.nand_page_kib * 1024
+    if config.capacity_bytes % sector:
+        raise ConfigError(f"{config.source}: [device] capacity_mib: must be a multiple of 4 KiB")
+    if config.capacity_bytes < 4 * superblock:
+        raise ConfigError(
+            f"{config.source}: [device] capacity_mib = {config.device.capacity_mib}: must be at least "
+            f"{4 * superblock // (1024 * 1024)} MiB (4 superblocks of this [ufs] geometry)"
+        )
+
+
+def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Config:
+    """Read, validate and return the configuration in ``path`` with overrides applied."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read: {err.strerror}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML: {err}") from None
+    return config_from_mapping(raw, str(path)).with_overrides(overrides)

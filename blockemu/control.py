@@ -1,0 +1,128 @@
+"""The control API and /metrics, on one loopback HTTP server.
+
+Routes:
+  GET  /metrics                  Prometheus text format
+  GET  /api/v1/device            description and live statistics (JSON)
+  *    /api/v1/<device routes>   handled by the device model (HID, aging, ...)
+
+Answers are JSON, except attribute reads that mirror a sysfs file, which are
+``text/plain`` exactly as the file would read.  Errors are JSON
+``{"error": "..."}`` with a 4xx status; nothing a client sends causes a 5xx
+unless the model itself is broken.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from blockemu.devices.base import ApiError
+from blockemu.metrics import make_registry
+from blockemu.runtime import DeviceRuntime
+
+MAX_BODY_BYTES = 1024 * 1024
+API_PREFIX = "/api/v1/"
+
+
+def parse_http_address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"--http {text!r}: expected HOST:PORT, e.g. 127.0.0.1:9250")
+    return host.strip("[]"), int(port)
+
+
+class ControlServer:
+    def __init__(self, runtime: DeviceRuntime, host: str, port: int) -> None:
+        self.runtime = runtime
+        self.registry = make_registry(runtime)
+        handler = type("Handler", (_Handler,), {"control": self})
+        self.httpd = ThreadingHTTPServer((host, port), handler)
+        self.httpd.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self.httpd.server_address[:2]
+        return str(host), int(port)
+
+    @property
+    def url(self) -> str:
+        host, port = self.address
+        return f"http://{host}:{port}"
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.httpd.serve_forever, name="blockemu-http", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    control: ControlServer
+    protocol_version = "HTTP/1.1"
+    server_version = "blockemu"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class names it
+        """Requests are not logged: the metrics are the record."""
+
+    def _send(self, status: int, payload: Any) -> None:
+        if isinstance(payload, bytes):
+            body, ctype = payload, CONTENT_TYPE_LATEST
+        elif isinstance(payload, str):
+            body, ctype = payload.encode(), "text/plain; charset=utf-8"
+        else:
+            body, ctype = (json.dumps(payload, indent=1) + "\n").encode(), "application/json"
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _error(self, status: int, message: str) -> None:
+        self._send(status, {"error": message})
+
+    def _body(self) -> bytes | None:
+        length_text = self.headers.get("Content-Length", "0")
+        if not length_text.isdigit():
+            self._error(HTTPStatus.BAD_REQUEST, "Content-Length must be a non-negative integer")
+            return None
+        length = int(length_text)
+        if length > MAX_BODY_BYTES:
+            self._error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body larger than {MAX_BODY_BYTES} bytes")
+            self.close_connection = True
+            return None
+        return self.rfile.read(length)
+
+    def _dispatch(self) -> None:
+        body = self._body()
+        if body is None:
+            return
+        path = self.path.split("?", 1)[0]
+        runtime = self.control.runtime
+        try:
+            if path == "/metrics":
+                if self.command != "GET":
+                    raise ApiError(405, "use GET /metrics")
+                self._send(200, generate_latest(self.control.registry))
+                return
+            if path in ("/api/v1/device", "/api/v1/device/"):
+                if self.command != "GET":
+                    raise ApiError(405, "use GET /api/v1/device")
+                self._send(200, runtime.describe())
+                return
+            if not path.startswith(API_PREFIX):
+                raise ApiError(404, f"no such path {path}; see /api/v1/device and /metrics")
+            parts = [p for p in path[len(API_PREFIX):].split("/") if p]
+            self._send(200, runtime.api(self.command, parts, body))
+        except ApiError as err:
+            self._error(err.status, str(err))
+
+    do_GET = do_PUT = do_POST = do_DELETE = do_PATCH = _dispatch

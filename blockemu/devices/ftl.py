@@ -1,0 +1,255 @@
+"""A page-mapped, log-structured flash translation layer.
+
+The FTL maps 4 KiB logical sectors (LPNs) to physical sectors (PPNs).  Only
+the mapping lives here: bytes are stored by logical address elsewhere, so
+garbage collection and defragmentation move mapping entries, never data.
+
+Physical layout.  PPNs are numbered in the order the controller programs
+them: a multi-plane NAND page (``planes × nand_page`` bytes, "a tR group") is
+filled first, then the next die's, round-robin over all dies, and so on
+through a *superblock* (one erase block per plane on every die).  A host
+stream written alone therefore lands on consecutive PPNs and reads back with
+one tR per group on every die in parallel; two streams written interleaved
+alternate PPNs and need a tR for every sector they read.  That is the
+fragmentation that HID repairs.
+
+Superblocks are allocated from a FIFO free list; when only the reserve is left
+a greedy garbage collector (fewest valid sectors) relocates a victim's valid
+sectors in physical order and erases it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+SECTOR = 4096
+UNMAPPED = -1
+
+
+@dataclass(frozen=True)
+class Geometry:
+    dies: int
+    planes_per_die: int
+    sectors_per_nand_page: int
+    pages_per_block: int
+
+    @property
+    def sectors_per_group(self) -> int:
+        """Sectors read by one multi-plane tR on one die."""
+        return self.planes_per_die * self.sectors_per_nand_page
+
+    @property
+    def sectors_per_superblock(self) -> int:
+        return self.dies * self.sectors_per_group * self.pages_per_block
+
+
+# Called with the PPNs garbage collection read and the PPNs it programmed.
+RelocateHook = Callable[[np.ndarray, np.ndarray], None]
+EraseHook = Callable[[int], None]
+
+
+class FlashTranslationLayer:
+    def __init__(
+        self,
+        logical_sectors: int,
+        geometry: Geometry,
+        overprovision_percent: float,
+        gc_reserve_superblocks: int,
+    ) -> None:
+        self.geometry = geometry
+        self.logical_sectors = logical_sectors
+        sbs = geometry.sectors_per_superblock
+        logical_sbs = -(-logical_sectors // sbs)
+        spare_sbs = max(
+            int(np.ceil(logical_sbs * overprovision_percent / 100.0)),
+            # GC must always find a victim with an invalid sector: keep at
+            # least two superblocks beyond the reserve and the open one.
+            gc_reserve_superblocks + 2,
+        )
+        self.superblocks = logical_sbs + spare_sbs
+        self.physical_sectors = self.superblocks * sbs
+        self.gc_reserve = gc_reserve_superblocks
+        self.l2p = np.full(logical_sectors, UNMAPPED, dtype=np.int64)
+        self.p2l = np.full(self.physical_sectors, UNMAPPED, dtype=np.int64)
+        self.valid = np.zeros(self.superblocks, dtype=np.int64)
+        self._free: deque[int] = deque(range(self.superblocks))
+        self._is_free = np.ones(self.superblocks, dtype=bool)
+        self._open = self._free.popleft()
+        self._is_free[self._open] = False
+        self._open_offset = 0
+        self._in_gc = False
+        self.on_relocate: RelocateHook | None = None
+        self.on_erase: EraseHook | None = None
+        # Counters (sectors unless named otherwise).
+        self.host_sectors_programmed = 0
+        self.internal_sectors_programmed = 0
+        self.gc_sectors_relocated = 0
+        self.erases = 0
+        self.mapped_sectors = 0
+        # Bumped on every mapping change, so costly analyses can be cached.
+        self.generation = 0
+
+    # ------------------------------------------------------------------ lookup
+    def lookup(self, lpn: int) -> int:
+        return int(self.l2p[lpn])
+
+    def lookup_range(self, first_lpn: int, count: int) -> np.ndarray:
+        return self.l2p[first_lpn : first_lpn + count]
+
+    def die_of(self, ppn: int) -> int:
+        return (ppn // self.geometry.sectors_per_group) % self.geometry.dies
+
+    @property
+    def free_superblocks(self) -> int:
+        return len(self._free)
+
+    # ---------------------------------------------------------------- program
+    def program_one(self, lpn: int, internal: bool = False) -> int:
+        """Map one LPN to the next physical sector (the 4 KiB hot path)."""
+        if self._open_offset == self.geometry.sectors_per_superblock:
+            self._advance_open()
+        sbs = self.geometry.sectors_per_superblock
+        ppn = self._open * sbs + self._open_offset
+        old = int(self.l2p[lpn])
+        if old >= 0:
+            self.p2l[old] = UNMAPPED
+            self.valid[old // sbs] -= 1
+        else:
+            self.mapped_sectors += 1
+        self.l2p[lpn] = ppn
+        self.p2l[ppn] = lpn
+        self.valid[self._open] += 1
+        self._open_offset += 1
+        self.generation += 1
+        if internal:
+            self.internal_sectors_programmed += 1
+        else:
+            self.host_sectors_programmed += 1
+        return ppn
+
+    def program(self, lpns: np.ndarray, internal: bool = False) -> np.ndarray:
+        """Map distinct LPNs, in order, to the next physical sectors; return the PPNs."""
+        total = len(lpns)
+        out = np.empty(total, dtype=np.int64)
+        sbs = self.geometry.sectors_per_superblock
+        done = 0
+        while done < total:
+            if self._open_offset == sbs:
+                self._advance_open()
+            take = min(sbs - self._open_offset, total - done)
+            base = self._open * sbs + self._open_offset
+            new = np.arange(base, base + take, dtype=np.int64)
+            chunk = lpns[done : done + take]
+            old = self.l2p[chunk]
+            was_mapped = old >= 0
+            stale = old[was_mapped]
+            if len(stale):
+                self.p2l[stale] = UNMAPPED
+                self.valid -= np.bincount(stale // sbs, minlength=self.superblocks)
+            self.mapped_sectors += take - len(stale)
+            self.l2p[chunk] = new
+            self.p2l[new] = chunk
+            self.valid[self._open] += take
+            self._open_offset += take
+            out[done : done + take] = new
+            done += take
+        self.generation += 1
+        if internal:
+            self.internal_sectors_programmed += total
+        else:
+            self.host_sectors_programmed += total
+        return out
+
+    def unmap(self, first_lpn: int, count: int) -> None:
+        lpns = np.arange(first_lpn, first_lpn + count, dtype=np.int64)
+        old = self.l2p[lpns]
+        stale = old[old >= 0]
+        if len(stale):
+            self.p2l[stale] = UNMAPPED
+            self.valid -= np.bincount(
+                stale // self.geometry.sectors_per_superblock, minlength=self.superblocks
+            )
+            self.mapped_sectors -= len(stale)
+        self.l2p[lpns] = UNMAPPED
+        self.generation += 1
+
+    # ------------------------------------------------------- garbage collection
+    def _advance_open(self) -> None:
+        if not self._in_gc and len(self._free) <= self.gc_reserve:
+            self._collect()
+            if self._open_offset < self.geometry.sectors_per_superblock:
+                return  # GC left room in the superblock it relocated into.
+        self._open = self._free.popleft()
+        self._is_free[self._open] = False
+        self._open_offset = 0
+
+    def _collect(self) -> None:
+        sbs = self.geometry.sectors_per_superblock
+        self._in_gc = True
+        try:
+            while len(self._free) <= self.gc_reserve:
+                candidates = np.where(self._is_free, sbs + 1, self.valid)
+                candidates[self._open] = sbs + 1
+                victim = int(np.argmin(candidates))
+                if candidates[victim] >= sbs:
+                    raise RuntimeError("FTL full: no superblock with an invalid sector to collect")
+                start = victim * sbs
+                owners = self.p2l[start : start + sbs]
+                old_ppns = np.flatnonzero(owners >= 0) + start
+                lpns = self.p2l[old_ppns].copy()
+                new_ppns = self.program(lpns, internal=True) if len(lpns) else lpns
+                self.gc_sectors_relocated += len(lpns)
+                if self.on_relocate is not None and len(lpns):
+                    self.on_relocate(old_ppns, new_ppns)
+                self._erase(victim)
+        finally:
+            self._in_gc = False
+
+    def _erase(self, superblock: int) -> None:
+        self.valid[superblock] = 0
+        self._free.append(superblock)
+        self._is_free[superblock] = True
+        self.erases += 1
+        if self.on_erase is not None:
+            self.on_erase(superblock)
+
+    # ----------------------------------------------------------- fragmentation
+    @staticmethod
+    def physical_runs(ppns: np.ndarray) -> int:
+        """How many physically contiguous pieces a logically ordered PPN list has."""
+        mapped = ppns[ppns >= 0]
+        if len(mapped) == 0:
+            return 0
+        return 1 + int(np.count_nonzero(np.diff(mapped) != 1))
+
+    def window_layout(self, window_sectors: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per aligned logical window: mapped sectors, physical runs, logical extents."""
+        count = -(-self.logical_sectors // window_sectors)
+        padded = np.full(count * window_sectors, UNMAPPED, dtype=np.int64)
+        padded[: self.logical_sectors] = self.l2p
+        grid = padded.reshape(count, window_sectors)
+        mapped = grid >= 0
+        mapped_per_window = mapped.sum(axis=1)
+        both = mapped[:, 1:] & mapped[:, :-1]
+        physically_next = both & (np.diff(grid, axis=1) == 1)
+        runs = mapped_per_window - physically_next.sum(axis=1)
+        extents = mapped_per_window - both.sum(axis=1)
+        return mapped_per_window, runs, extents
+
+    def fragmented_windows(self, window_sectors: int, min_run_sectors: int) -> tuple[np.ndarray, np.ndarray]:
+        """Windows worth rewriting, and how many mapped sectors each holds.
+
+        A window is fragmented when its physical layout has more pieces than its
+        logical extents force (so rewriting it would help) and its mean
+        physical run is shorter than ``min_run_sectors``.
+        """
+        mapped, runs, extents = self.window_layout(window_sectors)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mean_run = np.where(runs > 0, mapped / np.maximum(runs, 1), 0)
+        fragmented = (runs > extents) & (mean_run < min_run_sectors)
+        windows = np.flatnonzero(fragmented)
+        return windows, mapped[windows]

@@ -1,0 +1,214 @@
+"""Host-Initiated Defragmentation (JEDEC UFS 4.1, JESD220G) as Linux exposes it.
+
+The kernel's ``hid/`` sysfs group (drivers/ufs/core/ufs-sysfs.c) maps its files
+onto device attributes; we mirror the files, their values and their meaning:
+
+=================  =====  =======================================================
+file               mode   meaning
+=================  =====  =======================================================
+analysis_trigger   write  ``enable`` → bDefragOperation = 1 (analysis only),
+                          ``disable`` → 0 (stop analysis and defrag)
+defrag_trigger     write  ``enable`` → bDefragOperation = 2 (analysis + defrag),
+                          ``disable`` → 0
+fragmented_size    read   bHIDAvailableSize: fragmented data found by analysis
+defrag_size        rw     bHIDSize: how much to defragment (0: all found)
+progress_ratio     read   bHIDProgressRatio: completed / requested, 0–100
+state              read   bHIDState, as the kernel's strings
+=================  =====  =======================================================
+
+Sizes are in bytes here (the kernel passes the device's raw u32; JESD220G
+leaves the unit to the device, and bytes are what users script against).
+The controller only keeps the state machine; the work is done by the device
+through :class:`HidWork`, so the same machine can drive any FTL.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class HidState(enum.Enum):
+    IDLE = "idle"
+    ANALYSIS_IN_PROGRESS = "analysis_in_progress"
+    DEFRAG_REQUIRED = "defrag_required"
+    DEFRAG_IN_PROGRESS = "defrag_in_progress"
+    DEFRAG_COMPLETED = "defrag_completed"
+    DEFRAG_NOT_REQUIRED = "defrag_not_required"
+
+
+class HidOperation(enum.IntEnum):
+    """bDefragOperation values (include/ufs/ufs.h: enum ufs_hid_defrag_operation)."""
+
+    DISABLE = 0
+    ANALYSIS = 1
+    ANALYSIS_AND_DEFRAG = 2
+
+
+class HidTransitionError(Exception):
+    """A write the HID state machine refuses in its current state."""
+
+
+class HidValueError(ValueError):
+    """A malformed attribute value."""
+
+
+HID_ATTRIBUTES = (
+    "analysis_trigger",
+    "defrag_trigger",
+    "fragmented_size",
+    "defrag_size",
+    "progress_ratio",
+    "state",
+)
+WRITABLE = ("analysis_trigger", "defrag_trigger", "defrag_size")
+READABLE = ("fragmented_size", "defrag_size", "progress_ratio", "state")
+
+
+@dataclass
+class AnalysisResult:
+    fragmented_bytes: int
+
+
+class HidWork(Protocol):
+    """What the device does for the controller, in modeled time."""
+
+    def hid_analysis_cost_ns(self) -> int: ...
+
+    def hid_analyse(self) -> AnalysisResult: ...
+
+    def hid_defrag_step(self, now_ns: int, budget_bytes: int) -> tuple[int, int]:
+        """Defragment up to ``budget_bytes``; return (bytes done, completion ns)."""
+        ...
+
+
+class HidController:
+    def __init__(self, work: HidWork, defrag_size: int = 0) -> None:
+        self._work = work
+        self.state = HidState.IDLE
+        self.operation = HidOperation.DISABLE
+        self.defrag_size = defrag_size
+        self.fragmented_size = 0
+        self._requested = 0
+        self._done = 0
+        self._analysis_done_at: int | None = None
+        # Counters for metrics.
+        self.defrag_bytes_total = 0
+        self.analyses_total = 0
+        self.defrags_completed_total = 0
+
+    # ------------------------------------------------------------ sysfs view
+    @property
+    def progress_ratio(self) -> int:
+        if self._requested == 0:
+            return 100 if self.state is HidState.DEFRAG_COMPLETED else 0
+        return min(100, self._done * 100 // self._requested)
+
+    def read(self, attribute: str) -> str:
+        if attribute not in HID_ATTRIBUTES:
+            raise HidValueError(f"unknown HID attribute {attribute!r}; allowed: {', '.join(HID_ATTRIBUTES)}")
+        if attribute not in READABLE:
+            raise HidValueError(f"{attribute} is write-only, as in sysfs")
+        value = getattr(self, attribute)
+        return value.value if isinstance(value, HidState) else str(value)
+
+    def snapshot(self) -> dict[str, str | int]:
+        return {
+            "state": self.state.value,
+            "progress_ratio": self.progress_ratio,
+            "fragmented_size": self.fragmented_size,
+            "defrag_size": self.defrag_size,
+        }
+
+    def write(self, attribute: str, text: str) -> None:
+        """Apply a sysfs-style write; malformed or refused writes change nothing."""
+        value = text.strip()
+        if attribute not in HID_ATTRIBUTES:
+            raise HidValueError(f"unknown HID attribute {attribute!r}; allowed: {', '.join(HID_ATTRIBUTES)}")
+        if attribute not in WRITABLE:
+            raise HidValueError(f"{attribute} is read-only, as in sysfs")
+        if attribute == "defrag_size":
+            try:
+                size = int(value, 0)
+            except ValueError:
+                raise HidValueError(f"defrag_size must be a non-negative integer (bytes), got {value!r}") from None
+            if not 0 <= size <= 2**64 - 1:
+                raise HidValueError(f"defrag_size must be a non-negative integer (bytes), got {value!r}")
+            self.defrag_size = size
+            return
+        if value not in ("enable", "disable"):
+            raise HidValueError(f"{attribute} accepts 'enable' or 'disable', got {value!r}")
+        if value == "disable":
+            self.set_operation(HidOperation.DISABLE)
+        elif attribute == "analysis_trigger":
+            self.set_operation(HidOperation.ANALYSIS)
+        else:
+            self.set_operation(HidOperation.ANALYSIS_AND_DEFRAG)
+
+    # -------------------------------------------------------- state machine
+    def set_operation(self, operation: HidOperation) -> None:
+        if operation is HidOperation.DISABLE:
+            # Stopping returns the device to "idle (analysis required)"; what
+            # was already rewritten stays rewritten, progress is kept for the
+            # host to read.
+            self.operation = operation
+            self._analysis_done_at = None
+            if self.state in (HidState.ANALYSIS_IN_PROGRESS, HidState.DEFRAG_IN_PROGRESS):
+                self.state = HidState.IDLE
+            return
+        if self.state is HidState.DEFRAG_IN_PROGRESS:
+            raise HidTransitionError(
+                "defragmentation is in progress; write 'disable' first to stop it"
+            )
+        if self.state is HidState.ANALYSIS_IN_PROGRESS and operation is self.operation:
+            return
+        self.operation = operation
+        self._analysis_done_at = None
+        self.state = HidState.ANALYSIS_IN_PROGRESS
+
+    @property
+    def busy(self) -> bool:
+        return self.state in (HidState.ANALYSIS_IN_PROGRESS, HidState.DEFRAG_IN_PROGRESS)
+
+    def step(self, now_ns: int, budget_bytes: int) -> int | None:
+        """Advance the background operation; return when to call again, or None."""
+        if self.state is HidState.ANALYSIS_IN_PROGRESS:
+            if self._analysis_done_at is None:
+                self._analysis_done_at = now_ns + self._work.hid_analysis_cost_ns()
+                return self._analysis_done_at
+            if now_ns < self._analysis_done_at:
+                return self._analysis_done_at
+            self._finish_analysis()
+            return now_ns if self.state is HidState.DEFRAG_IN_PROGRESS else None
+        if self.state is HidState.DEFRAG_IN_PROGRESS:
+            remaining = self._requested - self._done
+            moved, done_at = self._work.hid_defrag_step(now_ns, min(budget_bytes, remaining))
+            self._done += moved
+            self.defrag_bytes_total += moved
+            if moved == 0 or self._done >= self._requested:
+                self.state = HidState.DEFRAG_COMPLETED
+                self.operation = HidOperation.DISABLE
+                self.defrags_completed_total += 1
+                self.fragmented_size = self._work.hid_analyse().fragmented_bytes
+            return done_at
+        return None
+
+    def _finish_analysis(self) -> None:
+        self._analysis_done_at = None
+        self.analyses_total += 1
+        result = self._work.hid_analyse()
+        self.fragmented_size = result.fragmented_bytes
+        if result.fragmented_bytes == 0:
+            self.state = HidState.DEFRAG_NOT_REQUIRED
+            self.operation = HidOperation.DISABLE
+            return
+        if self.operation is HidOperation.ANALYSIS:
+            self.state = HidState.DEFRAG_REQUIRED
+            self.operation = HidOperation.DISABLE
+            return
+        self._requested = (
+            min(self.defrag_size, result.fragmented_bytes) if self.defrag_size else result.fragmented_bytes
+        )
+        self._done = 0
+        self.state = HidState.DEFRAG_IN_PROGRESS

@@ -1,0 +1,463 @@
+"""A UFS 4.x device: FTL, NAND service times, HID and aging.
+
+Service-time model (all constants in ``[ufs]``, see config.py for sources):
+
+* A read needs one tR (``read_setup_us``) per multi-plane NAND page it touches
+  on each die, plus the transfer of the sectors it reads from that die.  The
+  die transfer rate is derived so that a long contiguous read reaches
+  ``seq_read_mbps`` with all dies streaming:
+  ``group_bytes / (seq_read / dies) = tR + group_bytes / die_rate``.
+  A physically fragmented read touches more NAND pages, so it pays more tRs
+  and spreads worse over dies: that is why it is several times slower.
+* A write programs sectors at the log head, striped over dies, at
+  ``seq_write_mbps / dies`` per die.
+* Every command adds ``command_overhead_us`` of controller time; reads of
+  unmapped sectors cost only that (the FTL answers zeros).
+* Dies are :class:`~blockemu.timing.UnitTimeline` units, so concurrent host
+  requests, garbage collection and HID defragmentation queue behind each other.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from blockemu.config import Config
+from blockemu.devices.base import (
+    ApiError,
+    Capabilities,
+    MetricFamily,
+    out_of_range,
+)
+from blockemu.devices.ftl import SECTOR, FlashTranslationLayer, Geometry
+from blockemu.devices.hid import (
+    HID_ATTRIBUTES,
+    AnalysisResult,
+    HidController,
+    HidState,
+    HidTransitionError,
+    HidValueError,
+)
+from blockemu.store import Store
+from blockemu.timing import UnitTimeline
+
+# How much HID rewrites per background step: small enough that host I/O
+# interleaves with defragmentation, large enough to keep the overhead low.
+DEFRAG_STEP_BYTES = 1024 * 1024
+
+
+class UfsDevice:
+    kind = "ufs"
+
+    def __init__(self, config: Config, store: Store) -> None:
+        ufs = config.ufs
+        self.config = config
+        self.name = config.device.name
+        self.size_bytes = config.capacity_bytes
+        self.capabilities = Capabilities()
+        self.store = store
+        self.geometry = Geometry(
+            dies=ufs.dies,
+            planes_per_die=ufs.planes_per_die,
+            sectors_per_nand_page=ufs.nand_page_kib * 1024 // SECTOR,
+            pages_per_block=ufs.pages_per_block,
+        )
+        self.ftl = FlashTranslationLayer(
+            self.size_bytes // SECTOR, self.geometry, ufs.overprovision_percent, ufs.gc_reserve_superblocks
+        )
+        self.ftl.on_relocate = self._charge_relocation
+        self.ftl.on_erase = self._charge_erase
+        self.dies = UnitTimeline(ufs.dies)
+
+        group_bytes = self.geometry.sectors_per_group * SECTOR
+        group_ns_streaming = group_bytes / (ufs.seq_read_mbps * 1e6 / ufs.dies) * 1e9
+        self.tr_ns = int(ufs.read_setup_us * 1000)
+        self.read_ns_per_sector = (group_ns_streaming - self.tr_ns) / self.geometry.sectors_per_group
+        self.write_ns_per_sector = SECTOR / (ufs.seq_write_mbps * 1e6 / ufs.dies) * 1e9
+        self.overhead_ns = int(ufs.command_overhead_us * 1000)
+        self.flush_ns = int(ufs.flush_us * 1000)
+        self.trim_ns = int(ufs.trim_us * 1000)
+        self.erase_ns = int(ufs.erase_us * 1000)
+        self._one_sector_read_ns = int(self.tr_ns + self.read_ns_per_sector)
+        self._one_sector_write_ns = int(self.write_ns_per_sector)
+
+        self.hid_config = config.hid
+        self.window_sectors = config.hid.window_kib * 1024 // SECTOR
+        self.hid = HidController(self, config.hid.defrag_size)
+        self._defrag_queue: list[int] = []
+        self._now = 0  # arrival time of the request being served, for GC charges
+        self._layout_cache: tuple[int, int, int] | None = None  # generation, fragmented, mapped
+
+        # Counters for metrics.
+        self.reads_with_media = 0
+        self.read_physical_runs = 0
+        self.read_tr_total = 0
+
+        aging = config.aging
+        if aging.fragmentation_percent > 0:
+            self.age(
+                aging.fragmentation_percent, aging.fragment_kib, aging.seed, aging.span_percent, mapped_only=False
+            )
+
+    # ------------------------------------------------------------------ costs
+    def _read_costs(self, ppns: np.ndarray) -> list[tuple[int, int]]:
+        mapped = ppns[ppns >= 0]
+        if len(mapped) == 0:
+            return []
+        spg = self.geometry.sectors_per_group
+        dies = self.geometry.dies
+        groups = mapped // spg
+        tr_per_die = np.bincount(np.unique(groups) % dies, minlength=dies)
+        sectors_per_die = np.bincount(groups % dies, minlength=dies)
+        self.read_tr_total += int(tr_per_die.sum())
+        return [
+            (die, int(tr_per_die[die] * self.tr_ns + sectors_per_die[die] * self.read_ns_per_sector))
+            for die in np.flatnonzero(sectors_per_die).tolist()
+        ]
+
+    def _write_costs(self, ppns: np.ndarray) -> list[tuple[int, int]]:
+        dies = self.geometry.dies
+        per_die = np.bincount((ppns // self.geometry.sectors_per_group) % dies, minlength=dies)
+        return [(die, int(per_die[die] * self.write_ns_per_sector)) for die in np.flatnonzero(per_die).tolist()]
+
+    def _charge_relocation(self, old_ppns: np.ndarray, new_ppns: np.ndarray) -> None:
+        self.dies.occupy(self._now, self._read_costs(old_ppns))
+        self.dies.occupy(self._now, self._write_costs(new_ppns))
+
+    def _charge_erase(self, superblock: int) -> None:
+        self.dies.occupy(self._now, [(die, self.erase_ns) for die in range(self.geometry.dies)])
+
+    # --------------------------------------------------------------- data path
+    def _check(self, offset: int, length: int) -> None:
+        if offset < 0 or length < 0 or offset + length > self.size_bytes:
+            raise out_of_range(offset, length, self.size_bytes)
+
+    def read(self, offset: int, buf: memoryview, now_ns: int) -> int:
+        length = len(buf)
+        self._check(offset, length)
+        self.store.read_into(offset, buf)
+        if length == 0:
+            return now_ns + self.overhead_ns
+        first = offset // SECTOR
+        last = (offset + length - 1) // SECTOR
+        if first == last:
+            ppn = int(self.ftl.l2p[first])
+            if ppn < 0:
+                return now_ns + self.overhead_ns
+            self.reads_with_media += 1
+            self.read_physical_runs += 1
+            self.read_tr_total += 1
+            die = (ppn // self.geometry.sectors_per_group) % self.geometry.dies
+            return self.dies.occupy_one(now_ns, die, self._one_sector_read_ns) + self.overhead_ns
+        ppns = self.ftl.l2p[first : last + 1]
+        runs = self.ftl.physical_runs(ppns)
+        if runs:
+            self.reads_with_media += 1
+            self.read_physical_runs += runs
+        return self.dies.occupy(now_ns, self._read_costs(ppns)) + self.overhead_ns
+
+    def write(self, offset: int, data: memoryview, fua: bool, now_ns: int) -> int:
+        length = len(data)
+        self._check(offset, length)
+        self.store.write(offset, data)
+        done = now_ns + self.overhead_ns
+        if length:
+            done = self._program(offset // SECTOR, (offset + length - 1) // SECTOR, now_ns) + self.overhead_ns
+        return done + (self.flush_ns if fua else 0)
+
+    def _program(self, first: int, last: int, now_ns: int) -> int:
+        self._now = now_ns
+        if first == last:
+            ppn = self.ftl.program_one(first)
+            die = (ppn // self.geometry.sectors_per_group) % self.geometry.dies
+            return self.dies.occupy_one(now_ns, die, self._one_sector_write_ns)
+        ppns = self.ftl.program(np.arange(first, last + 1, dtype=np.int64))
+        return self.dies.occupy(now_ns, self._write_costs(ppns))
+
+    def _full_sectors(self, offset: int, length: int) -> tuple[int, int]:
+        first = -(-offset // SECTOR)
+        end = (offset + length) // SECTOR
+        return first, max(0, end - first)
+
+    def trim(self, offset: int, length: int, now_ns: int) -> int:
+        self._check(offset, length)
+        # Only whole sectors are unmapped; NBD trim is advisory, and zeroing
+        # them lets the memory store give their pages back.
+        first, count = self._full_sectors(offset, length)
+        if count:
+            self.store.zero(first * SECTOR, count * SECTOR)
+            self.ftl.unmap(first, count)
+        return now_ns + self.trim_ns + self.overhead_ns
+
+    def write_zeroes(self, offset: int, length: int, fua: bool, now_ns: int) -> int:
+        self._check(offset, length)
+        self.store.zero(offset, length)
+        first, count = self._full_sectors(offset, length)
+        if count:
+            self.ftl.unmap(first, count)
+        done = now_ns + self.trim_ns + self.overhead_ns
+        # Partial sectors at either edge are really programmed.
+        for edge in {offset // SECTOR, (offset + length - 1) // SECTOR} if length else set():
+            if not first <= edge < first + count:
+                done = max(done, self._program(edge, edge, now_ns) + self.overhead_ns)
+        return done + (self.flush_ns if fua else 0)
+
+    def flush(self, now_ns: int) -> int:
+        self.store.flush()
+        return now_ns + self.flush_ns
+
+    # ----------------------------------------------------- background and HID
+    def background_step(self, now_ns: int) -> int | None:
+        return self.hid.step(now_ns, DEFRAG_STEP_BYTES)
+
+    def hid_analysis_cost_ns(self) -> int:
+        mapped_gib = self.ftl.mapped_sectors * SECTOR / 2**30
+        return int(self.hid_config.analysis_us_per_gib * 1000 * max(mapped_gib, 1 / 1024))
+
+    def hid_analyse(self) -> AnalysisResult:
+        windows, mapped = self.ftl.fragmented_windows(
+            self.window_sectors, self.hid_config.min_run_kib * 1024 // SECTOR
+        )
+        self._defrag_queue = windows.tolist()[::-1]  # popped from the end: logical order
+        return AnalysisResult(fragmented_bytes=int(mapped.sum()) * SECTOR)
+
+    def hid_defrag_step(self, now_ns: int, budget_bytes: int) -> tuple[int, int]:
+        """Rewrite whole fragmented windows contiguously at the log head."""
+        self._now = now_ns
+        moved = 0
+        done = now_ns
+        while self._defrag_queue and moved < budget_bytes:
+            window = self._defrag_queue.pop()
+            first = window * self.window_sectors
+            lpns = np.arange(first, min(first + self.window_sectors, self.ftl.logical_sectors), dtype=np.int64)
+            old = self.ftl.l2p[lpns]
+            lpns = lpns[old >= 0]
+            if not len(lpns):
+                continue
+            done = max(done, self.dies.occupy(now_ns, self._read_costs(old[old >= 0])))
+            new = self.ftl.program(lpns, internal=True)
+            done = max(done, self.dies.occupy(now_ns, self._write_costs(new)))
+            moved += len(lpns) * SECTOR
+        return moved, done
+
+    # ------------------------------------------------------------------ aging
+    def age(
+        self,
+        fragmentation_percent: float,
+        fragment_kib: int = 4,
+        seed: int = 1,
+        span_percent: float = 100.0,
+        mapped_only: bool = True,
+    ) -> dict[str, Any]:
+        """Scatter the physical layout of a share of the data, as years of use would.
+
+        Windows (HID's analysis unit) are picked at random until they hold
+        ``fragmentation_percent`` of the data in the span; their pieces of
+        ``fragment_kib`` are then rewritten interleaved with each other, as if
+        many files had grown at once, and the other windows sequentially.
+        Only the mapping changes: the host reads exactly the same bytes.
+        """
+        if not 0 <= fragmentation_percent <= 100:
+            raise ValueError(f"fragmentation_percent must be between 0 and 100, got {fragmentation_percent}")
+        if fragment_kib < 4 or fragment_kib & (fragment_kib - 1):
+            raise ValueError(f"fragment_kib must be a power of two >= 4, got {fragment_kib}")
+        if not 0 < span_percent <= 100:
+            raise ValueError(f"span_percent must be in (0, 100], got {span_percent}")
+        rng = np.random.default_rng(seed)
+        span = int(self.ftl.logical_sectors * span_percent / 100)
+        wsec = self.window_sectors
+        windows = -(-span // wsec)
+        grid = np.arange(windows * wsec, dtype=np.int64).reshape(windows, wsec)
+        in_span = grid < span
+        if mapped_only:
+            in_span &= self.ftl.l2p[np.minimum(grid, self.ftl.logical_sectors - 1)] >= 0
+        weight = in_span.sum(axis=1)
+        total = int(weight.sum())
+        order = rng.permutation(np.flatnonzero(weight))
+        cumulative = np.cumsum(weight[order])
+        chosen_count = int(np.searchsorted(cumulative, total * fragmentation_percent / 100.0, side="left"))
+        if fragmentation_percent > 0:
+            chosen_count = min(len(order), chosen_count + 1)
+        chosen = np.sort(order[:chosen_count])
+        piece = min(wsec, fragment_kib * 1024 // SECTOR)
+        # Interleave: piece k of every chosen window, then piece k+1 of every one...
+        shape = (len(chosen), wsec // piece, piece)
+        scattered = grid[chosen].reshape(shape).transpose(1, 0, 2).reshape(-1)
+        scattered_mask = in_span[chosen].reshape(shape).transpose(1, 0, 2).reshape(-1)
+        rest = np.setdiff1d(np.flatnonzero(weight), chosen)
+        sequential = grid[rest].reshape(-1)
+        sequential_mask = in_span[rest].reshape(-1)
+        self.ftl.program(scattered[scattered_mask], internal=True)
+        self.ftl.program(sequential[sequential_mask], internal=True)
+        return {
+            "aged_bytes": total * SECTOR,
+            "scattered_bytes": int(scattered_mask.sum()) * SECTOR,
+            "fragment_kib": fragment_kib,
+        }
+
+    # ------------------------------------------------------------ inspection
+    def layout(self) -> tuple[int, int]:
+        """(fragmented bytes, mapped bytes) by HID's definition, cached per mapping change."""
+        cached = self._layout_cache
+        if cached is not None and cached[0] == self.ftl.generation:
+            return cached[1], cached[2]
+        _, mapped = self.ftl.fragmented_windows(self.window_sectors, self.hid_config.min_run_kib * 1024 // SECTOR)
+        result = (int(mapped.sum()) * SECTOR, self.ftl.mapped_sectors * SECTOR)
+        self._layout_cache = (self.ftl.generation, *result)
+        return result
+
+    def fragmentation(self) -> dict[str, Any]:
+        fragmented, mapped = self.layout()
+        return {
+            "fragmented_bytes": fragmented,
+            "mapped_bytes": mapped,
+            "fragmented_percent": round(100.0 * fragmented / mapped, 3) if mapped else 0.0,
+            "window_kib": self.hid_config.window_kib,
+            "min_run_kib": self.hid_config.min_run_kib,
+            "mean_physical_runs_per_read": self.mean_runs_per_read,
+        }
+
+    @property
+    def mean_runs_per_read(self) -> float:
+        return self.read_physical_runs / self.reads_with_media if self.reads_with_media else 0.0
+
+    @property
+    def write_amplification(self) -> float:
+        host = self.ftl.host_sectors_programmed
+        return (host + self.ftl.internal_sectors_programmed) / host if host else 1.0
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "type": self.kind,
+            "size_bytes": self.size_bytes,
+            "capabilities": {
+                "flush": self.capabilities.flush,
+                "fua": self.capabilities.fua,
+                "trim": self.capabilities.trim,
+                "zero": self.capabilities.zero,
+                "zoned": self.capabilities.zoned,
+            },
+            "ftl": {
+                "dies": self.geometry.dies,
+                "superblocks": self.ftl.superblocks,
+                "superblock_bytes": self.geometry.sectors_per_superblock * SECTOR,
+                "free_superblocks": self.ftl.free_superblocks,
+                "physical_bytes": self.ftl.physical_sectors * SECTOR,
+                "host_bytes_programmed": self.ftl.host_sectors_programmed * SECTOR,
+                "internal_bytes_programmed": self.ftl.internal_sectors_programmed * SECTOR,
+                "gc_bytes_relocated": self.ftl.gc_sectors_relocated * SECTOR,
+                "erases": self.ftl.erases,
+                "write_amplification": round(self.write_amplification, 4),
+            },
+            "fragmentation": self.fragmentation(),
+            "hid": self.hid.snapshot(),
+        }
+
+    # ------------------------------------------------------------ control API
+    def api(self, method: str, path: list[str], body: bytes) -> Any:
+        head = path[0] if path else ""
+        if head == "hid":
+            return self._api_hid(method, path[1:], body)
+        if head == "age" and method == "POST":
+            return self._api_age(body)
+        if head == "fragmentation" and method == "GET" and len(path) == 1:
+            return self.fragmentation()
+        if head in ("hid", "age", "fragmentation"):
+            raise ApiError(405, f"{method} is not allowed on /api/v1/{'/'.join(path)}")
+        raise ApiError(404, f"no such endpoint /api/v1/{'/'.join(path)}; ufs has: hid, age, fragmentation")
+
+    def _api_hid(self, method: str, rest: list[str], body: bytes) -> Any:
+        if not rest:
+            if method != "GET":
+                raise ApiError(405, "use GET /api/v1/hid, or PUT /api/v1/hid/<attribute>")
+            return self.hid.snapshot()
+        if len(rest) != 1 or rest[0] not in HID_ATTRIBUTES:
+            raise ApiError(404, f"no HID attribute {'/'.join(rest)!r}; allowed: {', '.join(HID_ATTRIBUTES)}")
+        attribute = rest[0]
+        try:
+            if method == "GET":
+                return self.hid.read(attribute) + "\n"
+            if method == "PUT":
+                try:
+                    text = body.decode("ascii")
+                except UnicodeDecodeError:
+                    raise HidValueError(f"{attribute}: value must be ASCII text") from None
+                self.hid.write(attribute, text)
+                return self.hid.snapshot()
+        except HidValueError as err:
+            raise ApiError(400, str(err)) from None
+        except HidTransitionError as err:
+            raise ApiError(409, str(err)) from None
+        raise ApiError(405, f"{method} is not allowed on a HID attribute; use GET or PUT")
+
+    def _api_age(self, body: bytes) -> Any:
+        try:
+            request = json.loads(body or b"{}")
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ApiError(400, "body must be JSON, e.g. {\"fragmentation_percent\": 60}") from None
+        allowed = {"fragmentation_percent", "fragment_kib", "seed", "span_percent", "mapped_only"}
+        if not isinstance(request, dict) or not set(request) <= allowed or "fragmentation_percent" not in request:
+            raise ApiError(
+                400, f"body must be a JSON object with fragmentation_percent and optionally {sorted(allowed)}"
+            )
+        types = {
+            "fragmentation_percent": (int, float),
+            "fragment_kib": (int,),
+            "seed": (int,),
+            "span_percent": (int, float),
+            "mapped_only": (bool,),
+        }
+        for key, value in request.items():
+            if isinstance(value, bool) is not (key == "mapped_only") or not isinstance(value, types[key]):
+                raise ApiError(400, f"{key} must be {' or '.join(t.__name__ for t in types[key])}")
+        if self.hid.state is HidState.DEFRAG_IN_PROGRESS:
+            raise ApiError(409, "cannot age while HID defragmentation is in progress")
+        try:
+            return self.age(**request)
+        except ValueError as err:
+            raise ApiError(400, str(err)) from None
+
+    # ---------------------------------------------------------------- metrics
+    def metrics(self) -> Iterator[MetricFamily]:
+        fragmented, mapped = self.layout()
+        yield MetricFamily("blockemu_ufs_fragmented_bytes", "gauge",
+                           "Mapped bytes in fragmented windows (HID's definition)", [({}, fragmented)])
+        yield MetricFamily("blockemu_ufs_mapped_bytes", "gauge", "Bytes currently mapped by the FTL", [({}, mapped)])
+        yield MetricFamily("blockemu_ufs_read_physical_runs", "counter",
+                           "Physically contiguous runs read by host reads that touched NAND",
+                           [({}, self.read_physical_runs)])
+        yield MetricFamily("blockemu_ufs_media_reads", "counter", "Host reads that touched NAND",
+                           [({}, self.reads_with_media)])
+        yield MetricFamily("blockemu_ufs_mean_physical_runs_per_read", "gauge",
+                           "Mean physically contiguous runs per host read", [({}, self.mean_runs_per_read)])
+        yield MetricFamily("blockemu_ufs_nand_reads", "counter", "NAND tR operations for host reads",
+                           [({}, self.read_tr_total)])
+        yield MetricFamily("blockemu_ufs_programmed_bytes", "counter", "Bytes programmed to NAND",
+                           [({"source": "host"}, self.ftl.host_sectors_programmed * SECTOR),
+                            ({"source": "internal"}, self.ftl.internal_sectors_programmed * SECTOR)])
+        yield MetricFamily("blockemu_ufs_gc_relocated_bytes", "counter", "Bytes relocated by garbage collection",
+                           [({}, self.ftl.gc_sectors_relocated * SECTOR)])
+        yield MetricFamily("blockemu_ufs_erases", "counter", "Superblock erases", [({}, self.ftl.erases)])
+        yield MetricFamily("blockemu_ufs_free_superblocks", "gauge", "Free superblocks",
+                           [({}, self.ftl.free_superblocks)])
+        yield MetricFamily("blockemu_ufs_write_amplification", "gauge", "NAND programs per host program",
+                           [({}, self.write_amplification)])
+        yield MetricFamily("blockemu_ufs_die_busy_seconds", "counter", "Modeled busy time per NAND die",
+                           [({"die": str(d)}, ns / 1e9) for d, ns in enumerate(self.dies.busy_ns)])
+        yield MetricFamily("blockemu_hid_state", "gauge", "HID state (1 for the current one)",
+                           [({"state": s.value}, 1.0 if s is self.hid.state else 0.0) for s in HidState])
+        yield MetricFamily("blockemu_hid_progress_ratio", "gauge", "HID progress_ratio (0-100)",
+                           [({}, self.hid.progress_ratio)])
+        yield MetricFamily("blockemu_hid_fragmented_size_bytes", "gauge", "HID fragmented_size from the last analysis",
+                           [({}, self.hid.fragmented_size)])
+        yield MetricFamily("blockemu_hid_defrag_moved_bytes", "counter", "Bytes rewritten inside the device by HID",
+                           [({}, self.hid.defrag_bytes_total)])
+        yield MetricFamily("blockemu_hid_analyses", "counter", "HID analyses completed",
+                           [({}, self.hid.analyses_total)])
+
+    def close(self) -> None:
+        self.store.close()

@@ -1,0 +1,220 @@
+"""nbdkit python-plugin callbacks, adapting a :class:`DeviceRuntime`.
+
+Loaded inside nbdkit's embedded interpreter by ``plugins/blockemu.py``; the
+``nbdkit`` module only exists there, so it is imported lazily.  Plugin keys:
+
+  config=PATH            device configuration (TOML), required
+  set=SECTION.KEY=VALUE  override, repeatable
+  http=HOST:PORT         control API and /metrics; empty to disable
+
+The lifecycle follows nbdkit's: configuration is read and validated in
+``config_complete``, the HTTP socket is bound in ``get_ready`` (so a busy port
+stops nbdkit before it serves), threads start in ``after_fork``.
+"""
+
+from __future__ import annotations
+
+import errno
+from typing import Any
+
+from blockemu.config import Config, ConfigError, load_config
+from blockemu.control import ControlServer, parse_http_address
+from blockemu.devices.base import DeviceError
+from blockemu.runtime import DeviceRuntime
+
+API_VERSION = 2
+
+_config_path: str | None = None
+_overrides: list[str] = []
+_http: str = ""
+_config: Config | None = None
+_runtime: DeviceRuntime | None = None
+_control: ControlServer | None = None
+
+
+def _nbdkit() -> Any:
+    import nbdkit  # only exists inside nbdkit
+
+    return nbdkit
+
+
+def config(key: str, value: str) -> None:
+    global _config_path, _http
+    if key == "config":
+        _config_path = value
+    elif key == "set":
+        _overrides.append(value)
+    elif key == "http":
+        _http = value
+    else:
+        raise ValueError(f"unknown plugin key {key!r}; allowed: config, set, http")
+
+
+def config_complete() -> None:
+    global _config
+    if _config_path is None:
+        raise ValueError("config=PATH is required")
+    try:
+        _config = load_config(_config_path, _overrides)
+    except ConfigError as err:
+        raise ValueError(str(err)) from None
+
+
+def thread_model() -> int:
+    return int(_nbdkit().THREAD_MODEL_PARALLEL)
+
+
+def get_ready() -> None:
+    global _runtime, _control
+    assert _config is not None
+    _runtime = DeviceRuntime(_config)
+    if _http:
+        host, port = parse_http_address(_http)
+        _control = ControlServer(_runtime, host, port)
+
+
+def after_fork() -> None:
+    assert _runtime is not None
+    _runtime.start()
+    if _control is not None:
+        _control.start()
+
+
+def cleanup() -> None:
+    if _control is not None:
+        _control.stop()
+    if _runtime is not None:
+        _runtime.close()
+
+
+def open(readonly: bool) -> int:  # noqa: A001 - the name nbdkit calls
+    return 1
+
+
+def get_size(h: int) -> int:
+    assert _runtime is not None
+    return _runtime.device.size_bytes
+
+
+def block_size(h: int) -> tuple[int, int, int]:
+    assert _runtime is not None
+    return _runtime.device.capabilities.block_size
+
+
+def is_rotational(h: int) -> bool:
+    assert _runtime is not None
+    return _runtime.device.capabilities.rotational
+
+
+def can_multi_conn(h: int) -> bool:
+    # One model behind every connection, and flush is device-wide.
+    return True
+
+
+def can_write(h: int) -> bool:
+    return True
+
+
+def can_flush(h: int) -> bool:
+    assert _runtime is not None
+    return _runtime.device.capabilities.flush
+
+
+def can_trim(h: int) -> bool:
+    assert _runtime is not None
+    return _runtime.device.capabilities.trim
+
+
+def can_zero(h: int) -> bool:
+    assert _runtime is not None
+    return _runtime.device.capabilities.zero
+
+
+def can_fast_zero(h: int) -> bool:
+    assert _runtime is not None
+    return _runtime.device.capabilities.zero
+
+
+def can_fua(h: int) -> int:
+    assert _runtime is not None
+    nbdkit = _nbdkit()
+    return int(nbdkit.FUA_NATIVE if _runtime.device.capabilities.fua else nbdkit.FUA_EMULATE)
+
+
+def _fail(err: Exception) -> None:
+    nbdkit = _nbdkit()
+    nbdkit.set_error(err.errno if isinstance(err, DeviceError) else errno.EIO)
+
+
+def pread(h: int, buf: bytearray, offset: int, flags: int) -> None:
+    assert _runtime is not None
+    try:
+        _runtime.read(offset, memoryview(buf))
+    except Exception as err:
+        _fail(err)
+        raise
+
+
+def pwrite(h: int, buf: bytes, offset: int, flags: int) -> None:
+    assert _runtime is not None
+    try:
+        _runtime.write(offset, memoryview(buf), bool(flags & _nbdkit().FLAG_FUA))
+    except Exception as err:
+        _fail(err)
+        raise
+
+
+def flush(h: int, flags: int) -> None:
+    assert _runtime is not None
+    try:
+        _runtime.flush()
+    except Exception as err:
+        _fail(err)
+        raise
+
+
+def trim(h: int, count: int, offset: int, flags: int) -> None:
+    assert _runtime is not None
+    try:
+        _runtime.trim(offset, count)
+        if flags & _nbdkit().FLAG_FUA:
+            _runtime.flush()
+    except Exception as err:
+        _fail(err)
+        raise
+
+
+def zero(h: int, count: int, offset: int, flags: int) -> None:
+    assert _runtime is not None
+    try:
+        _runtime.write_zeroes(offset, count, bool(flags & _nbdkit().FLAG_FUA))
+    except Exception as err:
+        _fail(err)
+        raise
+
+
+__all__ = [
+    "API_VERSION",
+    "after_fork",
+    "block_size",
+    "can_fast_zero",
+    "can_flush",
+    "can_fua",
+    "can_multi_conn",
+    "can_trim",
+    "can_write",
+    "can_zero",
+    "cleanup",
+    "config",
+    "config_complete",
+    "flush",
+    "get_ready",
+    "get_size",
+    "is_rotational",
+    "open",
+    "pread",
+    "pwrite",
+    "thread_model",
+    "trim",
+    "zero",
+]

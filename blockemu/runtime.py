@@ -1,0 +1,176 @@
+"""A served device: the model, its clock, its lock, its statistics.
+
+Frontends (the nbdkit plugin, replay, later ublk) call :class:`DeviceRuntime`
+and nothing else.  It serialises access to the model, stamps each request with
+its modeled arrival time, waits for its modeled completion (a real sleep in
+realtime mode, a clock jump in virtual mode), keeps the queue-depth and latency
+statistics, and drives the device's background work (HID, later GC) on a thread.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from blockemu.clock import Clock, RealClock, VirtualClock
+from blockemu.config import Config
+from blockemu.devices import Device, create_device
+
+OPS = ("read", "write", "flush", "trim", "zero")
+# Modeled latency histogram bounds, seconds (10 µs … 1 s).
+LATENCY_BUCKETS = (
+    10e-6, 25e-6, 50e-6, 75e-6, 100e-6, 150e-6, 250e-6, 500e-6,
+    1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 1.0,
+)
+
+
+@dataclass
+class OpStats:
+    requests: int = 0
+    bytes: int = 0
+    errors: int = 0
+    latency_sum_s: float = 0.0
+    # One count per bucket of LATENCY_BUCKETS plus +Inf (not cumulative).
+    latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+
+
+class IoStats:
+    def __init__(self) -> None:
+        self.ops = {op: OpStats() for op in OPS}
+        self.queue_depth = 0
+        self.queue_depth_peak = 0
+        # How many requests arrived at each queue depth (1, 2, ... n).
+        self.arrivals_by_depth: dict[int, int] = {}
+
+    def record(self, op: str, nbytes: int, latency_ns: int) -> None:
+        stats = self.ops[op]
+        stats.requests += 1
+        stats.bytes += nbytes
+        latency_s = latency_ns / 1e9
+        stats.latency_sum_s += latency_s
+        stats.latency_counts[bisect.bisect_left(LATENCY_BUCKETS, latency_s)] += 1
+
+
+class DeviceRuntime:
+    def __init__(self, config: Config, device: Device | None = None, clock: Clock | None = None) -> None:
+        self.config = config
+        self.device = device if device is not None else create_device(config)
+        if clock is None:
+            clock = VirtualClock() if config.timing.mode == "virtual" else RealClock(config.timing.time_scale)
+        self.clock = clock
+        self.lock = threading.Lock()
+        self.stats = IoStats()
+        self._work = threading.Condition(self.lock)
+        self._stopping = False
+        self._worker: threading.Thread | None = None
+
+    # ---------------------------------------------------------------- data path
+    def _serve(self, op: str, nbytes: int, call: Callable[[int], int]) -> None:
+        stats = self.stats
+        with self.lock:
+            stats.queue_depth += 1
+            depth = stats.queue_depth
+            if depth > stats.queue_depth_peak:
+                stats.queue_depth_peak = depth
+            stats.arrivals_by_depth[depth] = stats.arrivals_by_depth.get(depth, 0) + 1
+            arrival = self.clock.now_ns()
+            try:
+                done = call(arrival)
+            except Exception:
+                stats.ops[op].errors += 1
+                stats.queue_depth -= 1
+                raise
+            stats.record(op, nbytes, done - arrival)
+        try:
+            # Outside the lock, so that other requests queue in modeled time.
+            self.clock.wait_until(done)
+        finally:
+            with self.lock:
+                stats.queue_depth -= 1
+
+    def read(self, offset: int, buf: memoryview) -> None:
+        self._serve("read", len(buf), lambda now: self.device.read(offset, buf, now))
+
+    def write(self, offset: int, data: memoryview, fua: bool = False) -> None:
+        self._serve("write", len(data), lambda now: self.device.write(offset, data, fua, now))
+
+    def trim(self, offset: int, length: int) -> None:
+        self._serve("trim", length, lambda now: self.device.trim(offset, length, now))
+
+    def write_zeroes(self, offset: int, length: int, fua: bool = False) -> None:
+        self._serve("zero", length, lambda now: self.device.write_zeroes(offset, length, fua, now))
+
+    def flush(self) -> None:
+        self._serve("flush", 0, lambda now: self.device.flush(now))
+
+    # ------------------------------------------------------------ control plane
+    def api(self, method: str, path: list[str], body: bytes) -> Any:
+        with self.lock:
+            result = self.device.api(method, path, body)
+            self._work.notify_all()
+            return result
+
+    def describe(self) -> dict[str, Any]:
+        with self.lock:
+            description = self.device.describe()
+            description["timing"] = {
+                "mode": self.config.timing.mode,
+                "time_scale": self.config.timing.time_scale,
+                "modeled_now_s": self.clock.now_ns() / 1e9,
+            }
+            description["io"] = {
+                op: {"requests": s.requests, "bytes": s.bytes, "errors": s.errors}
+                for op, s in self.stats.ops.items()
+            }
+            description["queue_depth"] = {
+                "current": self.stats.queue_depth,
+                "peak": self.stats.queue_depth_peak,
+            }
+            return description
+
+    # ---------------------------------------------------------- background work
+    def run_background_until_idle(self) -> None:
+        """Drive background work to completion in the caller's thread (tests, replay)."""
+        while True:
+            with self.lock:
+                done = self.device.background_step(self.clock.now_ns())
+            if done is None:
+                return
+            self.clock.wait_until(done)
+
+    def start(self) -> None:
+        if self._worker is None:
+            self._worker = threading.Thread(target=self._background_loop, name="blockemu-background", daemon=True)
+            self._worker.start()
+
+    def stop(self) -> None:
+        with self.lock:
+            self._stopping = True
+            self._work.notify_all()
+        if self._worker is not None:
+            self._worker.join(timeout=5)
+            self._worker = None
+
+    def _background_loop(self) -> None:
+        while True:
+            with self.lock:
+                if self._stopping:
+                    return
+                done = self.device.background_step(self.clock.now_ns())
+                if done is None:
+                    # Idle until the control plane asks for work (or a timeout,
+                    # so that work started by the data path is noticed too).
+                    self._work.wait(timeout=0.5)
+                    continue
+            self.clock.wait_until(done)
+
+    def close(self) -> None:
+        self.stop()
+        self.device.close()
+
+
+def build_runtime(config: Config) -> DeviceRuntime:
+    return DeviceRuntime(config)
