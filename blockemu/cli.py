@@ -25,6 +25,8 @@ PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 PLUGIN = PACKAGE_ROOT / "plugins" / "blockemu.py"
 DEFAULT_HTTP = "127.0.0.1:9250"
 DEFAULT_URL = "http://" + DEFAULT_HTTP
+# Modules that add commands to the CLI (see build_parser).
+CLI_EXTENSIONS: tuple[str, ...] = ()
 
 
 def fail(message: str, code: int = 2) -> int:
@@ -177,7 +179,7 @@ def http_request(url: str, method: str = "GET", body: bytes | None = None, timeo
     return payload.decode()
 
 
-def _print(result: Any) -> None:
+def print_result(result: Any) -> None:
     if isinstance(result, str):
         print(result, end="" if result.endswith("\n") else "\n")
     else:
@@ -185,34 +187,36 @@ def _print(result: Any) -> None:
 
 
 def cmd_ctl(args: argparse.Namespace) -> int:
-    base = args.url.rstrip("/")
-    api = base + "/api/v1"
+    """Run the ``ctl`` subcommand chosen; each sets ``ctl_func(args, base_url)``."""
     try:
-        if args.ctl == "device":
-            _print(http_request(api + "/device"))
-        elif args.ctl == "metrics":
-            _print(http_request(base + "/metrics"))
-        elif args.ctl == "fragmentation":
-            _print(http_request(api + "/fragmentation"))
-        elif args.ctl == "age":
-            body: dict[str, Any] = {"fragmentation_percent": args.fragmentation, "fragment_kib": args.fragment_kib,
-                                    "seed": args.seed, "span_percent": args.span_percent,
-                                    "mapped_only": not args.all}
-            _print(http_request(api + "/age", "POST", json.dumps(body).encode()))
-        elif args.ctl == "hid":
-            return _ctl_hid(args, api)
+        return int(args.ctl_func(args, args.url.rstrip("/")) or 0)
     except ControlClientError as err:
         return fail(str(err), 1)
+
+
+def _ctl_get(path: str) -> Any:
+    def run(args: argparse.Namespace, base: str) -> int:
+        print_result(http_request(base + path))
+        return 0
+
+    return run
+
+
+def _ctl_age(args: argparse.Namespace, base: str) -> int:
+    body: dict[str, Any] = {"fragmentation_percent": args.fragmentation, "fragment_kib": args.fragment_kib,
+                            "seed": args.seed, "span_percent": args.span_percent, "mapped_only": not args.all}
+    print_result(http_request(base + "/api/v1/age", "POST", json.dumps(body).encode()))
     return 0
 
 
-def _ctl_hid(args: argparse.Namespace, api: str) -> int:
+def _ctl_hid(args: argparse.Namespace, base: str) -> int:
+    api = base + "/api/v1"
     if args.hid == "show":
-        _print(http_request(api + "/hid"))
+        print_result(http_request(api + "/hid"))
     elif args.hid == "get":
-        _print(http_request(f"{api}/hid/{args.attribute}"))
+        print_result(http_request(f"{api}/hid/{args.attribute}"))
     elif args.hid == "set":
-        _print(http_request(f"{api}/hid/{args.attribute}", "PUT", args.value.encode()))
+        print_result(http_request(f"{api}/hid/{args.attribute}", "PUT", args.value.encode()))
     elif args.hid == "wait":
         deadline = time.monotonic() + args.timeout
         last = None
@@ -252,10 +256,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"control API base URL (default $BLOCKEMU_URL or {DEFAULT_URL})")
     ctl.set_defaults(func=cmd_ctl)
     ctl_sub = ctl.add_subparsers(dest="ctl", required=True)
-    ctl_sub.add_parser("device", help="description and live statistics")
-    ctl_sub.add_parser("metrics", help="Prometheus metrics text")
-    ctl_sub.add_parser("fragmentation", help="fragmentation summary (UFS)")
+    ctl_sub.add_parser("device", help="description and live statistics").set_defaults(
+        ctl_func=_ctl_get("/api/v1/device"))
+    ctl_sub.add_parser("metrics", help="Prometheus metrics text").set_defaults(ctl_func=_ctl_get("/metrics"))
+    ctl_sub.add_parser("fragmentation", help="fragmentation summary (UFS)").set_defaults(
+        ctl_func=_ctl_get("/api/v1/fragmentation"))
     age = ctl_sub.add_parser("age", help="induce fragmentation (UFS)")
+    age.set_defaults(ctl_func=_ctl_age)
     age.add_argument("--fragmentation", type=float, required=True, metavar="PERCENT",
                      help="share of the data to scatter, 0-100")
     age.add_argument("--fragment-kib", type=int, default=4, help="size of the scattered pieces (default 4)")
@@ -263,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     age.add_argument("--seed", type=int, default=1)
     age.add_argument("--all", action="store_true", help="age unwritten sectors too (as a pre-aged device)")
     hid = ctl_sub.add_parser("hid", help="Host-Initiated Defragmentation, with the kernel's attribute names")
+    hid.set_defaults(ctl_func=_ctl_hid)
     hid_sub = hid.add_subparsers(dest="hid", required=True)
     hid_sub.add_parser("show", help="all readable attributes")
     get = hid_sub.add_parser("get", help="read one attribute, as its sysfs file")
@@ -276,12 +284,17 @@ def build_parser() -> argparse.ArgumentParser:
     wait.add_argument("--interval", type=float, default=0.2)
     wait.add_argument("--quiet", dest="progress", action="store_false", help="do not print state changes")
 
-    try:
-        vm = importlib.import_module("blockemu.vm")
-    except ModuleNotFoundError:
-        vm = None
-    if vm is not None and hasattr(vm, "add_cli"):
-        vm.add_cli(sub)
+    experiment = sub.add_parser("experiment", help="run a study: seeded, writes CSV + PNG, prints a table")
+    experiment_sub = experiment.add_subparsers(dest="experiment", required=True)
+
+    # Features in their own modules plug in here: add_cli(subparsers) for
+    # top-level commands, add_ctl(ctl_subparsers) for `ctl` commands (each
+    # setting ctl_func), add_experiment(experiment_subparsers) for studies.
+    for module_name in CLI_EXTENSIONS:
+        module = importlib.import_module(module_name)
+        for hook, target in (("add_cli", sub), ("add_ctl", ctl_sub), ("add_experiment", experiment_sub)):
+            if hasattr(module, hook):
+                getattr(module, hook)(target)
     return parser
 
 

@@ -284,6 +284,11 @@ def config_from_mapping(raw: Mapping[str, Any], source: str = "<mapping>") -> Co
 
 
 def _check_cross_section(config: Config) -> None:
+    if config.device.type == "ufs":
+        _check_ufs(config)
+
+
+def _check_ufs(config: Config) -> None:
     ufs = config.ufs
     sector = 4096
     group_bytes = ufs.planes_per_die * ufs.nand_page_kib * 1024
