@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""NBD throughput of blockemu's UFS model against two baselines, in one run.
+
+Targets, all 1 GiB, all served by nbdkit on a unix socket with 16 threads:
+  ufs        blockemu serve configs/ufs41.toml (virtual timing)
+  bytearray  the least a python plugin can do (scripts/bench_plugins/)
+  memory     nbdkit's C memory plugin
+
+Workloads (fio's nbd engine), after one untimed fill of the whole device:
+1 MiB sequential write/read, 4 KiB random write/read at QD1 and QD16 over
+256 MiB.  Prints IOPS and MB/s per target and
+the ratios ufs/bytearray and ufs/memory.  Usage:
+
+    .venv/bin/python scripts/bench_nbd.py [--runtime 5] [--csv results/bench.csv]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from blockemu.cli import plugin_environment  # noqa: E402
+
+SIZE = 1024 * 1024 * 1024
+WORKLOADS = [
+    # name, rw, block size, iodepth
+    ("seq-write-1M", "write", "1M", 4),
+    ("seq-read-1M", "read", "1M", 4),
+    ("rand-write-4K-qd1", "randwrite", "4k", 1),
+    ("rand-write-4K-qd16", "randwrite", "4k", 16),
+    ("rand-read-4K-qd1", "randread", "4k", 1),
+    ("rand-read-4K-qd16", "randread", "4k", 16),
+]
+
+
+@contextmanager
+def serve(target: str, sock: Path) -> Iterator[None]:
+    nbdkit = shutil.which("nbdkit")
+    if nbdkit is None:
+        sys.exit("bench: nbdkit not found; run 'make setup'")
+    if target == "ufs":
+        argv = [sys.executable, "-m", "blockemu", "serve", str(REPO / "configs" / "ufs41.toml"), "--unix", str(sock),
+                "--http", "", "--set", "device.capacity_mib=1024", "--set", "timing.mode=virtual"]
+    elif target == "bytearray":
+        argv = [nbdkit, "--foreground", "--threads", "16", "--unix", str(sock), "python",
+                str(REPO / "scripts" / "bench_plugins" / "bytearray_plugin.py"), f"size={SIZE}"]
+    else:
+        argv = [nbdkit, "--foreground", "--threads", "16", "--unix", str(sock), "memory", str(SIZE)]
+    process = subprocess.Popen(argv, env=plugin_environment(), stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not sock.exists():
+            if process.poll() is not None or time.monotonic() > deadline:
+                sys.exit(f"bench: {target} server did not start")
+            time.sleep(0.05)
+        yield
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        sock.unlink(missing_ok=True)
+
+
+def run_fio(sock: Path, rw: str, bs: str, iodepth: int, runtime_s: int) -> tuple[float, float]:
+    argv = ["fio", "--name=bench", "--ioengine=nbd", f"--uri=nbd+unix:///?socket={sock}", f"--rw={rw}",
+            f"--bs={bs}", f"--iodepth={iodepth}", "--size=256M", "--time_based", f"--runtime={runtime_s}",
+            "--randrepeat=1", "--norandommap", "--output-format=json"]
+    if rw in ("read", "write"):
+        argv[argv.index("--size=256M")] = "--size=1G"
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    job = json.loads(out[out.index("{"):])["jobs"][0]
+    side = job["read"] if "read" in rw else job["write"]
+    return float(side["iops"]), float(side["bw_bytes"]) / 1e6
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runtime", type=int, default=5, help="seconds per fio job (default 5)")
+    parser.add_argument("--csv", type=Path, help="also write the results as CSV")
+    parser.add_argument("--targets", default="ufs,bytearray,memory")
+    args = parser.parse_args()
+    if shutil.which("fio") is None:
+        sys.exit("bench: fio not found; run 'make setup'")
+    targets = args.targets.split(",")
+    results: dict[tuple[str, str], tuple[float, float]] = {}
+    with tempfile.TemporaryDirectory(prefix="blockemu-bench-") as tmp:
+        sock = Path(tmp) / "nbd.sock"
+        for target in targets:
+            with serve(target, sock):
+                # Fill the device once, untimed: every target then measures its
+                # steady state (memory allocated, FTL mapped) rather than
+                # first-touch page faults, which the bytearray baseline pays at
+                # start-up instead.
+                print(f"bench: {target:9s} fill (untimed) ...", file=sys.stderr, flush=True)
+                subprocess.run(["fio", "--name=fill", "--ioengine=nbd", f"--uri=nbd+unix:///?socket={sock}",
+                                "--rw=write", "--bs=1M", "--iodepth=4", "--size=1G"],
+                               check=True, stdout=subprocess.DEVNULL)
+                for name, rw, bs, depth in WORKLOADS:
+                    print(f"bench: {target:9s} {name} ...", file=sys.stderr, flush=True)
+                    results[(target, name)] = run_fio(sock, rw, bs, depth, args.runtime)
+    header = f"{'workload':22s}" + "".join(f"{t + ' IOPS':>16s}{t + ' MB/s':>14s}" for t in targets)
+    ratios = [t for t in targets if t != "ufs"] if "ufs" in targets else []
+    header += "".join(f"{'ufs/' + t:>16s}" for t in ratios)
+    print(header)
+    rows = []
+    for name, *_ in WORKLOADS:
+        line = f"{name:22s}"
+        row: dict[str, object] = {"workload": name}
+        for t in targets:
+            iops, mbps = results[(t, name)]
+            line += f"{iops:16.0f}{mbps:14.1f}"
+            row[f"{t}_iops"], row[f"{t}_mbps"] = round(iops), round(mbps, 1)
+        for t in ratios:
+            ratio = results[("ufs", name)][0] / results[(t, name)][0]
+            line += f"{ratio:16.2f}"
+            row[f"ufs_over_{t}"] = round(ratio, 3)
+        print(line)
+        rows.append(row)
+    if args.csv:
+        args.csv.parent.mkdir(parents=True, exist_ok=True)
+        with args.csv.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
