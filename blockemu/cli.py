@@ -114,6 +114,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     argv += ["python", str(PLUGIN), f"config={Path(args.config).resolve()}"]
     argv += [f"set={item}" for item in args.set or []]
     argv.append(f"http={args.http or ''}")
+    if args.trace:
+        trace = Path(args.trace).resolve()
+        if trace.exists():
+            return fail(f"--trace {args.trace}: the file exists; traces never overwrite files")
+        argv.append(f"trace={trace}")
     process = subprocess.Popen(argv, env=plugin_environment())
 
     def stop(signum: int, frame: Any) -> None:
@@ -150,6 +155,33 @@ def cmd_serve(args: argparse.Namespace) -> int:
             unix.unlink()
     # nbdkit exits 0 on SIGTERM/SIGINT; a signal-killed child is a clean stop too.
     return 0 if code in (0, -signal.SIGTERM, -signal.SIGINT) else code
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from blockemu.replay import format_summary, print_progress, replay
+    from blockemu.trace import TraceError, read_trace
+
+    try:
+        config = load_config(args.config, args.set or [])
+        trace = read_trace(args.trace)
+        result = replay(config, trace, engine=args.engine, closed_loop=args.closed_loop, progress=print_progress)
+    except (ConfigError, TraceError, ValueError) as err:
+        return fail(str(err))
+    summary = result.summary()
+    print(json.dumps(summary, indent=1) if args.json else format_summary(summary))
+    return 0
+
+
+def _ctl_trace(args: argparse.Namespace, base: str) -> int:
+    api = base + "/api/v1/trace"
+    if args.trace_action == "start":
+        body = json.dumps({"path": str(Path(args.path).resolve())}).encode()
+        print_result(http_request(api + "/start", "POST", body))
+    elif args.trace_action == "stop":
+        print_result(http_request(api + "/stop", "POST", b""))
+    else:
+        print_result(http_request(api))
+    return 0
 
 
 # ---------------------------------------------------------------------- ctl
@@ -249,7 +281,22 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value")
     serve.add_argument("--threads", type=int, default=16, help="nbdkit worker threads (queue depth the device sees)")
     serve.add_argument("--verbose", action="store_true", help="nbdkit debug output")
+    serve.add_argument("--trace", metavar="FILE", help="record every request to FILE (see blockemu replay)")
     serve.set_defaults(func=cmd_serve)
+
+    replay = sub.add_parser("replay", help="run a recorded trace or fio iolog through a device model in virtual time")
+    replay.add_argument("config", help="device configuration (TOML)")
+    replay.add_argument("trace", help="a 'blockemu serve --trace' file or a fio version 2/3 iolog")
+    replay.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value")
+    replay.add_argument("--engine", choices=("auto", "scalar", "vector"), default="auto",
+                        help="vector (UFS, fast) or scalar (any device, the reference); default auto")
+    loop = replay.add_mutually_exclusive_group()
+    loop.add_argument("--closed-loop", dest="closed_loop", action="store_true", default=None,
+                      help="issue each request when the previous completes (default for fio v2 iologs)")
+    loop.add_argument("--open-loop", dest="closed_loop", action="store_false",
+                      help="issue requests at their recorded times (default for traces with times)")
+    replay.add_argument("--json", action="store_true", help="print the summary as JSON")
+    replay.set_defaults(func=cmd_replay)
 
     ctl = sub.add_parser("ctl", help="talk to a running device's control API")
     ctl.add_argument("--url", default=os.environ.get("BLOCKEMU_URL", DEFAULT_URL),
@@ -269,6 +316,12 @@ def build_parser() -> argparse.ArgumentParser:
     age.add_argument("--span-percent", type=float, default=100.0, help="aged range from LBA 0, %% of capacity")
     age.add_argument("--seed", type=int, default=1)
     age.add_argument("--all", action="store_true", help="age unwritten sectors too (as a pre-aged device)")
+    trace = ctl_sub.add_parser("trace", help="start/stop recording requests on a running device")
+    trace.set_defaults(ctl_func=_ctl_trace)
+    trace_sub = trace.add_subparsers(dest="trace_action", required=True)
+    trace_sub.add_parser("start", help="record to a new file").add_argument("path")
+    trace_sub.add_parser("stop", help="stop recording")
+    trace_sub.add_parser("status", help="where and how much is being recorded")
     hid = ctl_sub.add_parser("hid", help="Host-Initiated Defragmentation, with the kernel's attribute names")
     hid.set_defaults(ctl_func=_ctl_hid)
     hid_sub = hid.add_subparsers(dest="hid", required=True)

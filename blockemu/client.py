@@ -86,9 +86,11 @@ class ServedDevice:
     """A ``blockemu serve`` process on a private unix socket and a free loopback port."""
 
     def __init__(self, config: str | Path, overrides: list[str] | None = None, *,
-                 run_dir: str | Path | None = None, startup_timeout_s: float = 60.0) -> None:
+                 run_dir: str | Path | None = None, startup_timeout_s: float = 60.0,
+                 extra_args: list[str] | None = None) -> None:
         self.config = Path(config)
         self.overrides = overrides or []
+        self.extra_args = extra_args or []
         self._own_dir = run_dir is None
         self.run_dir = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix="blockemu-"))
         self.socket = self.run_dir / "nbd.sock"
@@ -109,6 +111,7 @@ class ServedDevice:
                 "--http", self.http]
         for item in self.overrides:
             argv += ["--set", item]
+        argv += self.extra_args
         self.process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                         start_new_session=True)
         assert self.process.stdout is not None

@@ -10,14 +10,17 @@ statistics, and drives the device's background work (HID, later GC) on a thread.
 from __future__ import annotations
 
 import bisect
+import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from blockemu.clock import Clock, RealClock, VirtualClock
 from blockemu.config import Config
-from blockemu.devices import Device, create_device
+from blockemu.devices import ApiError, Device, create_device
+from blockemu.trace import TraceWriter
 
 OPS = ("read", "write", "flush", "trim", "zero")
 # Modeled latency histogram bounds, seconds (10 µs … 1 s).
@@ -66,9 +69,11 @@ class DeviceRuntime:
         self._work = threading.Condition(self.lock)
         self._stopping = False
         self._worker: threading.Thread | None = None
+        # Request recorder; None when not tracing, so the data path pays one test.
+        self.trace: TraceWriter | None = None
 
     # ---------------------------------------------------------------- data path
-    def _serve(self, op: str, nbytes: int, call: Callable[[int], int]) -> None:
+    def _serve(self, op: str, offset: int, nbytes: int, fua: bool, call: Callable[[int], int]) -> None:
         stats = self.stats
         with self.lock:
             stats.queue_depth += 1
@@ -77,6 +82,8 @@ class DeviceRuntime:
                 stats.queue_depth_peak = depth
             stats.arrivals_by_depth[depth] = stats.arrivals_by_depth.get(depth, 0) + 1
             arrival = self.clock.now_ns()
+            if self.trace is not None:
+                self.trace.append(arrival, op, offset, nbytes, fua, depth)
             try:
                 done = call(arrival)
             except Exception:
@@ -92,22 +99,24 @@ class DeviceRuntime:
                 stats.queue_depth -= 1
 
     def read(self, offset: int, buf: memoryview) -> None:
-        self._serve("read", len(buf), lambda now: self.device.read(offset, buf, now))
+        self._serve("read", offset, len(buf), False, lambda now: self.device.read(offset, buf, now))
 
     def write(self, offset: int, data: memoryview, fua: bool = False) -> None:
-        self._serve("write", len(data), lambda now: self.device.write(offset, data, fua, now))
+        self._serve("write", offset, len(data), fua, lambda now: self.device.write(offset, data, fua, now))
 
     def trim(self, offset: int, length: int) -> None:
-        self._serve("trim", length, lambda now: self.device.trim(offset, length, now))
+        self._serve("trim", offset, length, False, lambda now: self.device.trim(offset, length, now))
 
     def write_zeroes(self, offset: int, length: int, fua: bool = False) -> None:
-        self._serve("zero", length, lambda now: self.device.write_zeroes(offset, length, fua, now))
+        self._serve("zero", offset, length, fua, lambda now: self.device.write_zeroes(offset, length, fua, now))
 
     def flush(self) -> None:
-        self._serve("flush", 0, lambda now: self.device.flush(now))
+        self._serve("flush", 0, 0, False, lambda now: self.device.flush(now))
 
     # ------------------------------------------------------------ control plane
     def api(self, method: str, path: list[str], body: bytes) -> Any:
+        if path[:1] == ["trace"]:
+            return self._api_trace(method, path[1:], body)
         with self.lock:
             result = self.device.api(method, path, body)
             self._work.notify_all()
@@ -130,6 +139,38 @@ class DeviceRuntime:
                 "peak": self.stats.queue_depth_peak,
             }
             return description
+
+    # ---------------------------------------------------------------- tracing
+    def start_trace(self, path: str | Path) -> dict[str, Any]:
+        """Record every request from now on, starting with a snapshot of the device's state."""
+        with self.lock:
+            if self.trace is not None:
+                raise ApiError(409, f"already tracing to {self.trace.path}; stop it first")
+            self.trace = TraceWriter.create(path, self.config, self.device, self.clock.now_ns())
+            return self.trace.status()
+
+    def stop_trace(self) -> dict[str, Any]:
+        with self.lock:
+            if self.trace is None:
+                raise ApiError(409, "not tracing")
+            trace, self.trace = self.trace, None
+            trace.close()
+            return trace.status()
+
+    def _api_trace(self, method: str, rest: list[str], body: bytes) -> Any:
+        if method == "GET" and not rest:
+            return self.trace.status() if self.trace is not None else {"tracing": False}
+        if method == "POST" and rest == ["start"]:
+            try:
+                request = json.loads(body or b"{}")
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                raise ApiError(400, 'body must be JSON: {"path": "/absolute/new/file.trace"}') from None
+            if not isinstance(request, dict) or set(request) != {"path"} or not isinstance(request["path"], str):
+                raise ApiError(400, 'body must be JSON: {"path": "/absolute/new/file.trace"}')
+            return self.start_trace(request["path"])
+        if method == "POST" and rest == ["stop"]:
+            return self.stop_trace()
+        raise ApiError(404, "trace endpoints: GET /api/v1/trace, POST /api/v1/trace/start, POST /api/v1/trace/stop")
 
     # ---------------------------------------------------------- background work
     def run_background_until_idle(self) -> None:
@@ -169,6 +210,8 @@ class DeviceRuntime:
 
     def close(self) -> None:
         self.stop()
+        if self.trace is not None:
+            self.stop_trace()
         self.device.close()
 
 

@@ -131,8 +131,12 @@ class FlashTranslationLayer:
             self.host_sectors_programmed += 1
         return ppn
 
-    def program(self, lpns: np.ndarray, internal: bool = False) -> np.ndarray:
-        """Map distinct LPNs, in order, to the next physical sectors; return the PPNs."""
+    def program(self, lpns: np.ndarray, internal: bool = False, distinct: bool = True) -> np.ndarray:
+        """Map LPNs, in order, to the next physical sectors; return the PPNs.
+
+        With ``distinct=False`` an LPN may appear several times (a replayed
+        stream of writes): each occurrence is programmed, the last one wins.
+        """
         total = len(lpns)
         out = np.empty(total, dtype=np.int64)
         sbs = self.geometry.sectors_per_superblock
@@ -144,16 +148,23 @@ class FlashTranslationLayer:
             base = self._open * sbs + self._open_offset
             new = np.arange(base, base + take, dtype=np.int64)
             chunk = lpns[done : done + take]
+            if not distinct:
+                # Keep only each LPN's last occurrence; the earlier copies are
+                # programmed but stale at once.
+                _, from_end = np.unique(chunk[::-1], return_index=True)
+                last = take - 1 - from_end
+                chunk, new_live = chunk[last], new[last]
+            else:
+                new_live = new
             old = self.l2p[chunk]
-            was_mapped = old >= 0
-            stale = old[was_mapped]
+            stale = old[old >= 0]
             if len(stale):
                 self.p2l[stale] = UNMAPPED
                 self.valid -= np.bincount(stale // sbs, minlength=self.superblocks)
-            self.mapped_sectors += take - len(stale)
-            self.l2p[chunk] = new
-            self.p2l[new] = chunk
-            self.valid[self._open] += take
+            self.mapped_sectors += len(chunk) - len(stale)
+            self.l2p[chunk] = new_live
+            self.p2l[new_live] = chunk
+            self.valid[self._open] += len(chunk)
             self._open_offset += take
             out[done : done + take] = new
             done += take
@@ -216,6 +227,38 @@ class FlashTranslationLayer:
         self.erases += 1
         if self.on_erase is not None:
             self.on_erase(superblock)
+
+    # ------------------------------------------------------------------ state
+    def state(self) -> dict[str, np.ndarray]:
+        """Everything needed to rebuild this FTL (p2l and valid counts are derived)."""
+        return {
+            "l2p": self.l2p.copy(),
+            "free": np.array(self._free, dtype=np.int64),
+            "open": np.array([self._open, self._open_offset], dtype=np.int64),
+            "counters": np.array([self.host_sectors_programmed, self.internal_sectors_programmed,
+                                  self.gc_sectors_relocated, self.erases], dtype=np.int64),
+        }
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        l2p = state["l2p"]
+        if l2p.shape != self.l2p.shape:
+            raise ValueError(f"state has {len(l2p)} logical sectors, this FTL {len(self.l2p)}")
+        if l2p.max(initial=-1) >= self.physical_sectors:
+            raise ValueError("state maps beyond this FTL's physical space (different geometry?)")
+        self.l2p = l2p.astype(np.int64).copy()
+        self.p2l = np.full(self.physical_sectors, UNMAPPED, dtype=np.int64)
+        mapped = np.flatnonzero(self.l2p >= 0)
+        self.p2l[self.l2p[mapped]] = mapped
+        sbs = self.geometry.sectors_per_superblock
+        self.valid = np.bincount(self.l2p[mapped] // sbs, minlength=self.superblocks).astype(np.int64)
+        self._free = deque(int(sb) for sb in state["free"])
+        self._is_free = np.zeros(self.superblocks, dtype=bool)
+        self._is_free[list(self._free)] = True
+        self._open, self._open_offset = (int(v) for v in state["open"])
+        (self.host_sectors_programmed, self.internal_sectors_programmed,
+         self.gc_sectors_relocated, self.erases) = (int(v) for v in state["counters"])
+        self.mapped_sectors = len(mapped)
+        self.generation += 1
 
     # ----------------------------------------------------------- fragmentation
     @staticmethod

@@ -298,6 +298,13 @@ class UfsDevice:
             "fragment_kib": fragment_kib,
         }
 
+    # ------------------------------------------------------------------ state
+    def snapshot_state(self) -> dict[str, np.ndarray]:
+        return self.ftl.state()
+
+    def restore_state(self, state: dict[str, np.ndarray]) -> None:
+        self.ftl.load_state(state)
+
     # ------------------------------------------------------------ inspection
     def layout(self) -> tuple[int, int]:
         """(fragmented bytes, mapped bytes) by HID's definition, cached per mapping change."""

@@ -6,6 +6,7 @@ Loaded inside nbdkit's embedded interpreter by ``plugins/blockemu.py``; the
   config=PATH            device configuration (TOML), required
   set=SECTION.KEY=VALUE  override, repeatable
   http=HOST:PORT         control API and /metrics; empty to disable
+  trace=PATH             record every request from the start (blockemu.trace)
 
 The lifecycle follows nbdkit's: configuration is read and validated in
 ``config_complete``, the HTTP socket is bound in ``get_ready`` (so a busy port
@@ -27,6 +28,7 @@ API_VERSION = 2
 _config_path: str | None = None
 _overrides: list[str] = []
 _http: str = ""
+_trace: str = ""
 _config: Config | None = None
 _runtime: DeviceRuntime | None = None
 _control: ControlServer | None = None
@@ -39,15 +41,17 @@ def _nbdkit() -> Any:
 
 
 def config(key: str, value: str) -> None:
-    global _config_path, _http
+    global _config_path, _http, _trace
     if key == "config":
         _config_path = value
     elif key == "set":
         _overrides.append(value)
     elif key == "http":
         _http = value
+    elif key == "trace":
+        _trace = value
     else:
-        raise ValueError(f"unknown plugin key {key!r}; allowed: config, set, http")
+        raise ValueError(f"unknown plugin key {key!r}; allowed: config, set, http, trace")
 
 
 def config_complete() -> None:
@@ -68,6 +72,8 @@ def get_ready() -> None:
     global _runtime, _control
     assert _config is not None
     _runtime = DeviceRuntime(_config)
+    if _trace:
+        _runtime.start_trace(_trace)
     if _http:
         host, port = parse_http_address(_http)
         _control = ControlServer(_runtime, host, port)

@@ -79,3 +79,25 @@ def test_window_layout_counts_runs_and_extents() -> None:
     windows, sizes = ftl.fragmented_windows(8, min_run_sectors=4)
     assert windows.tolist() == [1, 2]
     assert sizes.tolist() == [8, 8]
+
+
+def test_repeated_lpns_in_one_program_call_keep_the_last_write() -> None:
+    ftl = make_ftl()
+    ppns = ftl.program(np.array([3, 4, 3, 5, 4], dtype=np.int64), distinct=False)
+    assert ftl.lookup(3) == ppns[2] and ftl.lookup(4) == ppns[4] and ftl.lookup(5) == ppns[3]
+    assert ftl.p2l[ppns[0]] == UNMAPPED and ftl.p2l[ppns[1]] == UNMAPPED
+    assert ftl.mapped_sectors == 3
+    check_invariants(ftl)
+
+
+def test_state_round_trips_into_a_fresh_ftl() -> None:
+    ftl = make_ftl()
+    rng = np.random.default_rng(9)
+    for _ in range(500):
+        ftl.program_one(int(rng.integers(0, 256)))
+    copy = make_ftl()
+    copy.load_state(ftl.state())
+    assert np.array_equal(copy.l2p, ftl.l2p) and np.array_equal(copy.p2l, ftl.p2l)
+    assert np.array_equal(copy.valid, ftl.valid) and copy.free_superblocks == ftl.free_superblocks
+    assert copy.program_one(7) == ftl.program_one(7)  # same log head
+    check_invariants(copy)

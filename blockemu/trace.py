@@ -1,0 +1,200 @@
+"""Request traces: blockemu's own compact format, and fio iologs.
+
+A blockemu trace file is
+
+    b"BLKEMUTR" | u32 version | u32 header length | header (JSON)
+    | u64 state length | device state (numpy .npz, may be empty)
+    | records, 24 bytes each (TRACE_DTYPE), until the end of the file
+
+The header names the device and the configuration it was recorded on; the
+state is the model's internal state when recording began (for UFS, the FTL
+mapping), so a replay starts from the same physical layout the live device
+had.  Records are appended as requests arrive and flushed in blocks, so a
+trace of a server killed mid-run is still readable up to its last block.
+
+fio iologs (version 2, and version 3 with timestamps) are read directly; a
+file is recognised by its first line.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from blockemu.config import Config
+    from blockemu.devices.base import Device
+
+MAGIC = b"BLKEMUTR"
+VERSION = 1
+TRACE_DTYPE = np.dtype(
+    [("t_ns", "<u8"), ("offset", "<u8"), ("length", "<u4"), ("op", "u1"), ("flags", "u1"), ("qd", "<u2")]
+)
+assert TRACE_DTYPE.itemsize == 24
+OPS = ("read", "write", "flush", "trim", "zero")
+OP_CODES = {name: code for code, name in enumerate(OPS)}
+FLAG_FUA = 1
+_BLOCK_RECORDS = 4096
+
+
+class TraceError(ValueError):
+    """A trace file that cannot be read, with the reason."""
+
+
+@dataclass
+class Trace:
+    records: np.ndarray
+    header: dict[str, Any]
+    state: dict[str, np.ndarray]
+    # fio iologs without timestamps are replayed closed-loop (arrival = previous completion).
+    has_times: bool = True
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+
+class TraceWriter:
+    def __init__(self, path: Path, handle: BinaryIO, started_ns: int) -> None:
+        self.path = path
+        self._file = handle
+        self._pending: list[tuple[int, int, int, int, int, int]] = []
+        self.records = 0
+        self.started_ns = started_ns
+
+    @classmethod
+    def create(cls, path: str | Path, config: Config, device: Device, now_ns: int) -> TraceWriter:
+        from blockemu.devices.base import ApiError
+
+        path = Path(path)
+        if not path.is_absolute():
+            raise ApiError(400, f"trace path must be absolute, got {str(path)!r}")
+        if not path.parent.is_dir():
+            raise ApiError(400, f"trace directory {path.parent} does not exist")
+        try:
+            handle = path.open("xb")  # never overwrite an existing file
+        except FileExistsError:
+            raise ApiError(409, f"{path} exists; traces never overwrite files") from None
+        header = {
+            "device": device.name,
+            "type": config.device.type,
+            "size_bytes": device.size_bytes,
+            "config": config.source,
+            "timing_mode": config.timing.mode,
+            "started_ns": now_ns,
+        }
+        state = b""
+        snapshot = getattr(device, "snapshot_state", None)
+        if snapshot is not None:
+            buffer = io.BytesIO()
+            np.savez_compressed(buffer, **snapshot())
+            state = buffer.getvalue()
+        header_bytes = json.dumps(header).encode()
+        handle.write(MAGIC + struct.pack("<II", VERSION, len(header_bytes)) + header_bytes)
+        handle.write(struct.pack("<Q", len(state)) + state)
+        handle.flush()
+        return cls(path, handle, now_ns)
+
+    def append(self, t_ns: int, op: str, offset: int, length: int, fua: bool, depth: int) -> None:
+        self._pending.append((t_ns, offset, length, OP_CODES[op], FLAG_FUA if fua else 0, min(depth, 65535)))
+        if len(self._pending) >= _BLOCK_RECORDS:
+            self._write_pending()
+
+    def _write_pending(self) -> None:
+        if self._pending:
+            self._file.write(np.array(self._pending, dtype=TRACE_DTYPE).tobytes())
+            self.records += len(self._pending)
+            self._pending.clear()
+
+    def status(self) -> dict[str, Any]:
+        return {"tracing": not self._file.closed, "path": str(self.path),
+                "records": self.records + len(self._pending)}
+
+    def close(self) -> None:
+        self._write_pending()
+        self._file.close()
+
+
+def read_trace(path: str | Path) -> Trace:
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            head = f.read(len(MAGIC))
+            if head == MAGIC:
+                return _read_native(path, f)
+    except OSError as err:
+        raise TraceError(f"{path}: cannot read: {err.strerror}") from None
+    first = head + path.open("rb").read(64)[len(head):]
+    if first.startswith(b"fio version 2 iolog") or first.startswith(b"fio version 3 iolog"):
+        return read_fio_iolog(path)
+    raise TraceError(f"{path}: not a blockemu trace (magic {MAGIC!r}) nor a fio version 2/3 iolog")
+
+
+def _read_native(path: Path, f: BinaryIO) -> Trace:
+    fixed = f.read(8)
+    if len(fixed) != 8:
+        raise TraceError(f"{path}: truncated header")
+    version, header_len = struct.unpack("<II", fixed)
+    if version != VERSION:
+        raise TraceError(f"{path}: trace version {version}; this blockemu reads version {VERSION}")
+    try:
+        header = json.loads(f.read(header_len))
+        (state_len,) = struct.unpack("<Q", f.read(8))
+    except (ValueError, struct.error):
+        raise TraceError(f"{path}: corrupt header") from None
+    state_bytes = f.read(state_len)
+    if len(state_bytes) != state_len:
+        raise TraceError(f"{path}: truncated device state")
+    state: dict[str, np.ndarray] = {}
+    if state_len:
+        with np.load(io.BytesIO(state_bytes)) as archive:
+            state = {name: archive[name] for name in archive.files}
+    body = f.read()
+    usable = len(body) - len(body) % TRACE_DTYPE.itemsize
+    records = np.frombuffer(body[:usable], dtype=TRACE_DTYPE).copy()
+    if len(records) and int(records["op"].max()) >= len(OPS):
+        raise TraceError(f"{path}: unknown operation code {int(records['op'].max())}")
+    return Trace(records, header, state)
+
+
+def read_fio_iolog(path: str | Path) -> Trace:
+    """fio iolog v2 (``file action offset length``) or v3 (``time_ms file action ...``)."""
+    path = Path(path)
+    lines = path.read_text().splitlines()
+    version3 = lines[0].startswith("fio version 3")
+    rows: list[tuple[int, int, int, int, int, int]] = []
+    action_ops = {"read": "read", "write": "write", "sync": "flush", "datasync": "flush", "trim": "trim"}
+    for number, line in enumerate(lines[1:], start=2):
+        fields = line.split()
+        if not fields:
+            continue
+        t_ns = 0
+        if version3:
+            try:
+                t_ns = int(fields[0]) * 1_000_000
+            except ValueError:
+                raise TraceError(f"{path}:{number}: expected a timestamp in ms, got {fields[0]!r}") from None
+            fields = fields[1:]
+        if len(fields) < 2:
+            raise TraceError(f"{path}:{number}: expected 'file action [offset length]', got {line!r}")
+        action = fields[1]
+        if action in ("add", "open", "close", "wait"):
+            continue
+        if action not in action_ops:
+            raise TraceError(f"{path}:{number}: unknown action {action!r}; allowed: {', '.join(action_ops)}")
+        offset = length = 0
+        if len(fields) >= 4:
+            try:
+                offset, length = int(fields[2]), int(fields[3])
+            except ValueError:
+                raise TraceError(f"{path}:{number}: offset and length must be integers") from None
+        elif action_ops[action] != "flush":
+            raise TraceError(f"{path}:{number}: {action} needs an offset and a length")
+        rows.append((t_ns, offset, length, OP_CODES[action_ops[action]], 0, 1))
+    records = np.array(rows, dtype=TRACE_DTYPE)
+    return Trace(records, {"source": "fio-iolog", "version": 3 if version3 else 2}, {}, has_times=version3)
