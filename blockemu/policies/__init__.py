@@ -1,0 +1,1 @@
+"""Variants chosen by name in config: compression (zram), and later GC and governors."""
