@@ -26,7 +26,7 @@ PLUGIN = PACKAGE_ROOT / "plugins" / "blockemu.py"
 DEFAULT_HTTP = "127.0.0.1:9250"
 DEFAULT_URL = "http://" + DEFAULT_HTTP
 # Modules that add commands to the CLI (see build_parser).
-CLI_EXTENSIONS: tuple[str, ...] = ()
+CLI_EXTENSIONS: tuple[str, ...] = ("blockemu.power", "blockemu.experiments.pmqos")
 
 
 def fail(message: str, code: int = 2) -> int:

@@ -323,6 +323,86 @@ GC_POLICIES = ("greedy", "cost_benefit", "zone_aware")
 COPY_METHODS = ("host", "simple_copy")
 STORE_BACKENDS = ("memory",)
 TIMING_MODES = ("virtual", "realtime")
+# devfreq's governor names plus pmqos_qd; blockemu/policies/governors.py
+# implements them (kept here so that config stays import-free).
+POWER_GOVERNORS = ("performance", "powersave", "userspace", "simple_ondemand", "pmqos_qd")
+
+
+@dataclass(frozen=True)
+class PowerSection:
+    """Controller frequency scaling and energy, a layer around any device.
+
+    Operating points: Qualcomm UFS host controllers (sm8550/sm8650 device
+    trees) list 75, 150 and 300 MHz core clocks.  Busy power at the top point
+    ≈ 0.7 W follows Samsung's UFS 4.0 brief (6.0 MB/s per mA of sequential
+    read, so ~700 mA at 4200 MB/s) taken at a ~1 V rail; lower points keep
+    60 mW of static power and scale the dynamic rest with f·V², with assumed
+    voltage corners 0.6 / 0.7 / 0.8 V.  Idle (clock running, link not
+    hibernated) is mostly leakage, scaled with V.  These are illustrative
+    figures, not one part's datasheet: override them for a specific part.
+    """
+
+    # Off by default: the device then runs at its own (top-speed) timing.
+    enabled: bool = False
+    # Operating points, ascending; devfreq reports frequencies in Hz.
+    opp_freq_hz: tuple[int, ...] = (75_000_000, 150_000_000, 300_000_000)
+    # Power while serving requests and while idle at each operating point.
+    opp_busy_mw: tuple[float, ...] = (150.0, 305.0, 700.0)
+    opp_idle_mw: tuple[float, ...] = (45.0, 53.0, 60.0)
+    # Share of a request's time in the device that is controller-bound and
+    # scales with f_max / f; the rest (NAND tR, program) does not.  0.15 is
+    # the controller's part of a 4 KiB UFS read in [ufs] (command_overhead_us
+    # 8 of ~59 µs, plus link/DMA): an assumption to sweep, not a measurement.
+    controller_bound_share: float = 0.15
+    # Time a frequency change stalls the controller (PLL relock and voltage
+    # ramp, ~100 µs; UFS gear switching in Linux can take milliseconds).
+    transition_latency_us: float = 100.0
+    # One of POWER_GOVERNORS, switchable at run time.
+    governor: str = "simple_ondemand"
+    # simple_ondemand (devfreq's names); UFS hosts have used 60 ms / 70 / 5.
+    polling_ms: int = 60
+    upthreshold: int = 70
+    downdifferential: int = 5
+    # userspace: the frequency to run at; 0 keeps the current one.
+    set_freq: int = 0
+    # pmqos_qd: a request that arrives with at most qd_threshold requests in
+    # flight (itself included) raises the minimum frequency to boost_freq
+    # (0 = the highest point) for hold_ms; simple_ondemand runs underneath.
+    qd_threshold: int = 1
+    boost_freq: int = 0
+    hold_ms: float = 60.0
+
+    def check(self) -> dict[str, str | None]:
+        freqs = self.opp_freq_hz
+        count = len(freqs)
+        ascending = list(freqs) == sorted(set(freqs))
+
+        def same_length(values: tuple[float, ...]) -> str | None:
+            if len(values) != count:
+                return f"must have {count} entries, one per opp_freq_hz"
+            return None if all(v >= 0 for v in values) else "must be >= 0"
+
+        in_table = f"must be 0 or one of opp_freq_hz ({', '.join(map(str, freqs))})"
+        return {
+            "enabled": None,
+            "opp_freq_hz": None if count and ascending and freqs[0] > 0
+            else "must be a non-empty array of ascending frequencies > 0",
+            "opp_busy_mw": same_length(self.opp_busy_mw),
+            "opp_idle_mw": same_length(self.opp_idle_mw)
+            or (None if all(i <= b for i, b in zip(self.opp_idle_mw, self.opp_busy_mw, strict=True))
+                else "must be <= opp_busy_mw at each point"),
+            "controller_bound_share": None if 0 <= self.controller_bound_share <= 1 else "must be between 0 and 1",
+            "transition_latency_us": _non_negative(self.transition_latency_us),
+            "governor": _choice(self.governor, POWER_GOVERNORS),
+            "polling_ms": _positive(self.polling_ms),
+            "upthreshold": None if 0 < self.upthreshold <= 100 else "must be in 1..100",
+            "downdifferential": None if 0 <= self.downdifferential <= self.upthreshold
+            else "must be in 0..upthreshold",
+            "set_freq": None if self.set_freq == 0 or self.set_freq in freqs else in_table,
+            "qd_threshold": _non_negative(self.qd_threshold),
+            "boost_freq": None if self.boost_freq == 0 or self.boost_freq in freqs else in_table,
+            "hold_ms": _non_negative(self.hold_ms),
+        }
 
 
 @dataclass(frozen=True)
@@ -335,6 +415,7 @@ class Config:
     aging: AgingSection = field(default_factory=AgingSection)
     zns: ZnsSection = field(default_factory=ZnsSection)
     zns_ftl: ZnsFtlSection = field(default_factory=ZnsFtlSection)
+    power: PowerSection = field(default_factory=PowerSection)
     # Where this configuration came from, for error messages.
     source: str = "<defaults>"
 
@@ -376,7 +457,14 @@ def parse_override(item: str, source: str = "--set") -> tuple[str, str, Any]:
     return section, key, value
 
 
-def _coerce(value: Any, want: type, where: str) -> Any:
+def _coerce(value: Any, want: Any, where: str) -> Any:
+    # Arrays (e.g. [power] opp_freq_hz) are typed tuple[item, ...]: check each item.
+    if typing.get_origin(want) is tuple:
+        item_type = typing.get_args(want)[0]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected an array of {item_type.__name__}, got {type(value).__name__} "
+                              f"{value!r}")
+        return tuple(_coerce(item, item_type, f"{where}[{i}]") for i, item in enumerate(value))
     # TOML has one integer type and one float type; accept an int for a float
     # key, but never a bool (a subclass of int) for a number.
     if want is float and isinstance(value, int) and not isinstance(value, bool):

@@ -20,6 +20,7 @@ from typing import Any
 from blockemu.clock import Clock, RealClock, VirtualClock
 from blockemu.config import Config
 from blockemu.devices import ApiError, Device, create_device
+from blockemu.power import wrap_device
 from blockemu.trace import TraceWriter
 
 OPS = ("read", "write", "flush", "trim", "zero")
@@ -60,10 +61,16 @@ class IoStats:
 class DeviceRuntime:
     def __init__(self, config: Config, device: Device | None = None, clock: Clock | None = None) -> None:
         self.config = config
-        self.device = device if device is not None else create_device(config)
         if clock is None:
             clock = VirtualClock() if config.timing.mode == "virtual" else RealClock(config.timing.time_scale)
         self.clock = clock
+        # [power] enabled = true wraps any device in the frequency/energy layer,
+        # which reads the clock to bring its statistics up to date between requests.
+        self.device = wrap_device(device if device is not None else create_device(config), config.power,
+                                  lambda: self.clock.now_ns())  # self.clock changes if timing is switched
+        # Optional device hook: observe_arrival(now_ns, queue_depth) learns the
+        # host-visible queue depth (this request included) before it is served.
+        self._observe_arrival: Callable[[int, int], None] | None = getattr(self.device, "observe_arrival", None)
         self.lock = threading.Lock()
         self.stats = IoStats()
         self._work = threading.Condition(self.lock)
@@ -82,6 +89,8 @@ class DeviceRuntime:
                 stats.queue_depth_peak = depth
             stats.arrivals_by_depth[depth] = stats.arrivals_by_depth.get(depth, 0) + 1
             arrival = self.clock.now_ns()
+            if self._observe_arrival is not None:
+                self._observe_arrival(arrival, depth)
             if self.trace is not None:
                 self.trace.append(arrival, op, offset, nbytes, fua, depth)
             try:
