@@ -343,7 +343,7 @@ def plot(path: Path, comparison: list[dict[str, Any]], sweep: list[dict[str, Any
     ax.set_xticks(x, GOVERNORS)
     ax.set_ylabel("energy (J/GiB)")
     ax.set_yscale("log")
-    ax.legend()
+    ax.legend(loc="center right")
     ax = axes[1][1]
     thresholds = sorted({r["qd_threshold"] for r in sweep})
     for workload, key, style in (("intermittent", "latency_mean_us", "o-"), ("sustained", "bandwidth_mbps", "s-")):

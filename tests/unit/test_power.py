@@ -26,6 +26,7 @@ from blockemu.timing import UnitTimeline
 from tests.conftest import small_ufs_config
 
 MHZ = 1_000_000
+MiB = 1024 * 1024
 MS = 1_000_000
 US = 1_000
 
@@ -392,3 +393,41 @@ def test_power_overrides_round_trip() -> None:
          "power.opp_idle_mw=[1, 1]"])
     assert config.power.opp_freq_hz == (1000, 2000)
     assert config.with_overrides(["power.governor=performance"]).power.opp_busy_mw == (2.0, 3.0)
+
+
+def test_zns_composes_without_knowing() -> None:
+    from blockemu.devices.zns import ZnsDevice
+    from blockemu.store import MemoryStore
+
+    raw = {"device": {"type": "zns", "name": "zns_test", "capacity_mib": 16},
+           "zns": {"zone_size_mib": 2, "zone_capacity_mib": 1, "conventional_zones": 2, "max_open_zones": 2,
+                   "max_active_zones": 3},
+           "power": {"enabled": True, "governor": "powersave"}}
+    config = config_from_mapping(raw, "<test>")
+    runtime = DeviceRuntime(config, device=ZnsDevice(config, MemoryStore(config.capacity_bytes)))
+    assert isinstance(runtime.device, PowerModel) and runtime.device.capabilities.zoned
+    runtime.write(4 * MiB, memoryview(b"z" * 4096))  # at zone 2's write pointer
+    buf = bytearray(4096)
+    runtime.read(4 * MiB, memoryview(buf))
+    assert bytes(buf) == b"z" * 4096
+    zones = runtime.api("GET", ["zones"], b"")
+    assert zones[2]["wp"] == 4 * MiB + 4096 and zones[2]["condition"] == "implicitly_open"
+    assert runtime.api("GET", ["power", "cur_freq"], b"") == "75000000\n"
+    runtime.close()
+
+
+def test_background_work_runs_through_the_power_layer() -> None:
+    runtime = DeviceRuntime(small_ufs_config(power={"enabled": True, "governor": "performance"}))
+    for i in range(64):  # 8 files of 256 KiB written interleaved: fragmented
+        for f in range(8):
+            runtime.write(f * MiB + i * 4096, memoryview(b"q" * 4096))
+    assert isinstance(runtime.device, PowerModel)
+    busy_before = runtime.device.busy_in_state_ns[-1]
+    runtime.api("PUT", ["hid", "analysis_trigger"], b"enable")
+    runtime.run_background_until_idle()
+    runtime.api("PUT", ["hid", "defrag_trigger"], b"enable")
+    runtime.run_background_until_idle()
+    assert runtime.api("GET", ["hid", "state"], b"") == "defrag_completed\n"
+    runtime.device.advance(runtime.clock.now_ns())
+    assert runtime.device.busy_in_state_ns[-1] > busy_before  # defragmentation is busy time too
+    runtime.close()
