@@ -26,7 +26,11 @@ PLUGIN = PACKAGE_ROOT / "plugins" / "blockemu.py"
 DEFAULT_HTTP = "127.0.0.1:9250"
 DEFAULT_URL = "http://" + DEFAULT_HTTP
 # Modules that add commands to the CLI (see build_parser).
-CLI_EXTENSIONS: tuple[str, ...] = ("blockemu.power", "blockemu.experiments.pmqos")
+CLI_EXTENSIONS: tuple[str, ...] = (
+    "blockemu.power",
+    "blockemu.experiments.pmqos",
+    "blockemu.devices.zns",
+)
 
 
 def fail(message: str, code: int = 2) -> int:

@@ -82,6 +82,35 @@ class ControlClient:
             time.sleep(0.05)
 
 
+    # ---------------------------------------------------------------- ZNS zones
+    def zones(self) -> list[dict[str, Any]]:
+        """The zone report: index, start, length, capacity, wp, type, condition (bytes)."""
+        result: list[dict[str, Any]] = self.get("zones")
+        return result
+
+    def zone(self, index: int) -> dict[str, Any]:
+        result: dict[str, Any] = self.get(f"zones/{index}")
+        return result
+
+    def zone_action(self, index: int, action: str) -> dict[str, Any]:
+        """open, close, finish, reset or offline zone ``index``; returns its new report."""
+        result: dict[str, Any] = self.post(f"zones/{index}/{action}")
+        return result
+
+    def reset_all_zones(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.post("zones/reset-all")
+        return result
+
+    def zone_append(self, index: int, data: bytes) -> int:
+        """Zone Append ``data``; returns the byte offset the device wrote it at."""
+        return int(http_request(f"{self.url}/api/v1/zones/{index}/append", "POST", bytes(data))["offset"])
+
+    def copy(self, sources: list[tuple[int, int]], dest_zone: int) -> int:
+        """Simple Copy (offset, length) byte ranges to ``dest_zone``'s write pointer; returns where."""
+        body = {"sources": [{"offset": o, "length": n} for o, n in sources], "dest_zone": dest_zone}
+        return int(self.post("copy", body)["offset"])
+
+
 class ServedDevice:
     """A ``blockemu serve`` process on a private unix socket and a free loopback port."""
 

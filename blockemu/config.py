@@ -566,9 +566,12 @@ def _check_zns(config: Config) -> None:
     if spare < needed:
         raise ConfigError(f"{where}: [zns_ftl] overprovision_percent = {ftl.overprovision_percent}: leaves {spare} "
                           f"spare zones of {zones}; gc_policy {ftl.gc_policy!r} needs at least {needed}")
-    if ftl.gc_start_free_zones >= zones - streams:
-        raise ConfigError(f"{where}: [zns_ftl] gc_start_free_zones = {ftl.gc_start_free_zones}: must be < "
-                          f"{zones - streams} (zones not open for writing)")
+    # Background GC works until more zones than this are free; with the
+    # spare space tied up in open zones it could never get there, and would
+    # copy forever.
+    if ftl.gc_start_free_zones > spare - streams - 1:
+        raise ConfigError(f"{where}: [zns_ftl] gc_start_free_zones = {ftl.gc_start_free_zones}: must be <= "
+                          f"{spare - streams - 1} ({spare} spare zones, {streams} open for writing, 1 to gain)")
 
 
 def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Config:

@@ -7,10 +7,14 @@ from collections.abc import Callable
 from blockemu.config import Config
 from blockemu.devices.base import ApiError, Capabilities, Device, DeviceError, MetricFamily
 from blockemu.devices.ufs import UfsDevice
+from blockemu.devices.zns import ZnsDevice
+from blockemu.devices.zns_ftl import ZnsFtlDevice
 from blockemu.store import Store, open_store
 
 DEVICE_FACTORIES: dict[str, Callable[[Config, Store], Device]] = {
     "ufs": UfsDevice,
+    "zns": ZnsDevice,
+    "zns_ftl": ZnsFtlDevice,
 }
 
 

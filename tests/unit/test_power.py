@@ -431,3 +431,13 @@ def test_background_work_runs_through_the_power_layer() -> None:
     runtime.device.advance(runtime.clock.now_ns())
     assert runtime.device.busy_in_state_ns[-1] > busy_before  # defragmentation is busy time too
     runtime.close()
+
+
+def test_every_attribute_reads_as_one_text_line_or_devfreqs_table() -> None:
+    from blockemu.power import POWER_ATTRIBUTES
+
+    power, _ = model("pmqos_qd")
+    for name in POWER_ATTRIBUTES:
+        text = power.api("GET", ["power", name], b"")
+        assert isinstance(text, str) and text.endswith("\n")
+        assert text.count("\n") == (len(power.freqs) + 3 if name == "trans_stat" else 1), name
