@@ -10,7 +10,7 @@ VirtualClock, so every run is deterministic:
   separated by short pauses (the pauses are what let ondemand drop the clock).
 
 Each runs under simple_ondemand, pmqos_qd and performance, then pmqos_qd over
-a sweep of qd_threshold.  Reported: completion latency (mean, p50, p99),
+sweeps of qd_threshold and hold_ms.  Reported: completion latency (mean, p50, p99),
 bandwidth while requests are outstanding, energy per GiB, transitions; as a
 table with ratios against simple_ondemand, a CSV and a PNG.
 
@@ -25,7 +25,7 @@ import csv
 import heapq
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from blockemu.config import Config, config_from_mapping
+from blockemu.config import Config, PowerSection, config_from_mapping
 from blockemu.devices import DEVICE_FACTORIES, Device
 from blockemu.power import PowerModel
 
@@ -49,6 +49,8 @@ DEVICE_CONFIG: dict[str, dict[str, Any]] = {
 GOVERNORS = ("simple_ondemand", "pmqos_qd", "performance")
 BASELINE = "simple_ondemand"
 QD_THRESHOLD_SWEEP = (0, 1, 2, 4, 8, 16)
+# pmqos_qd hold_ms sweep (at the default qd_threshold): how long a boost outlives the I/O.
+HOLD_MS_SWEEP = (0.0, 15.0, 30.0, 60.0, 120.0, 240.0)
 # Idle time before the first request, so that every governor starts settled.
 LEAD_IN_NS = 1_000_000_000
 
@@ -153,6 +155,7 @@ class RunResult:
     workload: str
     governor: str
     qd_threshold: int
+    hold_ms: float
     latencies_ns: np.ndarray
     bytes: int
     active_ns: int
@@ -168,6 +171,7 @@ class RunResult:
             "workload": self.workload,
             "governor": self.governor,
             "qd_threshold": self.qd_threshold,
+            "hold_ms": self.hold_ms,
             "requests": len(lat),
             "bytes": self.bytes,
             "latency_mean_us": round(float(lat.mean()), 3),
@@ -227,10 +231,10 @@ def run_closed_loop(device: PowerModel, phases: list[Phase], start_ns: int) -> t
     return np.array(latencies, dtype=np.int64), nbytes, active, now
 
 
-def run_one(workload: str, governor: str, qd_threshold: int, w: Workloads,
+def run_one(workload: str, governor: str, qd_threshold: int, hold_ms: float,
             base: tuple[Device, int], phases: list[Phase]) -> RunResult:
     raw = {name: dict(table) for name, table in DEVICE_CONFIG.items()}
-    raw["power"].update({"governor": governor, "qd_threshold": qd_threshold})
+    raw["power"].update({"governor": governor, "qd_threshold": qd_threshold, "hold_ms": hold_ms})
     config = config_from_mapping(raw, "<pmqos experiment>")
     inner, idle_at = base
     start = idle_at + LEAD_IN_NS
@@ -243,54 +247,81 @@ def run_one(workload: str, governor: str, qd_threshold: int, w: Workloads,
     model.advance(end)
     boosts = int(model.governor.state().get("boosts", 0))  # type: ignore[call-overload]
     return RunResult(
-        workload=workload, governor=governor, qd_threshold=qd_threshold, latencies_ns=latencies, bytes=nbytes,
+        workload=workload, governor=governor, qd_threshold=qd_threshold, hold_ms=hold_ms, latencies_ns=latencies,
+        bytes=nbytes,
         active_ns=active, energy_j=model.energy_joules - energy_before, transitions=model.total_trans - trans_before,
         boosts=boosts, time_in_state_ns=[a - b for a, b in zip(model.time_in_state_ns, time_before, strict=True)],
         freqs=list(model.freqs),
     )
 
 
-def run_experiment(w: Workloads, sweep: tuple[int, ...] | None = None,
+def run_experiment(w: Workloads, sweep: tuple[int, ...] | None = None, hold_sweep: tuple[float, ...] | None = None,
                    progress: Callable[[str], None] | None = None) -> list[RunResult]:
+    """The governor comparison, then pmqos_qd over the qd_threshold and hold_ms sweeps."""
     sweep = QD_THRESHOLD_SWEEP if sweep is None else sweep
+    hold_sweep = HOLD_MS_SWEEP if hold_sweep is None else hold_sweep
     config = config_from_mapping(DEVICE_CONFIG, "<pmqos experiment>")
     base = prefilled_device(config, w.region_mib * MIB)
-    default_threshold = config.power.qd_threshold
-    runs: list[tuple[str, str, int]] = []
+    threshold, hold = config.power.qd_threshold, config.power.hold_ms
+    runs: list[tuple[str, str, int, float]] = []
     for workload in WORKLOADS:
-        runs += [(workload, governor, default_threshold) for governor in GOVERNORS]
-        runs += [(workload, "pmqos_qd", t) for t in sweep if t != default_threshold]
+        runs += [(workload, governor, threshold, hold) for governor in GOVERNORS]
+        runs += [(workload, "pmqos_qd", t, hold) for t in sweep if t != threshold]
+        runs += [(workload, "pmqos_qd", threshold, h) for h in hold_sweep if h != hold]
     results = []
     phases = {name: build(w) for name, build in WORKLOADS.items()}
-    for i, (workload, governor, threshold) in enumerate(runs, 1):
+    for i, (workload, governor, qd, hold_ms) in enumerate(runs, 1):
         began = time.monotonic()
-        results.append(run_one(workload, governor, threshold, w, base, phases[workload]))
+        results.append(run_one(workload, governor, qd, hold_ms, base, phases[workload]))
         if progress is not None:
-            progress(f"[{i}/{len(runs)}] {workload:12s} {governor:15s} qd_threshold={threshold:<3d} "
+            progress(f"[{i}/{len(runs)}] {workload:12s} {governor:15s} qd_threshold={qd:<3d} hold_ms={hold_ms:<5g} "
                      f"{time.monotonic() - began:5.1f} s")
     return results
 
 
 # ----------------------------------------------------------------- reporting
-def comparison_rows(results: list[RunResult], default_threshold: int) -> Iterator[dict[str, Any]]:
-    """The governor comparison (default threshold), with ratios against the baseline."""
+RATIO_KEYS = ("latency_mean_us", "latency_p99_us", "bandwidth_mbps", "energy_j_per_gib")
+
+
+def with_ratios(row: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+    row = dict(row)
+    for key in RATIO_KEYS:
+        row[f"{key}_ratio"] = round(row[key] / base[key], 4) if base[key] else float("nan")
+    return row
+
+
+def is_default(result: RunResult, section: PowerSection) -> bool:
+    return result.qd_threshold == section.qd_threshold and result.hold_ms == section.hold_ms
+
+
+def comparison_rows(results: list[RunResult], section: PowerSection) -> list[dict[str, Any]]:
+    """The governor comparison (pmqos_qd at its defaults), with ratios against the baseline."""
+    rows = []
     for workload in WORKLOADS:
-        rows = {r.governor: r.row() for r in results
-                if r.workload == workload and (r.governor != "pmqos_qd" or r.qd_threshold == default_threshold)}
-        base = rows[BASELINE]
-        for governor in GOVERNORS:
-            row = dict(rows[governor])
-            for key in ("latency_mean_us", "latency_p99_us", "bandwidth_mbps", "energy_j_per_gib"):
-                row[f"{key}_ratio"] = round(row[key] / base[key], 4) if base[key] else float("nan")
-            yield row
+        by_governor = {r.governor: r.row() for r in results if r.workload == workload and is_default(r, section)}
+        rows += [with_ratios(by_governor[g], by_governor[BASELINE]) for g in GOVERNORS]
+    return rows
+
+
+def sweep_rows(results: list[RunResult], comparison: list[dict[str, Any]], section: PowerSection,
+               swept: str) -> list[dict[str, Any]]:
+    """pmqos_qd rows varying `swept` (qd_threshold or hold_ms), others at defaults; ratios vs the baseline."""
+    fixed = "hold_ms" if swept == "qd_threshold" else "qd_threshold"
+    rows = []
+    for workload in WORKLOADS:
+        base = next(r for r in comparison if r["workload"] == workload and r["governor"] == BASELINE)
+        chosen = [r.row() for r in results if r.workload == workload and r.governor == "pmqos_qd"
+                  and getattr(r, fixed) == getattr(section, fixed)]
+        rows += [with_ratios(row, base) for row in sorted(chosen, key=lambda row: row[swept])]
+    return rows
 
 
 def print_table(rows: list[dict[str, Any]], title: str) -> None:
-    columns = [("workload", 12), ("governor", 15), ("qd_threshold", 5), ("latency_mean_us", 9),
+    columns = [("workload", 12), ("governor", 15), ("qd_threshold", 3), ("hold_ms", 7), ("latency_mean_us", 9),
                ("latency_p50_us", 9), ("latency_p99_us", 9), ("bandwidth_mbps", 9), ("energy_j_per_gib", 9),
                ("latency_mean_us_ratio", 8), ("bandwidth_mbps_ratio", 8), ("energy_j_per_gib_ratio", 8),
                ("transitions", 6)]
-    headers = {"qd_threshold": "qd", "latency_mean_us": "mean µs", "latency_p50_us": "p50 µs",
+    headers = {"qd_threshold": "qd", "hold_ms": "hold", "latency_mean_us": "mean µs", "latency_p50_us": "p50 µs",
                "latency_p99_us": "p99 µs", "bandwidth_mbps": "MB/s", "energy_j_per_gib": "J/GiB",
                "latency_mean_us_ratio": "lat×", "bandwidth_mbps_ratio": "bw×", "energy_j_per_gib_ratio": "J×",
                "transitions": "trans"}
@@ -314,13 +345,33 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
         writer.writerows(rows)
 
 
-def plot(path: Path, comparison: list[dict[str, Any]], sweep: list[dict[str, Any]]) -> None:
+def _plot_sweep(ax: Any, comparison: list[dict[str, Any]], rows: list[dict[str, Any]], swept: str) -> None:
+    by = {(r["workload"], r["governor"]): r for r in comparison}
+    values = sorted({r[swept] for r in rows})
+    for workload, key, style in (("intermittent", "latency_mean_us", "o-"), ("sustained", "bandwidth_mbps", "s-")):
+        at = {r[swept]: r for r in rows if r["workload"] == workload}
+        base = by[(workload, BASELINE)]
+        ax.plot(values, [at[v][key] / base[key] for v in values], style, label=f"{workload} {key} ×")
+        ax.plot(values, [at[v]["energy_j_per_gib"] / base["energy_j_per_gib"] for v in values],
+                style.replace("-", "--"), label=f"{workload} J/GiB ×")
+    ax.axhline(1.0, color="grey", linewidth=0.8)
+    linthresh = 1 if swept == "qd_threshold" else 10
+    ax.set_xscale("symlog", linthresh=linthresh)
+    ax.set_xlim(left=-0.2 * linthresh, right=max(values) * 1.3)
+    ax.set_xlabel(f"pmqos_qd {swept}")
+    ax.set_ylabel(f"ratio vs {BASELINE}")
+    ax.set_title(f"{swept} sweep")
+    ax.legend(fontsize=7)
+
+
+def plot(path: Path, comparison: list[dict[str, Any]], threshold_rows: list[dict[str, Any]],
+         hold_rows: list[dict[str, Any]]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
+    fig, axes = plt.subplots(2, 3, figsize=(17, 8))
     by = {(r["workload"], r["governor"]): r for r in comparison}
     x = np.arange(len(GOVERNORS))
     ax = axes[0][0]
@@ -336,7 +387,7 @@ def plot(path: Path, comparison: list[dict[str, Any]], sweep: list[dict[str, Any
     ax.set_xticks(x, GOVERNORS)
     ax.set_ylabel("bandwidth while busy (MB/s)")
     ax.set_title("sustained: QD8 streams with pauses")
-    ax = axes[1][0]
+    ax = axes[0][2]
     for k, workload in enumerate(WORKLOADS):
         ax.bar(x + (k - 0.5) * 0.4, [by[(workload, g)]["energy_j_per_gib"] for g in GOVERNORS], 0.4,
                label=workload)
@@ -344,22 +395,21 @@ def plot(path: Path, comparison: list[dict[str, Any]], sweep: list[dict[str, Any
     ax.set_ylabel("energy (J/GiB)")
     ax.set_yscale("log")
     ax.legend(loc="center right")
-    ax = axes[1][1]
-    thresholds = sorted({r["qd_threshold"] for r in sweep})
-    for workload, key, style in (("intermittent", "latency_mean_us", "o-"), ("sustained", "bandwidth_mbps", "s-")):
-        rows = {r["qd_threshold"]: r for r in sweep if r["workload"] == workload}
-        base = by[(workload, BASELINE)][key]
-        ax.plot(thresholds, [rows[t][key] / base for t in thresholds], style, label=f"{workload} {key} ×")
-        ax.plot(thresholds, [rows[t]["energy_j_per_gib"] / by[(workload, BASELINE)]["energy_j_per_gib"]
-                             for t in thresholds], style.replace("-", "--"), label=f"{workload} J/GiB ×")
-    ax.axhline(1.0, color="grey", linewidth=0.8)
-    ax.set_xscale("symlog", linthresh=1)
-    ax.set_xlabel("pmqos_qd qd_threshold")
-    ax.set_ylabel(f"ratio vs {BASELINE}")
-    ax.set_title("qd_threshold sweep")
-    ax.legend(fontsize=8)
+    _plot_sweep(axes[1][0], comparison, threshold_rows, "qd_threshold")
+    _plot_sweep(axes[1][1], comparison, hold_rows, "hold_ms")
+    ax = axes[1][2]
+    shares = [key for key in comparison[0] if key.startswith("time_at_")]
+    bottom = np.zeros(len(comparison))
+    labels = [f"{r['workload'][:5]}\n{r['governor'].replace('simple_', '')}" for r in comparison]
+    for key in shares:
+        values = np.array([r[key] for r in comparison])
+        ax.bar(labels, values, bottom=bottom, label=key.removeprefix("time_at_").removesuffix("mhz_percent") + " MHz")
+        bottom += values
+    ax.set_ylabel("time at each frequency (%)")
+    ax.tick_params(axis="x", labelsize=7)
+    ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
@@ -386,23 +436,23 @@ def run_from_args(args: argparse.Namespace) -> int:
 
     progress(f"{'quick' if args.quick else 'full'} run, seed {workloads.seed}, results in {out}")
     results = run_experiment(workloads, progress=progress)
-    default_threshold = config_from_mapping(DEVICE_CONFIG).power.qd_threshold
-    comparison = list(comparison_rows(results, default_threshold))
-    sweep = [r.row() for r in results if r.governor == "pmqos_qd"]
-    sweep.sort(key=lambda r: (r["workload"], r["qd_threshold"]))
-    for workload in WORKLOADS:
-        base = next(r for r in comparison if r["workload"] == workload and r["governor"] == BASELINE)
-        for row in sweep:
-            if row["workload"] == workload:
-                for key in ("latency_mean_us", "latency_p99_us", "bandwidth_mbps", "energy_j_per_gib"):
-                    row[f"{key}_ratio"] = round(row[key] / base[key], 4)
-    write_csv(out / "pmqos_governors.csv", comparison)
-    write_csv(out / "pmqos_qd_threshold_sweep.csv", sweep)
-    plot(out / "pmqos.png", comparison, sweep)
-    print_table(comparison, f"Governors (pmqos_qd qd_threshold={default_threshold}); ratios vs {BASELINE}")
+    section = config_from_mapping(DEVICE_CONFIG).power
+    comparison = comparison_rows(results, section)
+    threshold_rows = sweep_rows(results, comparison, section, "qd_threshold")
+    hold_rows = sweep_rows(results, comparison, section, "hold_ms")
+    files = {name: out / name for name in ("pmqos_governors.csv", "pmqos_qd_threshold_sweep.csv",
+                                            "pmqos_hold_ms_sweep.csv", "pmqos.png")}
+    write_csv(files["pmqos_governors.csv"], comparison)
+    write_csv(files["pmqos_qd_threshold_sweep.csv"], threshold_rows)
+    write_csv(files["pmqos_hold_ms_sweep.csv"], hold_rows)
+    plot(files["pmqos.png"], comparison, threshold_rows, hold_rows)
+    print_table(comparison, f"Governors (pmqos_qd qd_threshold={section.qd_threshold}, hold_ms={section.hold_ms:g}); "
+                f"ratios vs {BASELINE}")
     print()
-    print_table(sweep, "pmqos_qd qd_threshold sweep; ratios vs simple_ondemand")
-    print(f"\nwrote {out / 'pmqos_governors.csv'}, {out / 'pmqos_qd_threshold_sweep.csv'}, {out / 'pmqos.png'}")
+    print_table(threshold_rows, f"pmqos_qd qd_threshold sweep; ratios vs {BASELINE}")
+    print()
+    print_table(hold_rows, f"pmqos_qd hold_ms sweep; ratios vs {BASELINE}")
+    print(f"\nwrote {', '.join(str(path) for path in files.values())}")
     return 0
 
 

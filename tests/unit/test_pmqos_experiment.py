@@ -23,31 +23,40 @@ def test_closed_loop_keeps_the_queue_depth_it_was_given() -> None:
 
 
 def test_short_run_shows_the_mechanisms() -> None:
-    results = run_experiment(TINY, sweep=(0, 1))
-    rows = {(r.workload, r.governor, r.qd_threshold): r.row() for r in results}
-    assert len(rows) == 8  # per workload: 3 governors (pmqos at threshold 1) and pmqos at threshold 0
-    ondemand = rows[("intermittent", "simple_ondemand", 1)]
-    boosted = rows[("intermittent", "pmqos_qd", 1)]
-    never = rows[("intermittent", "pmqos_qd", 0)]
+    results = run_experiment(TINY, sweep=(0, 1), hold_sweep=(0.0, 60.0))
+    rows = {(r.workload, r.governor, r.qd_threshold, r.hold_ms): r.row() for r in results}
+    # Per workload: 3 governors (pmqos at threshold 1, hold 60), pmqos at threshold 0 and at hold 0.
+    assert len(rows) == 10
+    ondemand = rows[("intermittent", "simple_ondemand", 1, 60.0)]
+    boosted = rows[("intermittent", "pmqos_qd", 1, 60.0)]
+    never = rows[("intermittent", "pmqos_qd", 0, 60.0)]
+    no_hold = rows[("intermittent", "pmqos_qd", 1, 0.0)]
     # Sparse QD1 bursts leave ondemand at the lowest point; boosting serves them fast, for more energy.
     assert boosted["latency_mean_us"] < ondemand["latency_mean_us"]
     assert boosted["energy_j_per_gib"] > ondemand["energy_j_per_gib"]
     # Threshold 0 never boosts: exactly simple_ondemand.
     assert never["latency_mean_us"] == ondemand["latency_mean_us"] and never["boosts"] == 0
-    assert rows[("sustained", "pmqos_qd", 1)]["bandwidth_mbps"] > rows[("sustained", "simple_ondemand", 1)][
-        "bandwidth_mbps"]
-    again = run_experiment(TINY, sweep=(1,))
-    assert [r.row() for r in again] == [r.row() for r in results if r.qd_threshold == 1]
+    # Without a hold the clock drops after every request, and each next one pays a transition.
+    assert no_hold["transitions"] > boosted["transitions"]
+    assert no_hold["latency_mean_us"] > boosted["latency_mean_us"]
+    assert rows[("sustained", "pmqos_qd", 1, 60.0)]["bandwidth_mbps"] > rows[
+        ("sustained", "simple_ondemand", 1, 60.0)]["bandwidth_mbps"]
+    again = run_experiment(TINY, sweep=(1,), hold_sweep=(60.0,))
+    assert [r.row() for r in again] == [r.row() for r in results if r.qd_threshold == 1 and r.hold_ms == 60.0]
 
 
 def test_command_writes_csv_png_and_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setattr(pmqos, "QUICK", TINY)
     monkeypatch.setattr(pmqos, "QD_THRESHOLD_SWEEP", (0, 1))
+    monkeypatch.setattr(pmqos, "HOLD_MS_SWEEP", (0.0, 60.0))
     assert pmqos.run_from_args(argparse.Namespace(quick=True, out=str(tmp_path), seed=TINY.seed)) == 0
     out = capsys.readouterr().out
     assert "ratios vs simple_ondemand" in out and "pmqos_qd" in out
     header = (tmp_path / "pmqos_governors.csv").read_text().splitlines()[0]
     assert "latency_p99_us" in header and "energy_j_per_gib_ratio" in header
+    assert "hold_ms sweep" in out
+    sweep = (tmp_path / "pmqos_hold_ms_sweep.csv").read_text().splitlines()
+    assert len(sweep) == 1 + 2 * 2  # header, two workloads × two hold times
     assert (tmp_path / "pmqos_qd_threshold_sweep.csv").exists()
     assert (tmp_path / "pmqos.png").read_bytes()[:4] == b"\x89PNG"
