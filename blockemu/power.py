@@ -28,6 +28,13 @@ Time only moves when the wrapper is called (requests, background steps,
 control reads), so polls and hold expiries are processed lazily, in order, up
 to each call's time; that keeps it deterministic under a VirtualClock and
 correct under a RealClock.
+
+Approximations, on purpose: one frequency domain for the whole device; a
+decision taken while a transition is under way waits for it to end; the
+governor's busy time excludes transitions (requests are not yet issued to the
+controller then); device-specific operations outside the Device protocol
+(ZNS zone management, zram's offloaded compression) pass through unscaled,
+at the caller's time.
 """
 
 from __future__ import annotations
