@@ -30,6 +30,8 @@ CLI_EXTENSIONS: tuple[str, ...] = (
     "blockemu.power",
     "blockemu.experiments.pmqos",
     "blockemu.devices.zns",
+    "blockemu.zram_ctl",
+    "blockemu.experiments.zram",
 )
 
 

@@ -13,9 +13,10 @@ import bisect
 import json
 import threading
 from collections.abc import Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
 from blockemu.clock import Clock, RealClock, VirtualClock
 from blockemu.config import Config
@@ -76,6 +77,15 @@ class DeviceRuntime:
         self._work = threading.Condition(self.lock)
         self._stopping = False
         self._worker: threading.Thread | None = None
+        # Optional device hook (zram's asynchronous compression): CPU work run
+        # outside the model lock on an executor owned here, not by the model.
+        self._offload: OffloadingDevice | None = None
+        if hasattr(self.device, "offload_take") and getattr(self.device, "offload_threads", 0) > 0:
+            self._offload = cast(OffloadingDevice, self.device)
+        self._offload_ready = threading.Condition(self.lock)
+        self._offload_idle = threading.Condition(self.lock)
+        self._offload_thread: threading.Thread | None = None
+        self._offload_executor: ThreadPoolExecutor | None = None
         # Request recorder; None when not tracing, so the data path pays one test.
         self.trace: TraceWriter | None = None
 
@@ -100,6 +110,8 @@ class DeviceRuntime:
                 stats.queue_depth -= 1
                 raise
             stats.record(op, nbytes, done - arrival)
+            if self._offload is not None:
+                self._offload_ready.notify()
         try:
             # Outside the lock, so that other requests queue in modeled time.
             self.clock.wait_until(done)
@@ -120,6 +132,8 @@ class DeviceRuntime:
         self._serve("zero", offset, length, fua, lambda now: self.device.write_zeroes(offset, length, fua, now))
 
     def flush(self) -> None:
+        # A device with offloaded work (zram staging) is flushed once that work is done.
+        self._wait_offload_idle()
         self._serve("flush", 0, 0, False, lambda now: self.device.flush(now))
 
     # ------------------------------------------------------------ control plane
@@ -184,6 +198,7 @@ class DeviceRuntime:
     # ---------------------------------------------------------- background work
     def run_background_until_idle(self) -> None:
         """Drive background work to completion in the caller's thread (tests, replay)."""
+        self._drain_offload_inline()
         while True:
             with self.lock:
                 done = self.device.background_step(self.clock.now_ns())
@@ -192,6 +207,7 @@ class DeviceRuntime:
             self.clock.wait_until(done)
 
     def start(self) -> None:
+        self._start_offload()
         if self._worker is None:
             self._worker = threading.Thread(target=self._background_loop, name="blockemu-background", daemon=True)
             self._worker.start()
@@ -203,6 +219,12 @@ class DeviceRuntime:
         if self._worker is not None:
             self._worker.join(timeout=5)
             self._worker = None
+        if self._offload_thread is not None:
+            self._offload_thread.join(timeout=5)
+            self._offload_thread = None
+        if self._offload_executor is not None:
+            self._offload_executor.shutdown(wait=True)
+            self._offload_executor = None
 
     def _background_loop(self) -> None:
         while True:
@@ -217,11 +239,90 @@ class DeviceRuntime:
                     continue
             self.clock.wait_until(done)
 
+    # ------------------------------------------------------------ offloaded work
+    def _start_offload(self) -> None:
+        if self._offload is None or self._offload_thread is not None:
+            return
+        threads = self._offload.offload_threads
+        self._offload_executor = ThreadPoolExecutor(threads, thread_name_prefix="blockemu-offload")
+        self._offload_thread = threading.Thread(target=self._offload_loop, name="blockemu-offload-dispatch",
+                                                daemon=True)
+        self._offload_thread.start()
+
+    def _offload_loop(self) -> None:
+        """Take a job under the lock, run it on the executor without the lock, hand it back."""
+        device = self._offload
+        assert device is not None
+        while True:
+            with self.lock:
+                job = None
+                while job is None:
+                    if self._stopping:
+                        return
+                    job = device.offload_take(self.clock.now_ns())
+                    if job is None:
+                        self._offload_idle.notify_all()
+                        self._offload_ready.wait(timeout=0.5)
+            job.run(self._offload_executor, device.offload_threads)
+            with self.lock:
+                device.offload_finish(job, self.clock.now_ns())
+                self._offload_idle.notify_all()
+
+    def _drain_offload_inline(self) -> None:
+        device = self._offload
+        if device is None:
+            return
+        while True:
+            with self.lock:
+                job = device.offload_take(self.clock.now_ns())
+            if job is None:
+                return
+            job.run(None, 1)
+            with self.lock:
+                device.offload_finish(job, self.clock.now_ns())
+
+    def _wait_offload_idle(self) -> None:
+        device = self._offload
+        if device is None:
+            return
+        if self._offload_thread is None:  # not started (tests, replay): do the work here
+            self._drain_offload_inline()
+            return
+        with self.lock:
+            self._offload_ready.notify()
+            while device.offload_pending() and not self._stopping:
+                self._offload_idle.wait(timeout=0.5)
+
     def close(self) -> None:
         self.stop()
         if self.trace is not None:
             self.stop_trace()
         self.device.close()
+
+
+class OffloadJob(Protocol):
+    def run(self, executor: Executor | None, threads: int) -> None:
+        """Pure CPU work, safe without the model lock; may spread over ``executor``."""
+        ...
+
+
+class OffloadingDevice(Protocol):
+    """A device whose CPU-heavy work may run outside the model lock.
+
+    The model stays thread-free: under the lock it hands out a job
+    (``offload_take``), the runtime runs it on its own executor with the lock
+    released, then hands it back under the lock (``offload_finish``).
+    ``offload_pending`` says whether work is staged or in flight; flush waits
+    until it is not.
+    """
+
+    offload_threads: int
+
+    def offload_take(self, now_ns: int) -> OffloadJob | None: ...
+
+    def offload_finish(self, job: Any, now_ns: int) -> None: ...
+
+    def offload_pending(self) -> bool: ...
 
 
 def build_runtime(config: Config) -> DeviceRuntime:

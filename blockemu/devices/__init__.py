@@ -9,12 +9,14 @@ from blockemu.devices.base import ApiError, Capabilities, Device, DeviceError, M
 from blockemu.devices.ufs import UfsDevice
 from blockemu.devices.zns import ZnsDevice
 from blockemu.devices.zns_ftl import ZnsFtlDevice
+from blockemu.devices.zram import ZramDevice
 from blockemu.store import Store, open_store
 
 DEVICE_FACTORIES: dict[str, Callable[[Config, Store], Device]] = {
     "ufs": UfsDevice,
     "zns": ZnsDevice,
     "zns_ftl": ZnsFtlDevice,
+    "zram": ZramDevice,
 }
 
 

@@ -1,0 +1,167 @@
+"""Memory accounting of zram's allocator, zsmalloc (mm/zsmalloc.c).
+
+Only the accounting is modeled; the bytes themselves live with the page
+table.  What matters for ``mm_stat`` is reproduced:
+
+* Objects go to size classes 32, 48, 64, … 4096 bytes (``ZS_MIN_ALLOC_SIZE``
+  32, ``ZS_SIZE_CLASS_DELTA`` = PAGE_SIZE >> 8 = 16).
+* A class keeps its objects in "zspages" of 1–4 physical pages, the count
+  chosen to waste least (``calculate_zspage_chain_size``), so an object costs
+  its class size, not its own size: ``mem_used_total ≥ compr_data_size``.
+* ``huge_class_size``: the first class holding one object per one-page
+  zspage.  zram stores a page whose compressed size reaches it uncompressed
+  (a "huge page").
+* A zspage is freed when its last object is freed; half-empty zspages stay
+  until compaction moves objects out of the emptiest into the fullest ones
+  of the same class and frees the emptied zspages (``pages_compacted``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+PAGE = 4096
+MIN_ALLOC = 32
+CLASS_DELTA = PAGE >> 8
+MAX_PAGES_PER_ZSPAGE = 4
+
+
+@dataclass
+class SizeClass:
+    size: int
+    pages_per_zspage: int
+    objs_per_zspage: int
+    # zspage id → objects in use, for zspages with at least one object.
+    zspages: dict[int, int] = field(default_factory=dict)
+    # zspages with a free slot, in the order they last became partial.
+    partial: dict[int, None] = field(default_factory=dict)
+    objects: int = 0
+
+    @property
+    def pages(self) -> int:
+        return len(self.zspages) * self.pages_per_zspage
+
+
+def _chain_size(size: int) -> int:
+    """Pages per zspage that waste the least, as zsmalloc's calculate_zspage_chain_size."""
+    best_pages, best_used = 1, 0.0
+    for pages in range(1, MAX_PAGES_PER_ZSPAGE + 1):
+        used = (pages * PAGE // size) * size / (pages * PAGE)
+        if used > best_used:
+            best_pages, best_used = pages, used
+    return best_pages
+
+
+class PoolLimitError(Exception):
+    """An allocation refused because the pool would exceed its page limit."""
+
+
+class ZsPool:
+    def __init__(self) -> None:
+        self.classes: list[SizeClass] = []
+        size = MIN_ALLOC
+        while size <= PAGE:
+            pages = _chain_size(size)
+            self.classes.append(SizeClass(size, pages, pages * PAGE // size))
+            size += CLASS_DELTA
+        self.huge_class_size = next(
+            c.size for c in self.classes if c.pages_per_zspage == 1 and c.objs_per_zspage == 1
+        )
+        self._next_zspage = 0
+        self._next_handle = 1
+        # handle → (class index, zspage id)
+        self._objects: dict[int, tuple[int, int]] = {}
+        self.total_pages = 0
+        self.pages_compacted = 0
+
+    def class_index(self, size: int) -> int:
+        if not 0 < size <= PAGE:
+            raise ValueError(f"object size must be in 1..{PAGE}, got {size}")
+        return 0 if size <= MIN_ALLOC else -(-(size - MIN_ALLOC) // CLASS_DELTA)
+
+    def pages_needed(self, sizes: list[int]) -> int:
+        """Extra physical pages that allocating ``sizes`` would take now (no side effects)."""
+        extra = 0
+        wanted: dict[int, int] = {}
+        for size in sizes:
+            index = self.class_index(size)
+            wanted[index] = wanted.get(index, 0) + 1
+        for index, count in wanted.items():
+            cls = self.classes[index]
+            free_slots = len(cls.zspages) * cls.objs_per_zspage - cls.objects
+            if count > free_slots:
+                extra += -(-(count - free_slots) // cls.objs_per_zspage) * cls.pages_per_zspage
+        return extra
+
+    def malloc(self, size: int) -> int:
+        index = self.class_index(size)
+        cls = self.classes[index]
+        # Fill a partly used zspage before opening a new one (zsmalloc keeps
+        # fullness groups for this; the most recent partial one is close enough).
+        if cls.partial:
+            target = next(reversed(cls.partial))
+        else:
+            target = self._next_zspage
+            self._next_zspage += 1
+            cls.zspages[target] = 0
+            cls.partial[target] = None
+            self.total_pages += cls.pages_per_zspage
+        cls.zspages[target] += 1
+        if cls.zspages[target] == cls.objs_per_zspage:
+            del cls.partial[target]
+        cls.objects += 1
+        handle = self._next_handle
+        self._next_handle += 1
+        self._objects[handle] = (index, target)
+        return handle
+
+    def free(self, handle: int) -> None:
+        index, zspage = self._objects.pop(handle)
+        cls = self.classes[index]
+        cls.objects -= 1
+        cls.zspages[zspage] -= 1
+        if cls.zspages[zspage] == 0:
+            del cls.zspages[zspage]
+            cls.partial.pop(zspage, None)
+            self.total_pages -= cls.pages_per_zspage
+        else:
+            cls.partial[zspage] = None
+
+    def object_class_size(self, handle: int) -> int:
+        return self.classes[self._objects[handle][0]].size
+
+    @property
+    def objects(self) -> int:
+        return len(self._objects)
+
+    def compact(self) -> int:
+        """Migrate objects out of the emptiest zspages of each class; return pages freed."""
+        freed = 0
+        by_zspage: dict[tuple[int, int], list[int]] = {}
+        for handle, (index, zspage) in self._objects.items():
+            by_zspage.setdefault((index, zspage), []).append(handle)
+        for index, cls in enumerate(self.classes):
+            if not cls.zspages:
+                continue
+            needed = -(-cls.objects // cls.objs_per_zspage)
+            if needed >= len(cls.zspages):
+                continue
+            # Keep the fullest zspages; move everything out of the rest.
+            order = sorted(cls.zspages, key=lambda z: (-cls.zspages[z], z))
+            keep, drain = order[:needed], order[needed:]
+            room = [(z, cls.objs_per_zspage - cls.zspages[z]) for z in keep]
+            for source in drain:
+                for handle in by_zspage.get((index, source), []):
+                    while room and room[0][1] == 0:
+                        room.pop(0)
+                    dest, free_slots = room[0]
+                    room[0] = (dest, free_slots - 1)
+                    cls.zspages[dest] += 1
+                    self._objects[handle] = (index, dest)
+                del cls.zspages[source]
+                cls.partial.pop(source, None)
+                self.total_pages -= cls.pages_per_zspage
+                freed += cls.pages_per_zspage
+            cls.partial = {z: None for z in keep if cls.zspages[z] < cls.objs_per_zspage}
+        self.pages_compacted += freed
+        return freed

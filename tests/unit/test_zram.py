@@ -1,0 +1,607 @@
+"""The zram model: data path, pool accounting, kernel attributes, policies, timing, async staging."""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import time
+from typing import Any
+
+import pytest
+
+from blockemu.codecs import (
+    CODEC_NAMES,
+    PAGE,
+    Codec,
+    CodecError,
+    InlineBatchCompressor,
+    ThreadPoolBatchCompressor,
+    parse_cost_overrides,
+)
+from blockemu.config import ConfigError, config_from_mapping
+from blockemu.devices.base import ApiError, DeviceError
+from blockemu.devices.zram import ZramDevice, ZramValueError, memparse, same_pattern
+from blockemu.devices.zsmalloc import ZsPool
+from blockemu.policies.compression import (
+    DeviceSignals,
+    HeuristicPolicy,
+    MultiPolicy,
+    PageSignals,
+    PolicySettings,
+    SinglePolicy,
+    create_policy,
+)
+from blockemu.runtime import DeviceRuntime
+from blockemu.store import MemoryStore
+
+MIB = 1024 * 1024
+# Pinned costs: modeled times in these tests do not depend on the host.
+COSTS = "lz4=4/1, lz4hc=20/1, zstd=15/5"
+
+
+def zram_config(**zram: Any) -> Any:
+    settings: dict[str, Any] = {"cost_us": COSTS, **zram}
+    mode = settings.pop("mode", "virtual")
+    return config_from_mapping({"device": {"type": "zram", "name": "zram_test", "capacity_mib": 16},
+                                "timing": {"mode": mode}, "zram": settings}, "<test>")
+
+
+def make(**zram: Any) -> ZramDevice:
+    config = zram_config(**zram)
+    return ZramDevice(config, MemoryStore(config.capacity_bytes))
+
+
+def text_page(seed: int) -> bytes:
+    """A compressible page that is not one repeated 8-byte word (that would be a same page)."""
+    words = ["alpha", "beta", "gamma", "delta", "epsilon"]
+    out = bytearray()
+    n = seed
+    while len(out) < PAGE:
+        out += f"{words[n % 5]} {n} ".encode()
+        n += 1 + seed % 3
+    return bytes(out[:PAGE])
+
+
+def write(dev: ZramDevice, offset: int, data: bytes, now: int = 0) -> int:
+    return dev.write(offset, memoryview(data), False, now)
+
+
+def read(dev: ZramDevice, offset: int, length: int, now: int = 0) -> bytes:
+    buf = bytearray(length)
+    dev.read(offset, memoryview(buf), now)
+    return bytes(buf)
+
+
+def mm_stat(dev: ZramDevice) -> list[int]:
+    return [int(x) for x in dev.read_attribute("mm_stat").split()]
+
+
+# ------------------------------------------------------------------ codecs
+@pytest.mark.parametrize("name", CODEC_NAMES)
+def test_every_codec_round_trips_text_random_and_zero_pages(name: str) -> None:
+    codec = Codec(name)
+    for page in (text_page(1), os.urandom(PAGE), bytes(PAGE)):
+        assert codec.decompress(codec.compress(page)) == page
+    assert len(codec.compress(text_page(2))) < PAGE // 2
+
+
+def test_codec_levels_are_validated_and_corrupt_data_is_an_error() -> None:
+    assert Codec("zstd", 19).key == "zstd:19"
+    with pytest.raises(CodecError, match="lz4hc level must be between 1 and 12"):
+        Codec("lz4hc", 13)
+    with pytest.raises(CodecError, match="unknown algorithm 'lzo'"):
+        Codec("lzo")
+    with pytest.raises(CodecError, match="corrupt"):
+        Codec("zstd").decompress(b"\x00garbage")
+
+
+def test_cost_overrides_parse_and_reject_bad_text() -> None:
+    costs = parse_cost_overrides("lz4=2.5/0.5, zstd:7=30/8")
+    assert costs["lz4:1"].compress_ns == 2500 and costs["zstd:7"].decompress_ns == 8000
+    for bad in ("lz4=2.5", "lz4=a/b", "lzo=1/1", "lz4=-1/1"):
+        with pytest.raises(CodecError):
+            parse_cost_overrides(bad)
+
+
+def test_batch_back_ends_agree_on_one_contiguous_buffer() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    pages = [text_page(i) for i in range(7)] + [os.urandom(PAGE)]
+    codecs = [Codec("lz4"), Codec("zstd")] * 4
+    buffer = memoryview(b"".join(pages))
+    inline = InlineBatchCompressor().compress_batch(buffer, codecs)
+    with ThreadPoolExecutor(3) as pool:
+        threaded = ThreadPoolBatchCompressor(pool, 3).compress_batch(buffer, codecs)
+    assert [d for d, _ in inline] == [d for d, _ in threaded]
+    assert [c.decompress(d) for c, (d, _) in zip(codecs, threaded, strict=True)] == pages
+    with pytest.raises(ValueError, match="expected 8 pages"):
+        InlineBatchCompressor().compress_batch(buffer[:100], codecs)
+
+
+# ---------------------------------------------------------------- zsmalloc
+def test_pool_accounts_size_classes_and_zspages() -> None:
+    pool = ZsPool()
+    assert pool.class_index(1) == 0 and pool.class_index(32) == 0 and pool.class_index(33) == 1
+    assert pool.classes[-1].size == PAGE
+    huge = pool.classes[pool.class_index(pool.huge_class_size)]
+    assert huge.pages_per_zspage == 1 and huge.objs_per_zspage == 1
+    handles = [pool.malloc(100) for _ in range(200)]  # class 112
+    cls = pool.classes[pool.class_index(100)]
+    assert cls.size == 112
+    assert pool.total_pages == -(-200 // cls.objs_per_zspage) * cls.pages_per_zspage
+    assert pool.total_pages * PAGE >= 200 * 100
+    for handle in handles:
+        pool.free(handle)
+    assert pool.total_pages == 0 and pool.objects == 0
+
+
+def test_compaction_frees_sparse_zspages_and_keeps_every_object() -> None:
+    pool = ZsPool()
+    handles = [pool.malloc(1000) for _ in range(400)]
+    for handle in handles[::3] + handles[1::3]:
+        pool.free(handle)
+    before = pool.total_pages
+    kept = handles[2::3]
+    freed = pool.compact()
+    assert freed > 0 and pool.total_pages == before - freed and pool.pages_compacted == freed
+    cls = pool.classes[pool.class_index(1000)]
+    assert pool.total_pages == -(-len(kept) // cls.objs_per_zspage) * cls.pages_per_zspage
+    for handle in kept:
+        pool.free(handle)
+    assert pool.total_pages == 0
+
+
+# ------------------------------------------------------------ data path
+@pytest.mark.parametrize("policy", ["single", "multi", "heuristic"])
+@pytest.mark.parametrize("async_workers", [0, 2])
+def test_data_round_trips_aligned_and_unaligned(policy: str, async_workers: int) -> None:
+    dev = make(policy=policy, async_workers=async_workers, staging_pages=4, batch_pages=2)
+    pages = [text_page(i) for i in range(6)] + [os.urandom(PAGE), b"\x5a" * PAGE, bytes(PAGE)]
+    payload = b"".join(pages)
+    write(dev, 3 * PAGE, payload)
+    assert read(dev, 3 * PAGE, len(payload)) == payload
+    patch = b"patched!" * 100
+    write(dev, 3 * PAGE + 1000, patch)
+    expected = bytearray(payload)
+    expected[1000 : 1000 + len(patch)] = patch
+    assert read(dev, 3 * PAGE, len(payload)) == bytes(expected)
+    assert read(dev, 0, 3 * PAGE) == bytes(3 * PAGE)
+    dev.drain(0)
+    assert not dev.offload_pending()
+    assert read(dev, 3 * PAGE, len(payload)) == bytes(expected)
+
+
+def test_same_pages_take_no_pool_memory_and_huge_pages_are_stored_raw() -> None:
+    dev = make()
+    assert same_pattern(b"\x01\x02\x03\x04\x05\x06\x07\x08" * 512) is not None
+    write(dev, 0, b"\x00" * PAGE + b"\x07" * PAGE + b"\x01\x02\x03\x04\x05\x06\x07\x08" * 512)
+    stat = mm_stat(dev)
+    assert stat[0] == 3 * PAGE and stat[5] == 3 and stat[2] == 0 and stat[1] == 0
+    noise = os.urandom(PAGE)
+    write(dev, 3 * PAGE, noise)
+    stat = mm_stat(dev)
+    assert stat[7] == 1 and stat[8] == 1  # huge_pages, huge_pages_since
+    assert stat[1] == PAGE and stat[2] == PAGE
+    assert read(dev, 3 * PAGE, PAGE) == noise
+    write(dev, 3 * PAGE, text_page(3))
+    stat = mm_stat(dev)
+    assert stat[7] == 0 and stat[8] == 1  # huge_pages_since only grows
+
+
+def test_mm_stat_has_the_kernel_layout_and_mem_used_covers_compressed_data() -> None:
+    dev = make()
+    write(dev, 0, b"".join(text_page(i) for i in range(50)))
+    text = dev.read_attribute("mm_stat")
+    assert text.endswith("\n") and len(text.split()) == 9
+    # "%8llu %8llu ..." in the kernel: right-aligned in 8 columns, one space apart.
+    assert text == " ".join("%8d" % int(v) for v in text.split()) + "\n"  # noqa: UP031
+    orig, compr, used, limit, used_max, same, compacted, huge, huge_since = mm_stat(dev)
+    assert orig == 50 * PAGE and 0 < compr < orig and used >= compr and used_max >= used and limit == 0
+    assert same == 0 and compacted == 0 and huge == 0 and huge_since == 0
+    assert dev.read_attribute("io_stat") == "       0        0 0        0\n"
+
+
+def test_trim_frees_whole_pages_and_counts_notify_free() -> None:
+    dev = make()
+    write(dev, 0, b"".join(text_page(i) for i in range(4)))
+    dev.trim(PAGE + 100, 2 * PAGE, 0)  # covers page 2 fully, pages 1 and 3 partly
+    assert read(dev, 2 * PAGE, PAGE) == bytes(PAGE)
+    assert read(dev, PAGE, PAGE) == text_page(1) and read(dev, 3 * PAGE, PAGE) == text_page(3)
+    assert dev.read_attribute("io_stat").split()[3] == "1"
+    dev.write_zeroes(100, PAGE, False, 0)
+    assert read(dev, 0, 2 * PAGE) == text_page(0)[:100] + bytes(PAGE) + text_page(1)[100:]
+
+
+def test_out_of_range_requests_are_refused() -> None:
+    dev = make()
+    with pytest.raises(DeviceError) as info:
+        write(dev, 16 * MIB - 100, bytes(200))
+    assert info.value.errno == errno.EINVAL
+
+
+# ---------------------------------------------------------------- mem_limit
+def test_enospc_at_the_limit_leaves_prior_data_and_the_failed_range_intact() -> None:
+    dev = make(mem_limit_mib=1)
+    stored: dict[int, bytes] = {}
+    index = 0
+    with pytest.raises(DeviceError) as info:
+        while True:
+            page = os.urandom(PAGE)  # huge pages: one pool page each
+            write(dev, index * PAGE, page)
+            stored[index] = page
+            index += 1
+    assert info.value.errno == errno.ENOSPC
+    assert len(stored) == 256  # 1 MiB of one-page objects
+    before = dev.read_attribute("mm_stat")
+    # A multi-page write that overlaps existing pages fails as a whole.
+    with pytest.raises(DeviceError):
+        write(dev, 250 * PAGE, os.urandom(20 * PAGE))
+    assert dev.read_attribute("mm_stat") == before
+    for i, page in stored.items():
+        assert read(dev, i * PAGE, PAGE) == page
+    assert dev.read_attribute("io_stat").split()[1] == "2"  # failed_writes
+    dev.trim(0, 10 * PAGE, 0)
+    write(dev, 0, os.urandom(PAGE))  # room again
+
+
+def test_enospc_with_async_staging_counts_staged_pages() -> None:
+    dev = make(mem_limit_mib=1, async_workers=1, staging_pages=1024)
+    write(dev, 0, os.urandom(200 * PAGE))
+    with pytest.raises(DeviceError) as info:
+        write(dev, 200 * PAGE, os.urandom(100 * PAGE))
+    assert info.value.errno == errno.ENOSPC
+    assert read(dev, 200 * PAGE, PAGE) == bytes(PAGE)
+
+
+# ---------------------------------------------------------- attributes
+def test_algorithm_attributes_read_like_the_kernel() -> None:
+    dev = make(comp_algorithm="zstd", recomp_algorithms="")
+    assert dev.read_attribute("comp_algorithm") == "lz4 lz4hc [zstd] \n"
+    assert dev.read_attribute("recomp_algorithm") == ""
+    dev.write_attribute("recomp_algorithm", "algo=lz4hc priority=2\n")
+    dev.write_attribute("recomp_algorithm", "algo=zstd")
+    assert dev.read_attribute("recomp_algorithm") == "#1: lz4 lz4hc [zstd] \n#2: lz4 [lz4hc] zstd \n"
+    dev.write_attribute("algorithm_params", "algo=zstd level=9")
+    assert dev.algorithms[0] is not None and dev.algorithms[0].key == "zstd:9"
+    dev.write_attribute("algorithm_params", "priority=2 level=12")
+    assert dev.algorithms[2] is not None and dev.algorithms[2].key == "lz4hc:12"
+    dev.write_attribute("comp_algorithm", "lz4")
+    assert dev.read_attribute("comp_algorithm") == "[lz4] lz4hc zstd \n"
+    assert dev.read_attribute("disksize") == f"{16 * MIB}\n" and dev.read_attribute("initstate") == "1\n"
+
+
+@pytest.mark.parametrize(
+    ("attribute", "text", "message"),
+    [
+        ("comp_algorithm", "lzo", "unknown algorithm 'lzo'"),
+        ("comp_algorithm", "", "unknown algorithm ''"),
+        ("recomp_algorithm", "zstd", "expected key=value"),
+        ("recomp_algorithm", "algo=zstd priority=4", "priority must be 1..3"),
+        ("recomp_algorithm", "algo=zstd priority=one", "non-negative decimal integer"),
+        ("recomp_algorithm", "priority=1", "algo= is required"),
+        ("recomp_algorithm", "algo=brotli", "unknown algorithm 'brotli'"),
+        ("recomp_algorithm", "algo=zstd algo=lz4", "algo given twice"),
+        ("algorithm_params", "algo=zstd level=99", "zstd level must be between 1 and 22"),
+        ("algorithm_params", "level=3", "priority= or algo= is required"),
+        ("algorithm_params", "priority=3 level=3", "no algorithm at priority 3"),
+        ("algorithm_params", "algo=lz4hc level=3", "'lz4hc' is not configured"),
+        ("algorithm_params", "priority=1 dict=/etc/passwd", "dict= is not supported"),
+        ("idle", "sometimes", "idle (seconds, or 'all')"),
+        ("idle", "-5", "non-negative decimal integer"),
+        ("recompress", "type=cold", "type must be idle, huge or huge_idle"),
+        ("recompress", "type=idle max_pages=lots", "max_pages must be"),
+        ("recompress", "threshold=4096", "threshold must be below"),
+        ("recompress", "type=idle colour=blue", "unknown key 'colour'"),
+        ("recompress", "type=", "expected key=value"),
+        ("recompress", "algo=lz4hc", "not a configured recomp_algorithm"),
+        ("recompress", "priority=3", "no recomp_algorithm at priority 3"),
+        ("mem_limit", "lots", "optional K, M, G or T suffix"),
+        ("mem_limit", "-1M", "must be >= 0"),
+        ("mem_used_max", "5", "accepts only 0"),
+        ("mm_stat", "0", "read-only"),
+        ("nonsense", "1", "unknown zram attribute"),
+    ],
+)
+def test_malformed_attribute_writes_fail_and_change_nothing(attribute: str, text: str, message: str) -> None:
+    dev = make(policy="multi", recomp_algorithms="zstd")
+    write(dev, 0, b"".join(text_page(i) for i in range(8)) + os.urandom(PAGE))
+    before = (dev.snapshot(), [c.key if c else None for c in dev.algorithms], dev.limit_pages,
+              [(e.idle, e.priority, e.size) for e in dev.entries.values()])
+    with pytest.raises(ZramValueError, match=re.escape(message)):
+        dev.write_attribute(attribute, text)
+    after = (dev.snapshot(), [c.key if c else None for c in dev.algorithms], dev.limit_pages,
+             [(e.idle, e.priority, e.size) for e in dev.entries.values()])
+    assert after == before
+
+
+def test_memparse_accepts_the_kernel_suffixes() -> None:
+    assert memparse("0", "x") == 0 and memparse("4096", "x") == 4096
+    assert memparse("64K", "x") == 65536 and memparse("2m", "x") == 2 * MIB and memparse("1G", "x") == 2**30
+
+
+def test_idle_then_recompress_shrinks_idle_pages_without_changing_data() -> None:
+    dev = make(policy="single", recomp_algorithms="zstd")
+    pages = [text_page(i) for i in range(20)]
+    for i, page in enumerate(pages):
+        write(dev, i * PAGE, page, now=i * 1_000_000_000)
+    dev.background_step(30 * 10**9)
+    read(dev, 0, PAGE, now=30 * 10**9)  # the newest access makes page 0 recent
+    dev.write_attribute("idle", "15")  # pages last touched 15 s or more before now
+    idle = sorted(i for i, e in dev.entries.items() if e.idle)
+    assert idle == list(range(1, 16))
+    compr_before = mm_stat(dev)[1]
+    dev.write_attribute("recompress", "type=idle max_pages=10")
+    assert dev.stats.recompressed_pages == 10
+    assert mm_stat(dev)[1] < compr_before
+    assert {e.codec.name for i, e in dev.entries.items() if e.codec and 1 <= i <= 10} == {"zstd"}
+    assert b"".join(read(dev, i * PAGE, PAGE) for i in range(20)) == b"".join(pages)
+    dev.write_attribute("idle", "all")
+    dev.write_attribute("recompress", "type=idle")
+    assert {e.priority for e in dev.entries.values()} == {1}
+    assert b"".join(read(dev, i * PAGE, PAGE) for i in range(20)) == b"".join(pages)
+
+
+def test_recompress_huge_only_touches_huge_pages() -> None:
+    dev = make(recomp_algorithms="zstd")
+    write(dev, 0, text_page(1) + os.urandom(PAGE))
+    dev.write_attribute("recompress", "type=huge")
+    assert dev.stats.recompress_attempts == 1  # the random page; it stays huge
+    assert dev.entries[1].incompressible and dev.entries[0].priority == 0
+
+
+def test_compact_attribute_frees_pages_after_scattered_frees() -> None:
+    dev = make()
+    pages = [text_page(i)[:2000] + os.urandom(2096) for i in range(200)]  # ~2.1 KB objects
+    write(dev, 0, b"".join(pages))
+    dev.trim(0, 200 * PAGE, 0)
+    write(dev, 0, b"".join(pages))
+    for i in range(0, 200, 2):
+        dev.trim(i * PAGE, PAGE, 0)
+    used_before = mm_stat(dev)[2]
+    dev.write_attribute("compact", "1")
+    orig, compr, used, *_rest = mm_stat(dev)
+    compacted = mm_stat(dev)[6]
+    assert orig == 100 * PAGE and compacted > 0 and used == used_before - compacted * PAGE and used >= compr
+    assert all(read(dev, i * PAGE, PAGE) == pages[i] for i in range(1, 200, 2))
+
+
+def test_mem_limit_and_mem_used_max_writes() -> None:
+    dev = make()
+    write(dev, 0, os.urandom(4 * PAGE))
+    dev.write_attribute("mem_limit", "8K")
+    assert mm_stat(dev)[3] == 8192
+    dev.trim(0, 4 * PAGE, 0)
+    assert mm_stat(dev)[4] == 4 * PAGE
+    dev.write_attribute("mem_used_max", "0")
+    assert mm_stat(dev)[4] == 0
+
+
+# --------------------------------------------------------------- control API
+def test_api_reads_text_writes_text_and_maps_errors_to_statuses() -> None:
+    dev = make()
+    assert dev.api("GET", ["zram", "comp_algorithm"], b"") == "[lz4] lz4hc zstd \n"
+    state = dev.api("PUT", ["zram", "recomp_algorithm"], b"algo=zstd priority=1\n")
+    assert state["recomp_algorithm"] == {"1": "zstd:3"}
+    assert dev.api("GET", ["zram"], b"")["mm_stat"]["orig_data_size"] == 0
+    for method, path, body, status in [
+        ("PUT", ["zram", "comp_algorithm"], b"lzo", 400),
+        ("PUT", ["zram", "comp_algorithm"], b"\xff", 400),
+        ("GET", ["zram", "recompress"], b"", 405),
+        ("PUT", ["zram", "mm_stat"], b"1", 405),
+        ("GET", ["zram", "nope"], b"", 404),
+        ("DELETE", ["zram", "idle"], b"", 405),
+        ("POST", ["zram"], b"", 405),
+        ("GET", ["hid"], b"", 404),
+    ]:
+        with pytest.raises(ApiError) as info:
+            dev.api(method, path, body)
+        assert info.value.status == status, (method, path)
+
+
+def test_metrics_report_measured_and_modeled_cpu_per_algorithm() -> None:
+    dev = make()
+    write(dev, 0, text_page(1))
+    read(dev, 0, PAGE)
+    families = {f.name: f for f in dev.metrics()}
+    cpu = {(s[0]["algo"], s[0]["op"]): s[1] for s in families["blockemu_zram_cpu_seconds"].samples}
+    assert cpu[("lz4:1", "compress")] > 0 and cpu[("lz4:1", "decompress")] > 0
+    modeled = {(s[0]["algo"], s[0]["op"]): s[1] for s in families["blockemu_zram_modeled_cpu_seconds"].samples}
+    assert modeled[("lz4:1", "compress")] == pytest.approx(4e-6)
+    assert families["blockemu_zram_orig_data_bytes"].samples[0][1] == PAGE
+
+
+# ------------------------------------------------------------------ policies
+def test_policies_are_created_by_name() -> None:
+    settings = PolicySettings()
+    assert isinstance(create_policy("single", settings), SinglePolicy)
+    assert isinstance(create_policy("multi", settings), MultiPolicy)
+    assert isinstance(create_policy("heuristic", settings), HeuristicPolicy)
+    with pytest.raises(ValueError, match="allowed: single, multi, heuristic"):
+        create_policy("random", settings)
+
+
+def test_heuristic_rules_in_order() -> None:
+    policy = HeuristicPolicy(PolicySettings(hot_reads=2, hot_window_s=10, incompressible_ratio=0.9,
+                                            busy_threshold=0.5))
+    now = 100 * 10**9
+    idle_device = DeviceSignals(now_ns=now, busy=0.0, max_priority=1)
+    cold = PageSignals(reads=0, last_read_ns=None, probe_ratio=0.3)
+    hot = PageSignals(reads=3, last_read_ns=now - 10**9, probe_ratio=0.3)
+    stale_hot = PageSignals(reads=3, last_read_ns=now - 60 * 10**9, probe_ratio=0.3)
+    noise = PageSignals(reads=0, last_read_ns=None, probe_ratio=0.98)
+    assert policy.write_priority(cold, idle_device) == 1
+    assert policy.write_priority(hot, idle_device) == 0
+    assert policy.write_priority(stale_hot, idle_device) == 1
+    assert policy.write_priority(noise, idle_device) == 0
+    assert policy.write_priority(cold, DeviceSignals(now_ns=now, busy=0.6, max_priority=1)) == 0
+    assert policy.write_priority(cold, DeviceSignals(now_ns=now, busy=0.0, max_priority=0)) == 0
+    assert policy.recompress_priority(PageSignals(0, None, 0.3, stored_priority=0), idle_device) == 1
+    assert policy.recompress_priority(PageSignals(3, now, 0.3, stored_priority=0), idle_device) is None
+    assert not policy.background_allowed(DeviceSignals(now_ns=now, busy=0.6, max_priority=1))
+
+
+def test_multi_policy_recompresses_idle_pages_in_the_background() -> None:
+    dev = make(policy="multi", recomp_algorithms="zstd", idle_recompress_after_s=10)
+    pages = [text_page(i) for i in range(10)]
+    write(dev, 0, b"".join(pages), now=0)
+    assert dev.background_step(5 * 10**9) is None  # nothing idle yet
+    assert {e.priority for e in dev.entries.values()} == {0}
+    done = dev.background_step(11 * 10**9)
+    assert done is not None and done > 11 * 10**9  # the recompression costs modeled CPU time
+    assert {e.priority for e in dev.entries.values()} == {1}
+    assert dev.background_step(12 * 10**9) is None
+    assert read(dev, 0, 10 * PAGE) == b"".join(pages)
+
+
+def test_single_policy_never_recompresses_on_its_own() -> None:
+    dev = make(policy="single", recomp_algorithms="zstd", idle_recompress_after_s=1)
+    write(dev, 0, text_page(1))
+    assert dev.background_step(100 * 10**9) is None
+
+
+# -------------------------------------------------------------------- timing
+def test_virtual_timing_charges_the_cost_model_on_one_cpu() -> None:
+    dev = make(cpu_units=1, request_overhead_us=1.0, page_copy_us=0.5)
+    assert write(dev, 0, text_page(1) + text_page(2), now=1000) == 1000 + 1000 + 2 * 4000
+    # The second request queues behind the first on the only CPU.
+    assert write(dev, 2 * PAGE, text_page(3), now=1000) == 1000 + 9000 + 1000 + 4000
+    buf = bytearray(PAGE)
+    assert dev.read(0, memoryview(buf), 10**6) == 10**6 + 1000 + 1000
+    assert dev.read(8 * PAGE, memoryview(buf), 10**6) == 10**6 + 1000  # unwritten: no CPU
+
+
+def test_virtual_timing_is_reproducible() -> None:
+    def run() -> list[int]:
+        dev = make(policy="heuristic", recomp_algorithms="zstd")
+        times = []
+        for i in range(30):
+            times.append(write(dev, (i % 7) * PAGE, text_page(i), now=i * 3000))
+            times.append(dev.read((i % 5) * PAGE, memoryview(bytearray(PAGE)), i * 3000 + 1000))
+        return times
+
+    assert run() == run()
+
+
+def test_realtime_timing_uses_measured_cpu_time() -> None:
+    dev = make(mode="realtime", comp_algorithm="zstd", cost_us="zstd=0/0", request_overhead_us=0.0,
+               page_copy_us=0.0)
+    payload = b"".join(text_page(i) for i in range(16))
+    done = write(dev, 0, payload, now=0)
+    measured = dev.stats.codecs["zstd:3"].compress_cpu_ns
+    assert measured > 0 and done == measured
+
+
+def test_calibrated_costs_are_positive_and_used_without_overrides() -> None:
+    dev = make(cost_us="")
+    for codec in (Codec("lz4"), Codec("zstd")):
+        cost = dev.cost_model.add(codec)
+        assert cost.compress_ns > 0 and cost.decompress_ns > 0
+    assert "lz4:1=" in dev.cost_model.as_text()
+
+
+# --------------------------------------------------------------------- async
+def test_async_write_is_acknowledged_once_staged_and_reads_come_from_staging() -> None:
+    dev = make(async_workers=1, cpu_units=1, request_overhead_us=1.0, page_copy_us=0.5)
+    done = write(dev, 0, text_page(1) + text_page(2), now=0)
+    assert done == 1000 + 2 * 500
+    assert dev.offload_pending() and len(dev.staging) == 2
+    assert read(dev, 0, 2 * PAGE, now=done) == text_page(1) + text_page(2)
+    assert dev.stats.staged_reads == 2
+    # Flush completes when the modeled worker has compressed both pages.
+    assert dev.flush(done) == done + 2 * 4000 + 1000
+    job = dev.offload_take(done)
+    assert job is not None and len(job.buffer) == 2 * PAGE and job.indices == [0, 1]
+    job.run()
+    dev.offload_finish(job, done)
+    assert not dev.offload_pending() and mm_stat(dev)[0] == 2 * PAGE
+    assert read(dev, 0, 2 * PAGE) == text_page(1) + text_page(2)
+
+
+def test_async_result_for_a_page_rewritten_in_flight_is_dropped() -> None:
+    dev = make(async_workers=1)
+    write(dev, 0, text_page(1))
+    job = dev.offload_take(0)
+    assert job is not None
+    write(dev, 0, text_page(2))  # rewritten while the job runs
+    job.run()
+    dev.offload_finish(job, 0)
+    assert dev.stats.stale_results == 1 and dev.offload_pending()
+    assert read(dev, 0, PAGE) == text_page(2)
+    dev.drain(0)
+    assert read(dev, 0, PAGE) == text_page(2) and not dev.offload_pending()
+
+
+def test_async_staging_is_bounded_with_back_pressure() -> None:
+    dev = make(async_workers=1, staging_pages=8, batch_pages=4, cpu_units=1, request_overhead_us=0.0,
+               page_copy_us=0.0)
+    first = write(dev, 0, b"".join(text_page(i) for i in range(8)), now=0)
+    assert first == 0  # fits: acknowledged at once
+    second = write(dev, 8 * PAGE, b"".join(text_page(i) for i in range(8, 12)), now=0)
+    # Modeled: waits until the worker has compressed 4 of the first 8 pages (all 8 finish together).
+    assert second == 8 * 4000
+    assert dev.stats.backpressure_batches == 1 and len(dev.staging) <= 8
+    assert read(dev, 0, 12 * PAGE) == b"".join(text_page(i) for i in range(12))
+
+
+def test_runtime_executor_compresses_staged_pages_and_flush_waits() -> None:
+    config = zram_config(async_workers=2, staging_pages=64, batch_pages=8)
+    runtime = DeviceRuntime(config)
+    runtime.start()
+    try:
+        pages = [text_page(i) for i in range(100)]
+        for i, page in enumerate(pages):
+            runtime.write(i * PAGE, memoryview(page))
+        runtime.flush()
+        device = runtime.device
+        assert isinstance(device, ZramDevice)
+        assert not device.offload_pending() and device.stats.async_batches >= 100 // 8
+        buf = bytearray(100 * PAGE)
+        runtime.read(0, memoryview(buf))
+        assert bytes(buf) == b"".join(pages)
+    finally:
+        runtime.close()
+
+
+def test_runtime_without_threads_drains_staging_in_flush() -> None:
+    runtime = DeviceRuntime(zram_config(async_workers=1))
+    runtime.write(0, memoryview(text_page(1)))
+    device = runtime.device
+    assert isinstance(device, ZramDevice) and device.offload_pending()
+    runtime.flush()
+    assert not device.offload_pending()
+    runtime.close()
+
+
+# -------------------------------------------------------------------- config
+@pytest.mark.parametrize(
+    ("zram", "expected"),
+    [
+        ({"policy": "random"}, "[zram] policy = 'random': must be one of single, multi, heuristic"),
+        ({"comp_algorithm": "lzo"}, "[zram] comp_algorithm = 'lzo': must be one of lz4, lz4hc, zstd"),
+        ({"comp_algorithm": "lz4hc", "comp_level": 13}, "lz4hc level must be between 1 and 12"),
+        ({"recomp_algorithms": "zstd,lz4hc,zstd:9,lz4"}, "at most 3 algorithms"),
+        ({"recomp_algorithms": "zstd:x"}, "level in 'zstd:x' must be an integer"),
+        ({"cost_us": "zstd=1"}, "expected ALGO[:LEVEL]=COMPRESS_US/DECOMPRESS_US"),
+        ({"async_workers": -1}, "[zram] async_workers = -1: must be >= 0"),
+        ({"staging_pages": 0}, "[zram] staging_pages = 0: must be > 0"),
+    ],
+)
+def test_bad_zram_config_is_one_line(zram: dict[str, Any], expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        config_from_mapping({"device": {"type": "zram"}, "zram": zram}, "test.toml")
+    assert "\n" not in str(info.value) and expected in str(info.value)
+
+
+def test_shipped_zram_config_loads_and_serves_a_device() -> None:
+    from pathlib import Path
+
+    from blockemu.config import load_config
+
+    config = load_config(Path(__file__).resolve().parents[2] / "configs" / "zram.toml")
+    assert config.device.type == "zram" and config.zram.policy == "multi"
+    started = time.monotonic()
+    runtime = DeviceRuntime(config)
+    assert time.monotonic() - started < 5
+    assert runtime.device.size_bytes == 1024 * MIB
+    runtime.close()
