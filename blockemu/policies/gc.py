@@ -11,7 +11,7 @@ name           streams  idea
 =============  =======  ========================================================
 greedy         1        fewest valid blocks first (least copying now)
 cost_benefit   1        LFS's (1 − u) · age / (1 + u) (Rosenblum & Ousterhout
-                        1992): old, fairly empty zones first
+                        1992), age scaled as F2FS does: old, fairly empty zones
 zone_aware     3        separates hot host writes, cold host writes and GC
                         relocations into their own zones, so that zones fill
                         with data of one lifetime and die whole; victims by
@@ -81,9 +81,19 @@ class GreedyPolicy(GcPolicy):
 
 
 def cost_benefit_scores(view: ZoneView) -> np.ndarray:
+    """(1 − u) · age / (1 + u), with age scaled to (0, 1] over the candidates.
+
+    Raw ages grow without bound, and then an old zone that is 99 % valid
+    outscores a young half-empty one, so GC copies whole zones to free a
+    few blocks.  F2FS's cost-benefit (fs/f2fs/gc.c, get_cb_cost) scales age
+    between the youngest and oldest candidates for the same reason.
+    """
     utilisation = view.valid_blocks / view.capacity_blocks
-    age = (view.now - view.last_write + 1).astype(np.float64)
-    return (1.0 - utilisation) * age / (1.0 + utilisation)
+    age = (view.now - view.last_write).astype(np.float64)
+    ages = age[view.candidates]
+    youngest, oldest = (float(ages.min()), float(ages.max())) if len(ages) else (0.0, 0.0)
+    scaled = (age - youngest + 1.0) / (oldest - youngest + 1.0)
+    return (1.0 - utilisation) * scaled / (1.0 + utilisation)
 
 
 class CostBenefitPolicy(GcPolicy):
