@@ -263,7 +263,10 @@ class DeviceRuntime:
                     if job is None:
                         self._offload_idle.notify_all()
                         self._offload_ready.wait(timeout=0.5)
-            job.run(self._offload_executor, device.offload_threads)
+            try:
+                job.run(self._offload_executor, device.offload_threads)
+            except Exception:  # a broken pool must not strand staged pages: redo it here
+                job.run(None, 1)
             with self.lock:
                 device.offload_finish(job, self.clock.now_ns())
                 self._offload_idle.notify_all()
@@ -285,13 +288,16 @@ class DeviceRuntime:
         device = self._offload
         if device is None:
             return
-        if self._offload_thread is None:  # not started (tests, replay): do the work here
+        thread = self._offload_thread
+        if thread is None or not thread.is_alive():  # not started (tests, replay) or failed: do it here
             self._drain_offload_inline()
             return
         with self.lock:
             self._offload_ready.notify()
-            while device.offload_pending() and not self._stopping:
+            while device.offload_pending() and not self._stopping and thread.is_alive():
                 self._offload_idle.wait(timeout=0.5)
+        if device.offload_pending() and not self._stopping:
+            self._drain_offload_inline()
 
     def close(self) -> None:
         self.stop()

@@ -605,3 +605,22 @@ def test_shipped_zram_config_loads_and_serves_a_device() -> None:
     assert time.monotonic() - started < 5
     assert runtime.device.size_bytes == 1024 * MIB
     runtime.close()
+
+
+def test_runtime_falls_back_to_inline_compression_when_its_pool_breaks() -> None:
+    runtime = DeviceRuntime(zram_config(async_workers=2, staging_pages=16, batch_pages=4))
+    runtime.start()
+    try:
+        assert runtime._offload_executor is not None
+        runtime._offload_executor.shutdown()  # submitting now raises: the job must still be done
+        pages = [text_page(i) for i in range(20)]
+        for i, page in enumerate(pages):
+            runtime.write(i * PAGE, memoryview(page))
+        runtime.flush()
+        device = runtime.device
+        assert isinstance(device, ZramDevice) and not device.offload_pending()
+        buf = bytearray(20 * PAGE)
+        runtime.read(0, memoryview(buf))
+        assert bytes(buf) == b"".join(pages)
+    finally:
+        runtime.close()
