@@ -75,10 +75,11 @@ class Transition:
 
 # Attributes of GET/PUT /api/v1/power/<attr>, devfreq's names first.
 READ_ONLY_ATTRIBUTES = (
-    "cur_freq", "target_freq", "min_freq", "max_freq", "available_frequencies", "available_governors",
+    "cur_freq", "target_freq", "available_frequencies", "available_governors",
     "energy_joules", "queue_depth", "controller_bound_share", "transition_latency_us",
 )
-POWER_ATTRIBUTES = ("governor", "trans_stat", *READ_ONLY_ATTRIBUTES, *GovernorTunables.WRITABLE)
+POWER_ATTRIBUTES = ("governor", "trans_stat", "min_freq", "max_freq", *READ_ONLY_ATTRIBUTES,
+                    *GovernorTunables.WRITABLE)
 
 
 class PowerModel:
@@ -111,6 +112,9 @@ class PowerModel:
         # Like UFS after probe: the controller starts at full speed.
         self.cur = n - 1
         self.target = self.cur
+        # User limits (devfreq's min_freq/max_freq files) and the governor's last wish.
+        self.min_index, self.max_index = 0, n - 1
+        self._wanted_freq = self.freqs[self.cur]
         self._transition: Transition | None = None
         # Accounting, all in modeled ns.
         self._accounted_ns = start_ns
@@ -152,8 +156,28 @@ class PowerModel:
     def _decide(self, freq_hz: int | None, now_ns: int) -> None:
         if freq_hz is None:
             return
-        self.target = self.opp_index(min(freq_hz, MAX_FREQ))
+        self._wanted_freq = freq_hz
+        # devfreq's update_devfreq: the user's min_freq/max_freq bound the governor.
+        index = self.opp_index(min(freq_hz, MAX_FREQ))
+        self.target = min(max(index, self.min_index), self.max_index)
         self._schedule_transition(now_ns)
+
+    def set_limit(self, name: str, text: str, now_ns: int) -> None:
+        """Write min_freq or max_freq: one of the operating points, min <= max."""
+        self.advance(now_ns)
+        try:
+            freq = int(text)
+        except ValueError:
+            raise TunableError(f"{name}: {text!r} is not an integer") from None
+        if freq not in self.freqs:
+            raise TunableError(f"{name} = {text}: must be one of {', '.join(map(str, self.freqs))}")
+        index = self.freqs.index(freq)
+        low, high = (index, self.max_index) if name == "min_freq" else (self.min_index, index)
+        if low > high:
+            raise TunableError(f"{name} = {text}: min_freq must be <= max_freq "
+                               f"({self.freqs[self.min_index]} <= {self.freqs[self.max_index]} now)")
+        self.min_index, self.max_index = low, high
+        self._decide(self._wanted_freq, now_ns)
 
     def _schedule_transition(self, now_ns: int) -> None:
         # One transition at a time; a newer decision waits for it to end.
@@ -359,8 +383,8 @@ class PowerModel:
             "available_governors": list(GOVERNORS),
             "cur_freq": self.cur_freq,
             "target_freq": self.freqs[self.target],
-            "min_freq": self.freqs[0],
-            "max_freq": self.freqs[-1],
+            "min_freq": self.freqs[self.min_index],
+            "max_freq": self.freqs[self.max_index],
             "available_frequencies": list(self.freqs),
             "controller_bound_share": self.section.controller_bound_share,
             "transition_latency_us": self.section.transition_latency_us,
@@ -408,6 +432,8 @@ class PowerModel:
         try:
             if name == "governor":
                 self.set_governor(text, now)
+            elif name in ("min_freq", "max_freq"):
+                self.set_limit(name, text, now)
             elif name == "trans_stat":
                 # devfreq accepts only 0, which resets the statistics.
                 if text != "0":
@@ -416,7 +442,7 @@ class PowerModel:
             elif name in GovernorTunables.WRITABLE:
                 self.set_tunable(name, text, now)
             else:
-                raise ApiError(400, f"{name} is read-only; writable: governor, trans_stat, "
+                raise ApiError(400, f"{name} is read-only; writable: governor, trans_stat, min_freq, max_freq, "
                                f"{', '.join(GovernorTunables.WRITABLE)}")
         except TunableError as err:
             raise ApiError(400, str(err)) from None

@@ -441,3 +441,24 @@ def test_every_attribute_reads_as_one_text_line_or_devfreqs_table() -> None:
         text = power.api("GET", ["power", name], b"")
         assert isinstance(text, str) and text.endswith("\n")
         assert text.count("\n") == (len(power.freqs) + 3 if name == "trans_stat" else 1), name
+
+
+def test_min_and_max_freq_bound_the_governor_like_devfreqs_files() -> None:
+    clock = VirtualClock()
+    power = PowerModel(FifoDevice(1000), SECTION.__class__(**{**SECTION.__dict__, "governor": "performance"}),
+                       clock.now_ns)
+    clock.advance_to(1 * MS)
+    power.api("PUT", ["power", "max_freq"], b"200000000")  # performance now gets 200 MHz
+    clock.advance_to(2 * MS)
+    with pytest.raises(ApiError, match="min_freq must be <= max_freq"):
+        power.api("PUT", ["power", "min_freq"], b"400000000")
+    with pytest.raises(ApiError, match="must be one of 100000000, 200000000, 400000000"):
+        power.api("PUT", ["power", "max_freq"], b"250000000")
+    power.api("PUT", ["power", "governor"], b"powersave")  # asks for the lowest; min_freq is still 100 MHz
+    clock.advance_to(3 * MS)
+    power.api("PUT", ["power", "min_freq"], b"200000000")  # raises the floor back up
+    clock.advance_to(4 * MS)
+    power.api("PUT", ["power", "max_freq"], b"400000000")  # powersave still wants the lowest allowed
+    clock.advance_to(5 * MS)
+    assert power.api("GET", ["power", "min_freq"], b"") == "200000000\n"
+    assert power.freq_log == [(0, 400 * MHZ), (1 * MS, 200 * MHZ), (2 * MS, 100 * MHZ), (3 * MS, 200 * MHZ)]
