@@ -29,9 +29,10 @@ DEFAULT_URL = "http://" + DEFAULT_HTTP
 CLI_EXTENSIONS: tuple[str, ...] = (
     "blockemu.power",
     "blockemu.experiments.pmqos",
-    "blockemu.devices.zns",
+    "blockemu.experiments.hid",
     "blockemu.zram_ctl",
     "blockemu.experiments.zram",
+    "blockemu.devices.zns",
 )
 
 
@@ -134,11 +135,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     try:
-        if not _wait_ready(process, unix, args.port, http):
+        if not _wait_ready(process, unix, args.port, http, args.ready_timeout):
             if process.poll() is None:
                 process.terminate()
                 process.wait(timeout=10)
-                return fail("nbdkit did not become ready within 30 s", 1)
+                return fail(f"nbdkit did not become ready within {args.ready_timeout:g} s (--ready-timeout)", 1)
             return fail(f"nbdkit exited with status {process.returncode} before serving", 1)
         uri = f"nbd+unix:///?socket={unix}" if unix is not None else f"nbd://127.0.0.1:{args.port}"
         print(f"blockemu: serving {config.device.name} ({config.device.type}, {config.device.capacity_mib} MiB, "
@@ -175,6 +176,17 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return fail(str(err))
     summary = result.summary()
     print(json.dumps(summary, indent=1) if args.json else format_summary(summary))
+    return 0
+
+
+def _ctl_timing(args: argparse.Namespace, base: str) -> int:
+    change: dict[str, Any] = {}
+    if args.mode is not None:
+        change["mode"] = args.mode
+    if args.time_scale is not None:
+        change["time_scale"] = args.time_scale
+    url = base + "/api/v1/timing"
+    print_result(http_request(url, "PUT", json.dumps(change).encode()) if change else http_request(url))
     return 0
 
 
@@ -288,6 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--threads", type=int, default=16, help="nbdkit worker threads (queue depth the device sees)")
     serve.add_argument("--verbose", action="store_true", help="nbdkit debug output")
     serve.add_argument("--trace", metavar="FILE", help="record every request to FILE (see blockemu replay)")
+    serve.add_argument("--ready-timeout", type=float, default=120.0, metavar="S",
+                       help="how long nbdkit may take to start serving (default 120; slow under emulation)")
     serve.set_defaults(func=cmd_serve)
 
     replay = sub.add_parser("replay", help="run a recorded trace or fio iolog through a device model in virtual time")
@@ -322,6 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
     age.add_argument("--span-percent", type=float, default=100.0, help="aged range from LBA 0, %% of capacity")
     age.add_argument("--seed", type=int, default=1)
     age.add_argument("--all", action="store_true", help="age unwritten sectors too (as a pre-aged device)")
+    timing = ctl_sub.add_parser("timing", help="show or switch the timing mode at run time")
+    timing.add_argument("--mode", choices=("virtual", "realtime"))
+    timing.add_argument("--time-scale", type=float, help="real seconds per modeled second (realtime)")
+    timing.set_defaults(ctl_func=_ctl_timing)
     trace = ctl_sub.add_parser("trace", help="start/stop recording requests on a running device")
     trace.set_defaults(ctl_func=_ctl_trace)
     trace_sub = trace.add_subparsers(dest="trace_action", required=True)

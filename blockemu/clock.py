@@ -49,14 +49,17 @@ class VirtualClock:
 class RealClock:
     """Wall-clock time, scaled: one modeled second lasts ``time_scale`` real seconds."""
 
-    def __init__(self, time_scale: float = 1.0) -> None:
+    def __init__(self, time_scale: float = 1.0, start_ns: int = 0) -> None:
         if time_scale <= 0:
             raise ValueError(f"time_scale must be > 0, got {time_scale}")
         self.time_scale = time_scale
         self._start = time.monotonic_ns()
+        # Modeled time at creation: a device switched from virtual to realtime
+        # keeps counting from where its virtual clock was.
+        self._offset = start_ns
 
     def now_ns(self) -> int:
-        return int((time.monotonic_ns() - self._start) / self.time_scale)
+        return self._offset + int((time.monotonic_ns() - self._start) / self.time_scale)
 
     def wait_until(self, t_ns: int) -> None:
         delay_ns = (t_ns - self.now_ns()) * self.time_scale

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol, cast
 
 from blockemu.clock import Clock, RealClock, VirtualClock
-from blockemu.config import Config
+from blockemu.config import TIMING_MODES, Config
 from blockemu.devices import ApiError, Device, create_device
 from blockemu.power import wrap_device
 from blockemu.trace import TraceWriter
@@ -72,6 +72,8 @@ class DeviceRuntime:
         # Optional device hook: observe_arrival(now_ns, queue_depth) learns the
         # host-visible queue depth (this request included) before it is served.
         self._observe_arrival: Callable[[int, int], None] | None = getattr(self.device, "observe_arrival", None)
+        self.timing_mode = config.timing.mode
+        self.time_scale = config.timing.time_scale
         self.lock = threading.Lock()
         self.stats = IoStats()
         self._work = threading.Condition(self.lock)
@@ -98,7 +100,8 @@ class DeviceRuntime:
             if depth > stats.queue_depth_peak:
                 stats.queue_depth_peak = depth
             stats.arrivals_by_depth[depth] = stats.arrivals_by_depth.get(depth, 0) + 1
-            arrival = self.clock.now_ns()
+            clock = self.clock  # the one this request waits on, even if timing is switched meanwhile
+            arrival = clock.now_ns()
             if self._observe_arrival is not None:
                 self._observe_arrival(arrival, depth)
             if self.trace is not None:
@@ -114,7 +117,7 @@ class DeviceRuntime:
                 self._offload_ready.notify()
         try:
             # Outside the lock, so that other requests queue in modeled time.
-            self.clock.wait_until(done)
+            clock.wait_until(done)
         finally:
             with self.lock:
                 stats.queue_depth -= 1
@@ -140,6 +143,8 @@ class DeviceRuntime:
     def api(self, method: str, path: list[str], body: bytes) -> Any:
         if path[:1] == ["trace"]:
             return self._api_trace(method, path[1:], body)
+        if path == ["timing"]:
+            return self._api_timing(method, body)
         with self.lock:
             result = self.device.api(method, path, body)
             self._work.notify_all()
@@ -148,11 +153,7 @@ class DeviceRuntime:
     def describe(self) -> dict[str, Any]:
         with self.lock:
             description = self.device.describe()
-            description["timing"] = {
-                "mode": self.config.timing.mode,
-                "time_scale": self.config.timing.time_scale,
-                "modeled_now_s": self.clock.now_ns() / 1e9,
-            }
+            description["timing"] = self.timing_status()
             description["io"] = {
                 op: {"requests": s.requests, "bytes": s.bytes, "errors": s.errors}
                 for op, s in self.stats.ops.items()
@@ -162,6 +163,40 @@ class DeviceRuntime:
                 "peak": self.stats.queue_depth_peak,
             }
             return description
+
+    # ----------------------------------------------------------------- timing
+    def set_timing(self, mode: str, time_scale: float) -> dict[str, Any]:
+        """Switch timing mode at run time; modeled time carries on from where it was."""
+        if mode not in TIMING_MODES:
+            raise ApiError(400, f"mode must be one of {', '.join(TIMING_MODES)}, got {mode!r}")
+        if not time_scale > 0:
+            raise ApiError(400, f"time_scale must be > 0, got {time_scale}")
+        with self.lock:
+            now = self.clock.now_ns()
+            self.clock = VirtualClock(now) if mode == "virtual" else RealClock(time_scale, now)
+            self.timing_mode, self.time_scale = mode, time_scale
+            return self.timing_status()
+
+    def timing_status(self) -> dict[str, Any]:
+        return {"mode": self.timing_mode, "time_scale": self.time_scale, "modeled_now_s": self.clock.now_ns() / 1e9}
+
+    def _api_timing(self, method: str, body: bytes) -> Any:
+        if method == "GET":
+            with self.lock:
+                return self.timing_status()
+        if method != "PUT":
+            raise ApiError(405, "use GET or PUT /api/v1/timing")
+        try:
+            request = json.loads(body or b"{}")
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            request = None
+        if not isinstance(request, dict) or not set(request) <= {"mode", "time_scale"} or not request:
+            raise ApiError(400, 'body must be JSON like {"mode": "realtime", "time_scale": 20}')
+        mode = request.get("mode", self.timing_mode)
+        scale = request.get("time_scale", self.time_scale)
+        if not isinstance(mode, str) or isinstance(scale, bool) or not isinstance(scale, int | float):
+            raise ApiError(400, "mode must be a string and time_scale a number")
+        return self.set_timing(mode, float(scale))
 
     # ---------------------------------------------------------------- tracing
     def start_trace(self, path: str | Path) -> dict[str, Any]:

@@ -161,3 +161,19 @@ def test_sigterm_stops_cleanly_and_removes_the_socket(real_components: None, sma
     # nbdkit was a child of serve: nothing of this run is left.
     leftover = subprocess.run(["pgrep", "-f", str(device.socket)], capture_output=True, text=True)
     assert leftover.stdout.strip() == ""
+
+
+def test_timing_mode_switches_at_run_time(served: ServedDevice) -> None:
+    control = served.control
+    assert control.get("timing")["mode"] == "virtual"
+    before = control.get("timing")["modeled_now_s"]
+    switched = control.put("timing", '{"mode": "realtime", "time_scale": 2}')
+    assert switched["mode"] == "realtime" and switched["time_scale"] == 2
+    assert switched["modeled_now_s"] >= before  # modeled time carries on
+    nbd = served.connect()
+    nbd.pwrite(b"r" * 4096, 0)
+    assert nbd.pread(4096, 0) == b"r" * 4096
+    nbd.shutdown()
+    with pytest.raises(ControlClientError, match="400"):
+        control.put("timing", '{"mode": "warp"}')
+    assert control.get("timing")["mode"] == "realtime"

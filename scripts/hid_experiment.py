@@ -1,0 +1,11 @@
+#!/usr/bin/env python3
+"""The HID study (same as `blockemu experiment hid`); see blockemu/experiments/hid.py."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from blockemu.experiments.hid import main
+
+sys.exit(main())
