@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from blockemu.codecs import PAGE, Codec, CostModel
+from blockemu.codecs import PAGE, Codec, CodecError, CostModel, parse_cost_overrides
 from blockemu.config import config_from_mapping
 from blockemu.devices.zram import ZramDevice
 from blockemu.store import MemoryStore
@@ -462,14 +462,15 @@ def calibrated_costs(variants: dict[str, dict[str, Any]]) -> str:
 
 def run_experiment(out_dir: Path, params: Params, variants: dict[str, dict[str, Any]] | None = None,
                    apps: list[list[bytes]] | None = None,
-                   progress: Callable[[str], None] = lambda _: None) -> list[dict[str, Any]]:
+                   progress: Callable[[str], None] = lambda _: None, cost_us: str = "") -> list[dict[str, Any]]:
+    """Run every variant on one corpus; ``cost_us`` pins the cost model (else calibrated once, here)."""
     variants = VARIANTS if variants is None else variants
     out_dir.mkdir(parents=True, exist_ok=True)
     if apps is None:
         apps = capture_corpus(params, progress)
     summary = corpus_summary(apps)
     progress(f"corpus: {summary['pages']} pages, {summary['zero_pages']} zero, lz4 ratio {summary['lz4_ratio']:.2f}")
-    cost_us = calibrated_costs(variants)
+    cost_us = cost_us or calibrated_costs(variants)
     progress(f"cost model (µs per page, compress/decompress): {cost_us}")
     rows: list[dict[str, Any]] = []
     launches: list[dict[str, Any]] = []
@@ -501,6 +502,12 @@ def run_experiment(out_dir: Path, params: Params, variants: dict[str, dict[str, 
 
 def main(args: argparse.Namespace) -> int:
     params = QUICK if args.quick else Params()
+    if args.cost_us:
+        try:
+            parse_cost_overrides(args.cost_us)
+        except CodecError as err:
+            print(f"blockemu: --cost-us {args.cost_us!r}: {err}", file=sys.stderr)
+            return 2
     if args.seed is not None:
         params = replace(params, seed=args.seed)
     out_dir = Path(args.out) if args.out else Path("results") / f"zram-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -508,7 +515,7 @@ def main(args: argparse.Namespace) -> int:
     def progress(message: str) -> None:
         print(f"[zram] {message}", file=sys.stderr, flush=True)
 
-    rows = run_experiment(out_dir, params, progress=progress)
+    rows = run_experiment(out_dir, params, progress=progress, cost_us=args.cost_us or "")
     print(format_table(rows))
     print(f"\nwrote {out_dir}/zram_results.csv, zram_launches.csv, zram_params.txt, zram.png")
     return 0
@@ -518,6 +525,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="a short run (fewer apps, pages and rounds)")
     parser.add_argument("--out", help="output directory (default results/zram-<timestamp>)")
     parser.add_argument("--seed", type=int, help="workload and corpus seed")
+    parser.add_argument("--cost-us", metavar="COSTS",
+                        help="pin the cost model, e.g. 'lz4=4.8/1.5, zstd=14/5.6' (µs per page, compress/decompress); "
+                             "default: calibrate on this host at start-up")
 
 
 def add_experiment(experiment_subparsers: Any) -> None:

@@ -44,3 +44,15 @@ def test_experiment_writes_csv_png_and_a_row_per_variant(tmp_path: Path) -> None
     assert len(list(csv.DictReader(open(tmp_path / "zram_launches.csv")))) == 3 * len(variants)
     assert any("cost model" in m for m in messages)
     assert "launch_p50_ms" in experiment.format_table(rows)
+
+
+def test_same_corpus_and_pinned_costs_give_identical_modeled_results(tmp_path: Path) -> None:
+    apps = experiment.capture_corpus(replace(TINY, child_processes=0))
+    variants = {k: experiment.VARIANTS[k] for k in ("heuristic", "single_zstd_async")}
+    costs = "lz4=4/1.5, zstd=14/5.5"
+    first = experiment.run_experiment(tmp_path / "a", TINY, variants, apps=apps, cost_us=costs)
+    second = experiment.run_experiment(tmp_path / "b", TINY, variants, apps=apps, cost_us=costs)
+    measured = {"cpu_compress_s", "cpu_decompress_s"}  # real CPU time: varies run to run
+    for a, b in zip(first, second, strict=True):
+        assert {k: v for k, v in a.items() if k not in measured} == {k: v for k, v in b.items() if k not in measured}
+    assert "cost_us = lz4=4/1.5, zstd=14/5.5" in (tmp_path / "a" / "zram_params.txt").read_text()
