@@ -33,6 +33,7 @@ CLI_EXTENSIONS: tuple[str, ...] = (
     "blockemu.zram_ctl",
     "blockemu.experiments.zram",
     "blockemu.devices.zns",
+    "blockemu.experiments.gc",
 )
 
 

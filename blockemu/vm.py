@@ -47,9 +47,10 @@ DEFAULT_MEM = "2G"
 DEFAULT_TIMEOUT_S = 600.0
 # Device i serves HTTP on 127.0.0.1:(HTTP_BASE_PORT + i) inside the guest.
 HTTP_BASE_PORT = 9250
-# Seconds a single NBD request may take before the kernel fails it: a dead
+# Seconds a single NBD request may take before the kernel fails it: a hung
 # server must turn into I/O errors, not a hung guest.  Generous, because a
-# Python server under software emulation is slow.
+# Python server under software emulation is slow; BLOCKEMU_NBD_TIMEOUT
+# overrides it (a realtime model slowed down a lot may need more).
 NBD_TIMEOUT_S = 60
 # nbd's default nbds_max is 16; we never ask for fewer.
 MIN_NBDS = 16
@@ -66,7 +67,9 @@ EXIT_COMMAND_NOT_FOUND = 127
 # host that boot is over (everything before is the kernel boot log, which is
 # only shown in verbose mode).
 GUEST_TAG = "blockemu-vm:"
-GUEST_UP_MARK = f"{GUEST_TAG} guest up"
+GUEST_UP_MARK = "] guest up ("
+# The runner's last line; what follows is the guest powering off.
+GUEST_DONE_MARK = "] done (exit code "
 
 # Files in the results folder.
 SPEC_FILE = "vm-spec.json"
@@ -238,6 +241,7 @@ def _prepare(
         "results_dir": str(results),
         "interactive": interactive,
         "extra_serve_args": list(extra_serve_args),
+        "nbd_timeout_s": int(os.environ.get("BLOCKEMU_NBD_TIMEOUT", NBD_TIMEOUT_S)),
     }
     (results / SPEC_FILE).write_text(json.dumps(spec, indent=2) + "\n")
     return vng, kernel, results
@@ -374,12 +378,15 @@ def run(
                 for raw in lines:
                     line = raw.decode("utf-8", "replace").rstrip("\r")
                     tail.append(line)
-                    if boot_s is None and GUEST_UP_MARK in line:
+                    if boot_s is None and GUEST_TAG in line and GUEST_UP_MARK in line:
                         boot_s = time.monotonic() - started
                         showing = True
                     if showing and out is not None:
                         out.write(raw.rstrip(b"\r") + b"\n")
                         out.flush()
+                    if GUEST_TAG in line and GUEST_DONE_MARK in line:
+                        # The power-off messages are only in console.log.
+                        showing = verbose
             if pending:
                 tail.append(pending.decode("utf-8", "replace").rstrip("\r"))
                 if showing and out is not None:
@@ -470,7 +477,12 @@ GUEST_SOCKET_DIR = Path("/run/blockemu")
 
 
 def _say(message: str) -> None:
-    print(f"{GUEST_TAG} {message}", flush=True)
+    # Guest uptime in front, to show where a slow run spends its time.
+    try:
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        uptime = 0.0
+    print(f"{GUEST_TAG} [{uptime:6.1f} s] {message}", flush=True)
 
 
 class GuestSetupError(RuntimeError):
@@ -507,6 +519,7 @@ class GuestDevice:
         self.argv = server_argv(
             spec["python"], config, self.sock, self.port, spec["extra_serve_args"]
         )
+        self.nbd_timeout_s = int(spec["nbd_timeout_s"])
         self.proc: subprocess.Popen[bytes] | None = None
         self.attached = False
 
@@ -555,7 +568,7 @@ class GuestDevice:
                 "-b",
                 "4096",
                 "-t",
-                str(NBD_TIMEOUT_S),
+                str(self.nbd_timeout_s),
             ]
         )
         self.attached = True
@@ -671,12 +684,13 @@ def _guest_main(spec_path: Path) -> int:
         else:
             _say(f"running: {shlex.join(spec['command'])}")
             exit_code = _run_streamed(spec["command"], env, spec["cwd"], results / COMMAND_LOG)
+        _say(f"command exited with {exit_code}")
         # Written before tear-down, so a hang there cannot lose it.
         (results / EXIT_CODE_FILE).write_text(f"{exit_code}\n")
-        _say(f"command exited with {exit_code}")
         return exit_code
     finally:
         _guest_teardown(devices, results)
+        _say(f"done (exit code {exit_code}); results in {results}")
 
 
 def _guest_setup(devices: list[GuestDevice], env: dict[str, str]) -> None:

@@ -9,14 +9,18 @@ A policy decides two things, behind one small interface:
 =============  =======  ========================================================
 name           streams  idea
 =============  =======  ========================================================
-greedy         1        fewest valid blocks first (least copying now)
-cost_benefit   1        LFS's (1 − u) · age / (1 + u) (Rosenblum & Ousterhout
+greedy         2        fewest valid blocks first (least copying now)
+cost_benefit   2        LFS's (1 − u) · age / (1 + u) (Rosenblum & Ousterhout
                         1992), age scaled as F2FS does: old, fairly empty zones
 zone_aware     3        separates hot host writes, cold host writes and GC
                         relocations into their own zones, so that zones fill
                         with data of one lifetime and die whole; victims by
                         cost-benefit over the separated zones
 =============  =======  ========================================================
+
+Every policy writes GC relocations to a zone of their own, as dm-zoned's
+reclaim and F2FS's GC do: if host writes shared the zone GC relocates into,
+they could use up the zone GC holds in reserve, and GC would deadlock.
 
 Time here is the log's *write clock*: host blocks written so far.  It makes
 the policies independent of the timing model and the runs reproducible.
@@ -49,16 +53,16 @@ class ZoneView:
 
 class GcPolicy(ABC):
     name: ClassVar[str]
-    # Open zones the policy writes to at once (its streams).
-    streams: ClassVar[int] = 1
+    # Open zones the policy writes to at once (its streams): host, then GC.
+    streams: ClassVar[int] = 2
 
     def host_stream(self, previous_write: int, now: int) -> int:
         """Stream of a host write; ``previous_write`` is the block's last write clock, -1 if never."""
         return 0
 
     def gc_stream(self) -> int:
-        """Stream that relocated blocks go to."""
-        return 0
+        """Stream that relocated blocks go to; never one that host writes use."""
+        return 1
 
     @abstractmethod
     def scores(self, view: ZoneView) -> np.ndarray:

@@ -62,7 +62,9 @@ def _processes_mentioning(text: str) -> list[str]:
 @pytest.mark.kernel
 def test_f2fs_and_ext4_verify_on_ufs(vm_ready: None, tmp_path: Path) -> None:
     results = tmp_path / "results"
-    result = vm.run([UFS_CONFIG], ["sh", str(GUEST_SCRIPT)], results_dir=results, timeout_s=900)
+    # Takes 3-4 min on 2 cores; the limit stays under pytest's own timeout
+    # (pyproject) so the harness, not pytest, kills a hung guest.
+    result = vm.run([UFS_CONFIG], ["sh", str(GUEST_SCRIPT)], results_dir=results, timeout_s=600)
     assert result.exit_code == 0, f"guest script failed ({result.exit_code}):\n{result.console_tail}"
     assert "FS-VERIFY: PASS" in (results / vm.COMMAND_LOG).read_text()
     assert _processes_mentioning(str(results)) == []
@@ -122,7 +124,8 @@ def test_hung_guest_is_killed_at_timeout(vm_ready: None, tmp_path: Path) -> None
     result = vm.run([], ["sleep", "3600"], results_dir=results, timeout_s=5)
     assert result.timed_out
     assert result.exit_code == vm.EXIT_TIMEOUT
-    assert result.console_tail.strip()
+    # Whatever the console showed so far is kept (it may be nothing yet).
+    assert (results / vm.CONSOLE_LOG).is_file()
     assert _processes_mentioning(str(results)) == []
 
 
