@@ -365,6 +365,9 @@ class ZramSection:
     # Cost model overrides, µs per page: "lz4=2.5/0.8, zstd:3=30/7"
     # (ALGO[:LEVEL]=COMPRESS/DECOMPRESS); unlisted ones are calibrated at start-up.
     cost_us: str = ""
+    # For use as swap: the serving process locks its memory and opts out of
+    # the OOM killer (blockemu/process_guard.py); needs root in the guest.
+    lock_memory: bool = False
 
     def check(self) -> dict[str, str | None]:
         return {
@@ -385,6 +388,7 @@ class ZramSection:
             "request_overhead_us": _non_negative(self.request_overhead_us),
             "page_copy_us": _non_negative(self.page_copy_us),
             "cost_us": _zram_costs(self.cost_us),
+            "lock_memory": None,
         }
 
 

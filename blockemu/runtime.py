@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -22,6 +23,7 @@ from blockemu.clock import Clock, RealClock, VirtualClock
 from blockemu.config import TIMING_MODES, Config
 from blockemu.devices import ApiError, Device, create_device
 from blockemu.power import wrap_device
+from blockemu.process_guard import protect_server_process
 from blockemu.trace import TraceWriter
 
 OPS = ("read", "write", "flush", "trim", "zero")
@@ -242,6 +244,10 @@ class DeviceRuntime:
             self.clock.wait_until(done)
 
     def start(self) -> None:
+        if getattr(self.device, "lock_memory", False):
+            # A device meant to back swap (zram): see blockemu/process_guard.py.
+            for problem in protect_server_process():
+                print(f"blockemu: warning: {problem}", file=sys.stderr, flush=True)
         self._start_offload()
         if self._worker is None:
             self._worker = threading.Thread(target=self._background_loop, name="blockemu-background", daemon=True)

@@ -273,6 +273,8 @@ class ZramDevice:
         # Pages eligible for background recompression, oldest access first.
         self._idle_candidates: OrderedDict[int, None] = OrderedDict()
         self._now = 0  # latest modeled time seen; `idle N` ages pages against it
+        # Asks the runtime to keep the serving process out of reclaim (swap use).
+        self.lock_memory = zram.lock_memory
 
     # ------------------------------------------------------------- helpers
     @property

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -624,3 +626,32 @@ def test_runtime_falls_back_to_inline_compression_when_its_pool_breaks() -> None
         assert bytes(buf) == b"".join(pages)
     finally:
         runtime.close()
+
+
+def test_process_guard_locks_memory_and_opts_out_of_the_oom_killer_or_says_why() -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "import json\n"
+        "from blockemu.process_guard import protect_server_process\n"
+        "problems = protect_server_process()\n"
+        "buf = bytearray(8 << 20)\n"  # touched after mlockall(MCL_FUTURE | MCL_ONFAULT): locked
+        "status = dict(l.split(':', 1) for l in open('/proc/self/status'))\n"
+        "print(json.dumps(problems)); print(int(status['VmLck'].split()[0]))\n"
+        "print(open('/proc/self/oom_score_adj').read().strip())\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                            cwd=str(Path(__file__).resolve().parents[2]))
+    assert result.returncode == 0, result.stderr
+    problems_text, locked_kib, oom = result.stdout.splitlines()
+    problems = json.loads(problems_text)
+    if not any(p.startswith("mlockall") for p in problems):
+        assert int(locked_kib) >= 8 * 1024
+    if not any(p.startswith("oom_score_adj") for p in problems):
+        assert oom.strip() == "-1000"
+
+
+def test_lock_memory_is_a_zram_setting_the_device_exposes() -> None:
+    assert make(lock_memory=True).lock_memory is True
+    assert make().lock_memory is False
