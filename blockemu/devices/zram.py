@@ -273,6 +273,10 @@ class ZramDevice:
         # Pages eligible for background recompression, oldest access first.
         self._idle_candidates: OrderedDict[int, None] = OrderedDict()
         self._now = 0  # latest modeled time seen; `idle N` ages pages against it
+        # Stored pages per algorithm key (or "same"/"huge") and the bytes they
+        # count in compr_data_size, kept as entries come and go.
+        self._pages_by_key: dict[str, int] = {}
+        self._stored_bytes = 0
         # Asks the runtime to keep the serving process out of reclaim (swap use).
         self.lock_memory = zram.lock_memory
 
@@ -458,6 +462,7 @@ class ZramDevice:
             self.stats.huge_pages_since += 1
         self._free(index)
         self.entries[index] = entry
+        self._account(entry, +1)
         if entry.kind != SAME:
             self._idle_candidates[index] = None
             self._idle_candidates.move_to_end(index)
@@ -468,9 +473,18 @@ class ZramDevice:
         self._idle_candidates.pop(index, None)
         if entry is None:
             return False
+        self._account(entry, -1)
         if entry.handle:
             self.pool.free(entry.handle)
         return True
+
+    def _account(self, entry: PageEntry, sign: int) -> None:
+        """Keep per-kind counts and compr_data_size current, so that mm_stat costs O(1) to read."""
+        key = entry.codec.key if entry.kind == COMPRESSED and entry.codec else KIND_NAMES[entry.kind]
+        self._pages_by_key[key] = self._pages_by_key.get(key, 0) + sign
+        if not self._pages_by_key[key]:
+            del self._pages_by_key[key]
+        self._stored_bytes += sign * entry.size
 
     def _note_mem_used(self) -> None:
         used = self.mem_used_pages
@@ -730,7 +744,9 @@ class ZramDevice:
                             last_read_ns=entry.last_read_ns, probe_ratio=entry.probe_ratio)
             new.handle = self.pool.malloc(size)
             self.pool.free(entry.handle)
+            self._account(entry, -1)
             self.entries[index] = new
+            self._account(new, +1)
             self.stats.recompressed_pages += 1
             return cost
         entry.incompressible = True
@@ -742,10 +758,11 @@ class ZramDevice:
         return self.pool.total_pages + len(self.staging)
 
     def mm_stat_values(self) -> list[int]:
-        same = sum(1 for e in self.entries.values() if e.kind == SAME)
-        huge = sum(1 for e in self.entries.values() if e.kind == HUGE)
+        # Staging is bounded (staging_pages + one batch), so this loop is short.
         staged_only = sum(1 for index in self.staging if index not in self.entries)
-        compr = sum(e.size for e in self.entries.values() if e.kind != SAME) + PAGE * len(self.staging)
+        same = self._pages_by_key.get("same", 0)
+        huge = self._pages_by_key.get("huge", 0)
+        compr = self._stored_bytes + PAGE * len(self.staging)
         return [
             (len(self.entries) + staged_only) * PAGE,  # orig_data_size
             compr,  # compr_data_size
@@ -1019,15 +1036,14 @@ class ZramDevice:
                            [({"cpu": str(u)}, ns / 1e9) for u, ns in enumerate(self.cpus.busy_ns)])
 
     def pages_by_algorithm(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for entry in self.entries.values():
-            key = entry.codec.key if entry.kind == COMPRESSED and entry.codec else KIND_NAMES[entry.kind]
-            counts[key] = counts.get(key, 0) + 1
+        counts = dict(self._pages_by_key)
         if self.staging:
             counts["staged"] = len(self.staging)
         return counts
 
     def close(self) -> None:
         self.entries.clear()
+        self._pages_by_key.clear()
+        self._stored_bytes = 0
         self.staging.clear()
         self.store.close()

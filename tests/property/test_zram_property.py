@@ -115,6 +115,13 @@ def test_model_matches_reference_and_recompression_never_changes_data(
             dev.drain(now)
         stat = [int(x) for x in dev.read_attribute("mm_stat").split()]
         assert stat[2] >= stat[1]  # mem_used_total >= compr_data_size
+        # The incrementally kept counts agree with a full recount of the page table.
+        entries = dev.entries.values()
+        assert stat[5] == sum(1 for e in entries if e.codec is None and e.size == 0)  # same_pages
+        assert stat[7] == sum(1 for e in entries if e.size == PAGE and e.codec is None)  # huge_pages
+        assert stat[1] == sum(e.size for e in entries) + PAGE * len(dev.staging)
+        assert stat[2] == (dev.pool.total_pages + len(dev.staging)) * PAGE
+        assert sum(v for k, v in dev.pages_by_algorithm().items() if k != "staged") == len(dev.entries)
     dev.drain(now)
     dev.write_attribute("idle", "all")
     dev.write_attribute("recompress", "")
