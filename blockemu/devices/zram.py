@@ -705,7 +705,7 @@ class ZramDevice:
             target = self.policy.recompress_priority(page_signals, signals)
             if target is None or entry.incompressible:
                 continue
-            cost += self._recompress_page(index, entry, target, target + 1, 0)
+            cost += self._recompress_page(index, entry, target, MAX_PRIORITIES, 0)
         if not handled:
             return None
         return self._occupy_cpu(now_ns, cost) if cost else now_ns

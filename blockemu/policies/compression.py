@@ -2,13 +2,17 @@
 
 zram keeps an ordered list of algorithms: priority 0 is ``comp_algorithm``
 (the primary), priorities 1–3 are ``recomp_algorithm`` entries.  A policy
-answers two questions, and nothing else:
+answers these questions, and nothing else:
 
 * :meth:`CompressionPolicy.write_priority`: which algorithm compresses a page
   being written;
 * :meth:`CompressionPolicy.recompress_priority`: whether a page that has been
   idle for :attr:`CompressionPolicy.idle_after_ns` should be recompressed in
-  the background, and with which algorithm.
+  the background, and from which priority on (the device tries that one and
+  those above it, in order, and keeps the first result in a smaller size
+  class, as zram's recompression does);
+* :meth:`CompressionPolicy.background_allowed`: whether background
+  recompression may run at all right now.
 
 Policies are picked by name (``[zram] policy``): ``single``, ``multi``,
 ``heuristic``.  Explicit ``recompress`` writes (the kernel's attribute) work
@@ -95,9 +99,10 @@ class MultiPolicy:
     """Upstream zram's multi-compression, automated.
 
     Writes use the primary (fast) algorithm.  Pages idle for ``idle_after_s``
-    are recompressed with the highest-priority ``recomp_algorithm`` (what a
-    user gets by writing ``idle`` then ``recompress type=idle``); the device
-    keeps the result only if it is smaller, as the kernel does.
+    are recompressed (what a user gets by writing ``idle`` then ``recompress
+    type=idle``): the ``recomp_algorithm`` entries are tried in priority order
+    from the one above the page's current algorithm, and the first result in a
+    smaller size class is kept, as the kernel does.
     """
 
     name = "multi"
@@ -112,7 +117,7 @@ class MultiPolicy:
     def recompress_priority(self, page: PageSignals, device: DeviceSignals) -> int | None:
         if device.max_priority == 0 or page.stored_priority >= device.max_priority:
             return None
-        return device.max_priority
+        return page.stored_priority + 1
 
     def background_allowed(self, device: DeviceSignals) -> bool:
         return True

@@ -655,3 +655,16 @@ def test_process_guard_locks_memory_and_opts_out_of_the_oom_killer_or_says_why()
 def test_lock_memory_is_a_zram_setting_the_device_exposes() -> None:
     assert make(lock_memory=True).lock_memory is True
     assert make().lock_memory is False
+
+
+def test_multi_walks_the_recompression_chain_in_priority_order() -> None:
+    # lz4hc (priority 1) is tried first and kept when it lands in a smaller size class; zstd is not needed.
+    dev = make(policy="multi", recomp_algorithms="lz4hc:12,zstd:19", idle_recompress_after_s=1)
+    pages = [text_page(i) for i in range(8)]
+    write(dev, 0, b"".join(pages), now=0)
+    while dev.background_step(10 * 10**9) is not None:
+        pass
+    priorities = {e.priority for e in dev.entries.values()}
+    assert priorities <= {1, 2} and 1 in priorities
+    assert dev.stats.codecs["lz4hc:12"].compress_pages == 8
+    assert read(dev, 0, 8 * PAGE) == b"".join(pages)
