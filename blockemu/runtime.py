@@ -148,6 +148,12 @@ class DeviceRuntime:
         if path == ["timing"]:
             return self._api_timing(method, body)
         with self.lock:
+            # Control commands that do modeled work (a zone reset, a Simple
+            # Copy) arrive now, like requests; devices that model them take
+            # the time through the optional set_control_time(now_ns).
+            set_control_time = getattr(self.device, "set_control_time", None)
+            if set_control_time is not None:
+                set_control_time(self.clock.now_ns())
             result = self.device.api(method, path, body)
             self._work.notify_all()
             return result

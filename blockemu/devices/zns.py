@@ -227,8 +227,8 @@ class ZnsDevice:
         self.reset_ns = int(zns.zone_reset_us * 1000)
         self.finish_ns = int(zns.zone_finish_us * 1000)
         self.flush_ns = int(zns.flush_us * 1000)
-        # Latest modeled time seen; control-API commands (which carry no
-        # time of their own) are stamped with it.
+        # Latest modeled time seen (requests, set_control_time); control-API
+        # commands, which carry no time of their own, are stamped with it.
         self.now_ns = 0
 
         # Counters for metrics.
@@ -690,6 +690,10 @@ class ZnsDevice:
     def background_step(self, now_ns: int) -> int | None:
         self.now_ns = max(self.now_ns, now_ns)
         return None  # the device has no work of its own; GC is the host's job
+
+    def set_control_time(self, now_ns: int) -> None:
+        """The runtime's clock before a control-API command, which carries no time of its own."""
+        self.now_ns = max(self.now_ns, now_ns)
 
     # ---------------------------------------------------------- inspection
     def report_zones(self) -> list[dict[str, Any]]:

@@ -466,6 +466,9 @@ class ZnsFtlDevice:
         self.zns.background_step(now_ns)
         return self.log.background_step(now_ns)
 
+    def set_control_time(self, now_ns: int) -> None:
+        self.zns.set_control_time(now_ns)
+
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,

@@ -280,7 +280,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     width = 0.8 / len(methods)
     panels = [
         ("write_amplification", "write amplification"),
-        ("gc_link_mib", "bytes GC moved over the host link (MiB)"),
+        ("gc_link_mib", "bytes GC moved over the host link (MiB, log)"),
         ("gc_busy_s", "modeled GC time (s)"),
         ("read_gc_p99_us", "read latency during GC, p99 (µs)"),
     ]
@@ -297,6 +297,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
                            zorder=3, label="p50" if k == 0 else None)
         if key == "write_amplification":
             ax.axhline(1.0, color="gray", lw=0.8)
+        if key == "gc_link_mib":
+            ax.set_yscale("log")  # Simple Copy's descriptors are ~1000× smaller than the data
         ax.set_ylabel(label)
         ax.set_xticks(x, [f"{w}\n{p}" for w, p in groups])
         ax.grid(axis="y", alpha=0.3)

@@ -450,3 +450,17 @@ def test_metrics_name_every_counter() -> None:
     assert limits == {"open": 1, "active": 0}
     host = dict((labels["direction"], value) for labels, value in families["blockemu_zns_host_bytes"].samples)
     assert host == {"read": 0, "write": CAP + BLOCK}
+
+
+def test_control_commands_happen_at_the_runtime_clock() -> None:
+    from blockemu.clock import VirtualClock
+    from blockemu.runtime import DeviceRuntime
+
+    dev = make_device()
+    clock = VirtualClock(start_ns=5 * 10**9)
+    runtime = DeviceRuntime(dev.config, device=dev, clock=clock)
+    runtime.write(seq(2), memoryview(data(BLOCK)))
+    clock.advance_to(7 * 10**9)  # long after the write: the units are idle
+    runtime.api("POST", ["zones", "2", "reset"], b"")
+    # The reset's erase starts at the clock's time, not at the last request's.
+    assert max(dev.units.busy_until) == 7 * 10**9 + dev.reset_ns
