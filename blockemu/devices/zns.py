@@ -318,7 +318,6 @@ class ZnsDevice:
         if condition in OPEN_CONDITIONS:
             return None
         if condition is ZoneCondition.EMPTY and self.max_active and self.active_zones >= self.max_active:
-            self.refusals["limit_active"] = self.refusals.get("limit_active", 0) + 1
             raise self._refuse(TooManyActiveZonesError(
                 f"{what} zone {zone.index}: {self.active_zones} zones are active, max_active_zones is "
                 f"{self.max_active}; close+finish or reset one"))
@@ -326,7 +325,6 @@ class ZnsDevice:
             return None
         if self._implicit:
             return next(iter(self._implicit))
-        self.refusals["limit_open"] = self.refusals.get("limit_open", 0) + 1
         raise self._refuse(TooManyOpenZonesError(
             f"{what} zone {zone.index}: {self.open_zones} zones are explicitly open, max_open_zones is "
             f"{self.max_open}; close one"))
@@ -834,11 +832,10 @@ class ZnsDevice:
                             ({"direction": "write"}, self.host_write_bytes)])
         yield MetricFamily("blockemu_zns_limit_violations", "counter",
                            "Commands refused for the open or active zone limit",
-                           [({"limit": "open"}, self.refusals.get("limit_open", 0)),
-                            ({"limit": "active"}, self.refusals.get("limit_active", 0))])
+                           [({"limit": "open"}, self.refusals.get(TooManyOpenZonesError.__name__, 0)),
+                            ({"limit": "active"}, self.refusals.get(TooManyActiveZonesError.__name__, 0))])
         yield MetricFamily("blockemu_zns_refusals", "counter", "Commands refused, by error",
-                           [({"error": name}, n) for name, n in sorted(self.refusals.items())
-                            if not name.startswith("limit_")])
+                           [({"error": name}, n) for name, n in sorted(self.refusals.items())])
         yield MetricFamily("blockemu_zns_unit_busy_seconds", "counter", "Modeled busy time per flash unit",
                            [({"unit": str(u)}, ns / 1e9) for u, ns in enumerate(self.units.busy_ns)])
         yield MetricFamily("blockemu_zns_link_busy_seconds", "counter", "Modeled busy time of the host link",
