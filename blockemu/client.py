@@ -154,12 +154,22 @@ class ServedDevice:
                     return self
                 continue
             if self.process.poll() is not None:
-                rest = self.process.stdout.read() or ""
-                self.output.extend(rest.splitlines())
+                self.output.extend(self._drain_output())
                 raise RuntimeError("blockemu serve exited early:\n" + "\n".join(self.output))
             time.sleep(0.02)
         self.stop()
         raise RuntimeError("blockemu serve did not become ready:\n" + "\n".join(self.output))
+
+    def _drain_output(self) -> list[str]:
+        """What the exited server printed last (its pipe is non-blocking while it runs)."""
+        assert self.process is not None and self.process.stdout is not None
+        stream = self.process.stdout
+        if stream.closed:
+            return []
+        # The writer is gone, so a blocking read ends at EOF; a non-blocking
+        # text read can fail on an empty pipe instead of returning.
+        os.set_blocking(stream.fileno(), True)
+        return stream.read().splitlines()
 
     def connect(self) -> Any:
         import nbd  # libnbd's python binding (Debian: python3-libnbd)
@@ -179,10 +189,7 @@ class ServedDevice:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         if self.process.stdout is not None:
-            try:
-                self.output.extend((self.process.stdout.read() or "").splitlines())
-            except (OSError, ValueError):
-                pass
+            self.output.extend(self._drain_output())
             self.process.stdout.close()
         code = self.process.returncode
         # Recorded before cleaning up, so tests can check the server removed it.
