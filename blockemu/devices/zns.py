@@ -43,6 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
+
 from blockemu.config import Config
 from blockemu.devices.base import ApiError, Capabilities, DeviceError, MetricFamily, out_of_range
 from blockemu.store import Store
@@ -692,6 +694,34 @@ class ZnsDevice:
     def set_control_time(self, now_ns: int) -> None:
         """The runtime's clock before a control-API command, which carries no time of its own."""
         self.now_ns = max(self.now_ns, now_ns)
+
+    # --------------------------------------------------------------- state
+    def snapshot_state(self) -> dict[str, np.ndarray]:
+        """Zone conditions, write pointers and the implicit-open LRU order (traces, persistence)."""
+        conditions = list(ZoneCondition)
+        return {
+            "zns_condition": np.array([conditions.index(z.condition) for z in self.zones], dtype=np.int8),
+            "zns_wp": np.array([z.wp for z in self.zones], dtype=np.int64),
+            "zns_implicit_lru": np.array(list(self._implicit), dtype=np.int64),
+        }
+
+    def restore_state(self, state: dict[str, np.ndarray]) -> None:
+        conditions = list(ZoneCondition)
+        codes, wps = state["zns_condition"], state["zns_wp"]
+        if len(codes) != len(self.zones) or len(wps) != len(self.zones):
+            raise ValueError(f"saved state has {len(codes)} zones, this device {len(self.zones)}")
+        for zone, code, wp in zip(self.zones, codes.tolist(), wps.tolist(), strict=True):
+            condition = conditions[code]
+            if zone.is_sequential == (condition is ZoneCondition.NOT_WRITE_POINTER) or not (
+                zone.start <= wp <= zone.start + zone.capacity
+            ):
+                raise ValueError(f"saved state of zone {zone.index} ({condition.value}, wp {wp}) does not fit it")
+            zone.condition, zone.wp = condition, wp
+        self._implicit = OrderedDict((int(i), None) for i in state["zns_implicit_lru"].tolist())
+        self._explicit = {z.index for z in self.zones if z.condition is ZoneCondition.EXPLICITLY_OPEN}
+        self._closed = {z.index for z in self.zones if z.condition is ZoneCondition.CLOSED}
+        if set(self._implicit) != {z.index for z in self.zones if z.condition is ZoneCondition.IMPLICITLY_OPEN}:
+            raise ValueError("saved implicit-open order does not match the zones' conditions")
 
     # ---------------------------------------------------------- inspection
     def report_zones(self) -> list[dict[str, Any]]:

@@ -388,6 +388,38 @@ class ZonedLog:
         self.background_steps += 1
         return max(done, now_ns + 1)
 
+    # --------------------------------------------------------------- state
+    def snapshot_state(self) -> dict[str, np.ndarray]:
+        return {
+            "log_l2p": self.l2p.copy(),
+            "log_valid": self.valid.copy(),
+            "log_last_write": self.last_write.copy(),
+            "log_last_host_write": self.last_host_write.copy(),
+            "log_full": self.full.copy(),
+            "log_free": np.array(self.free, dtype=np.int64),
+            "log_heads": np.array([-1 if z is None else z for z in self.heads], dtype=np.int64),
+            # write clock, victim (-1: none), victim cursor
+            "log_scalars": np.array([self.write_clock, -1 if self.victim is None else self.victim,
+                                     self._victim_cursor], dtype=np.int64),
+        }
+
+    def restore_state(self, state: dict[str, np.ndarray]) -> None:
+        if len(state["log_l2p"]) != self.logical_blocks or len(state["log_heads"]) != len(self.heads):
+            raise ValueError("saved zoned-log state is for another geometry or gc_policy")
+        self.l2p = state["log_l2p"].astype(np.int64)
+        self.p2l.fill(UNMAPPED)
+        mapped = np.flatnonzero(self.l2p >= 0)
+        self.p2l[self.l2p[mapped]] = mapped
+        self.valid = state["log_valid"].astype(np.int64)
+        self.last_write = state["log_last_write"].astype(np.int64)
+        self.last_host_write = state["log_last_host_write"].astype(np.int64)
+        self.full = state["log_full"].astype(bool)
+        self.free = deque(int(z) for z in state["log_free"].tolist())
+        self.heads = [None if z < 0 else int(z) for z in state["log_heads"].tolist()]
+        clock, victim, cursor = (int(v) for v in state["log_scalars"].tolist())
+        self.write_clock, self.victim, self._victim_cursor = clock, (None if victim < 0 else victim), cursor
+        self.check_consistency()
+
     # ------------------------------------------------------------- checks
     def check_consistency(self) -> None:
         """Assert the map's invariants (tests): l2p and p2l agree, valid counts match."""
@@ -468,6 +500,13 @@ class ZnsFtlDevice:
 
     def set_control_time(self, now_ns: int) -> None:
         self.zns.set_control_time(now_ns)
+
+    def snapshot_state(self) -> dict[str, np.ndarray]:
+        return {**self.zns.snapshot_state(), **self.log.snapshot_state()}
+
+    def restore_state(self, state: dict[str, np.ndarray]) -> None:
+        self.zns.restore_state(state)
+        self.log.restore_state(state)
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -286,4 +286,4 @@ class ZnsMachine(RuleBasedStateMachine):
 
 
 TestZnsStateMachine = ZnsMachine.TestCase
-TestZnsStateMachine.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
+TestZnsStateMachine.settings = settings(max_examples=100, stateful_step_count=40, deadline=None)

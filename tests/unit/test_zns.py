@@ -464,3 +464,40 @@ def test_control_commands_happen_at_the_runtime_clock() -> None:
     runtime.api("POST", ["zones", "2", "reset"], b"")
     # The reset's erase starts at the clock's time, not at the last request's.
     assert max(dev.units.busy_until) == 7 * 10**9 + dev.reset_ns
+
+
+def test_zone_state_snapshot_round_trips_and_is_checked() -> None:
+    dev = make_device()
+    write(dev, seq(2), data(BLOCK))
+    write(dev, seq(3), data(CAP))
+    dev.open_zone(4, 0)
+    write(dev, seq(5), data(BLOCK))
+    dev.close_zone(5, 0)
+    dev.inject_fault(6, ZoneCondition.READ_ONLY)
+    state = dev.snapshot_state()
+    fresh = make_device()
+    fresh.restore_state(state)
+    assert fresh.report_zones() == dev.report_zones()
+    assert (list(fresh._implicit), fresh._explicit, fresh._closed) == (list(dev._implicit), dev._explicit,
+                                                                        dev._closed)
+    write(fresh, seq(2) + BLOCK, data(BLOCK))  # the write pointer carried over
+    broken = dict(state, zns_wp=state["zns_wp"] + 3 * MIB)
+    with pytest.raises(ValueError, match="does not fit"):
+        make_device().restore_state(broken)
+
+
+def test_a_trace_replays_on_the_zone_state_it_started_from(tmp_path: Any) -> None:
+    from blockemu.clock import VirtualClock
+    from blockemu.replay import replay
+    from blockemu.runtime import DeviceRuntime
+    from blockemu.trace import read_trace
+
+    dev = make_device()
+    runtime = DeviceRuntime(dev.config, device=dev, clock=VirtualClock())
+    runtime.write(seq(2), memoryview(data(8 * BLOCK)))
+    runtime.start_trace(tmp_path / "zns.trace")
+    for i in range(8):  # writes that are only legal at zone 2's write pointer as the trace began
+        runtime.write(seq(2) + (8 + i) * BLOCK, memoryview(data(BLOCK)))
+    runtime.stop_trace()
+    result = replay(dev.config, read_trace(tmp_path / "zns.trace")).summary()
+    assert result["ops"]["write"]["requests"] == 8
