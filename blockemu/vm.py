@@ -34,7 +34,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -338,9 +338,7 @@ def run(
     # no udev to name the virtio ports) swallows the command's output.
     argv = [*_vng_argv(vng, kernel, results, mem, cpus), "--verbose", "--", guest_cmd]
 
-    out: IO[bytes] | None = None
-    if stream:
-        out = getattr(sys.stdout, "buffer", None)
+    out = _stdout_writer() if stream else None
     tail: collections.deque[str] = collections.deque(maxlen=CONSOLE_TAIL_LINES)
     started = time.monotonic()
     boot_s: float | None = None
@@ -382,16 +380,14 @@ def run(
                         boot_s = time.monotonic() - started
                         showing = True
                     if showing and out is not None:
-                        out.write(raw.rstrip(b"\r") + b"\n")
-                        out.flush()
+                        out(raw.rstrip(b"\r") + b"\n")
                     if GUEST_TAG in line and GUEST_DONE_MARK in line:
                         # The power-off messages are only in console.log.
                         showing = verbose
             if pending:
                 tail.append(pending.decode("utf-8", "replace").rstrip("\r"))
                 if showing and out is not None:
-                    out.write(pending)
-                    out.flush()
+                    out(pending)
             selector.close()
         finally:
             # Normal exit: vng is done, but make sure nothing it started
@@ -430,6 +426,25 @@ def run(
         boot_s=boot_s,
         elapsed_s=elapsed,
     )
+
+
+def _stdout_writer() -> Callable[[bytes], None]:
+    """Write bytes to our stdout as they come.
+
+    Raw bytes where possible (the command's output need not be UTF-8); a
+    text-only stdout (e.g. replaced by a StringIO) gets decoded text.
+    """
+    binary: IO[bytes] | None = getattr(sys.stdout, "buffer", None)
+
+    def write(data: bytes) -> None:
+        if binary is not None:
+            binary.write(data)
+            binary.flush()
+        else:
+            sys.stdout.write(data.decode("utf-8", "replace"))
+            sys.stdout.flush()
+
+    return write
 
 
 def _read_exit_code(results: Path) -> int | None:
