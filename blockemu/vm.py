@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import dataclasses
 import json
 import os
@@ -31,10 +32,11 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -294,20 +296,22 @@ def _vng_env(vng: Path) -> dict[str, str]:
     return env
 
 
-def _kill_group(pgid: int) -> None:
-    """Terminate, then kill, every process in the group (vng, qemu, ...)."""
-    for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 0.0)):
+def _kill_tree(proc: subprocess.Popen[bytes]) -> None:
+    """Terminate, then kill, every process in PROC's group (vng, qemu, ...)."""
+    for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
         try:
-            os.killpg(pgid, sig)
+            os.killpg(proc.pid, sig)
         except ProcessLookupError:
             return
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline:
+            # Reap the leader: as a zombie it would keep the group "alive".
+            proc.poll()
             try:
-                os.killpg(pgid, 0)
+                os.killpg(proc.pid, 0)
             except ProcessLookupError:
                 return
-            time.sleep(0.1)
+            time.sleep(0.05)
 
 
 def run(
@@ -339,6 +343,41 @@ def run(
     argv = [*_vng_argv(vng, kernel, results, mem, cpus), "--verbose", "--", guest_cmd]
 
     out = _stdout_writer() if stream else None
+    with _sigterm_raises():
+        return _run_vm(argv, vng, results, timeout_s, out, verbose)
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Turn SIGTERM into SystemExit while the VM runs.
+
+    The VM runs in its own session, so nothing else would stop it if we died
+    of SIGTERM (CI cancelling a job, `timeout`); as an exception, it unwinds
+    through the code that kills the VM.  Only the main thread can do this.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        # None: a handler installed from C, which cannot be put back.
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def _run_vm(
+    argv: list[str],
+    vng: Path,
+    results: Path,
+    timeout_s: float,
+    out: Callable[[bytes], None] | None,
+    verbose: bool,
+) -> VmResult:
     tail: collections.deque[str] = collections.deque(maxlen=CONSOLE_TAIL_LINES)
     started = time.monotonic()
     boot_s: float | None = None
@@ -392,7 +431,7 @@ def run(
         finally:
             # Normal exit: vng is done, but make sure nothing it started
             # lingers.  Timeout or Ctrl-C: this is what kills the guest.
-            _kill_group(proc.pid)
+            _kill_tree(proc)
             proc.wait()
             proc.stdout.close()
 
@@ -815,6 +854,10 @@ def _cli_run(args: argparse.Namespace) -> int:
     except VmError as exc:
         print(f"blockemu vm: {exc}", file=sys.stderr)
         return EXIT_HARNESS_ERROR
+    except KeyboardInterrupt:
+        # run() has already killed the VM on its way out.
+        print("blockemu vm: interrupted; the VM was stopped", file=sys.stderr)
+        return 130
     return result.exit_code
 
 
