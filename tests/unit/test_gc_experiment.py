@@ -50,3 +50,13 @@ def test_workloads_are_seeded_and_skewed() -> None:
     assert np.unique(uniform, return_counts=True)[1].max() < 10
     with pytest.raises(ValueError, match="unknown workload 'sequential'"):
         experiment.workload("sequential", 10, 10, params, np.random.default_rng(1))
+
+
+def test_cli_registers_the_study_and_the_zone_commands() -> None:
+    from blockemu.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["experiment", "gc", "--quick", "--out", "/tmp/x"])
+    assert args.func is experiment.main and args.quick and args.out == "/tmp/x"
+    args = parser.parse_args(["ctl", "zone", "copy", "--dest-zone", "3", "--source", "0:4096"])
+    assert args.zone == "copy" and args.dest_zone == 3 and args.source == ["0:4096"]
