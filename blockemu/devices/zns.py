@@ -403,7 +403,7 @@ class ZnsDevice:
         if condition is ZoneCondition.CLOSED:
             return now_ns + self.overhead_ns
         if condition not in OPEN_CONDITIONS:
-            self._check_writable_or_full(zone)
+            self._refuse_read_only_or_offline(zone)
             raise self._refuse(InvalidZoneStateTransitionError(
                 f"close zone {index}: it is {condition.value}; only open zones can be closed"))
         # §2.1.1 ZSIO/ZSEO → ZSC; a zone opened but never written returns to
@@ -437,10 +437,10 @@ class ZnsDevice:
         self.now_ns = max(self.now_ns, now_ns)
         if zone.condition is ZoneCondition.EMPTY:
             return now_ns + self.overhead_ns
-        self._check_writable_or_full(zone)
+        self._refuse_read_only_or_offline(zone)
         return self._reset(zone, now_ns) + self.overhead_ns
 
-    def _check_writable_or_full(self, zone: Zone) -> None:
+    def _refuse_read_only_or_offline(self, zone: Zone) -> None:
         if zone.condition is ZoneCondition.READ_ONLY:
             raise self._refuse(ZoneReadOnlyError(f"zone {zone.index} is read only; it cannot be reset"))
         if zone.condition is ZoneCondition.OFFLINE:
