@@ -9,6 +9,7 @@ class, same zones) and keep the invariants of the issue: zones contiguous,
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass, field
 
 from hypothesis import settings
@@ -96,6 +97,8 @@ class Reference:
     def write(self, index: int, at_block: int, payload: bytes) -> None:
         zone = self.zones[index]
         blocks = len(payload) // BLOCK
+        if (index * ZONE_BLOCKS + at_block + blocks) > ZONES * ZONE_BLOCKS:
+            raise DeviceError(errno.EINVAL, "")  # outside the device: checked before any zone rule
         self.refuse_unwritable(zone)
         if at_block + blocks > ZONE_BLOCKS:
             raise ZoneBoundaryError("")
