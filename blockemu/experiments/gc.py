@@ -302,7 +302,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         ax.set_ylabel(label)
         ax.set_xticks(x, [f"{w}\n{p}" for w, p in groups])
         ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=8, loc="best")
+        ax.legend(fontsize=8, loc="center right" if key == "gc_link_mib" else "best")
     fig.suptitle("Zoned log GC: victim policy × copy method (modeled time)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
