@@ -274,7 +274,6 @@ class ZnsSection:
         return (self.zone_capacity_mib or self.zone_size_mib) * 1024 * 1024
 
 
-
 @dataclass(frozen=True)
 class ZnsFtlSection:
     """The host-side zoned log (device type "zns_ftl") over a [zns] device.
