@@ -1,5 +1,5 @@
 #!/bin/sh
-# Runs INSIDE the VM (via `blockemu vm run CONFIG -- sh tests/kernel/guest_fs_verify.sh`):
+# Runs INSIDE the VM (via `blockemu vm run CONFIG -- sh tests/kernel/guest_fs_verify.sh [RAND SEQ]`):
 # real filesystems on the emulated device, with data verified by fio.
 #
 # For F2FS and then ext4 (the baseline) on $BLOCKEMU_DEV0:
@@ -13,8 +13,9 @@ set -eu
 
 dev=${BLOCKEMU_DEV0:?no device attached}
 results=${BLOCKEMU_RESULTS:?}
-rand_size=${FS_VERIFY_RAND_SIZE:-32M}
-seq_size=${FS_VERIFY_SEQ_SIZE:-64M}
+# Sizes of the random-write and sequential-write files (fio size syntax).
+rand_size=${1:-16M}
+seq_size=${2:-32M}
 
 # The guest's /tmp is a writable overlay; the repo (our cwd) is read-only.
 work=$(mktemp -d)
