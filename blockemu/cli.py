@@ -18,8 +18,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from blockemu.config import ConfigError, load_config
-from blockemu.control import parse_http_address
+from blockemu.config import ConfigError, load_config, parse_http_address
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 PLUGIN = PACKAGE_ROOT / "plugins" / "blockemu.py"
@@ -34,7 +33,12 @@ CLI_EXTENSIONS: tuple[str, ...] = (
     "blockemu.experiments.zram",
     "blockemu.devices.zns",
     "blockemu.experiments.gc",
+    "blockemu.vm",
 )
+# Commands that need none of the extensions.  `serve` is started inside VMs
+# under software emulation, where importing numpy and the device models just
+# to build the parser costs seconds (nbdkit's plugin imports them anyway).
+LIGHT_COMMANDS = ("serve",)
 
 
 def fail(message: str, code: int = 2) -> int:
@@ -286,7 +290,7 @@ def _ctl_hid(args: argparse.Namespace, base: str) -> int:
 
 
 # --------------------------------------------------------------------- main
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(load_extensions: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="blockemu", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -368,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     # Features in their own modules plug in here: add_cli(subparsers) for
     # top-level commands, add_ctl(ctl_subparsers) for `ctl` commands (each
     # setting ctl_func), add_experiment(experiment_subparsers) for studies.
-    for module_name in CLI_EXTENSIONS:
+    for module_name in CLI_EXTENSIONS if load_extensions else ():
         module = importlib.import_module(module_name)
         for hook, target in (("add_cli", sub), ("add_ctl", ctl_sub), ("add_experiment", experiment_sub)):
             if hasattr(module, hook):
@@ -377,7 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    light = bool(words) and words[0] in LIGHT_COMMANDS
+    args = build_parser(load_extensions=not light).parse_args(argv)
     return int(args.func(args) or 0)
 
 

@@ -698,6 +698,13 @@ def _check_zns(config: Config) -> None:
                           f"{spare - streams - 1} ({spare} spare zones, {streams} open for writing, 1 to gain)")
 
 
+def parse_http_address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"--http {text!r}: expected HOST:PORT, e.g. 127.0.0.1:9250")
+    return host.strip("[]"), int(port)
+
+
 def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Config:
     """Read, validate and return the configuration in ``path`` with overrides applied."""
     path = Path(path)

@@ -29,13 +29,6 @@ MAX_BODY_BYTES = 1024 * 1024
 API_PREFIX = "/api/v1/"
 
 
-def parse_http_address(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"--http {text!r}: expected HOST:PORT, e.g. 127.0.0.1:9250")
-    return host.strip("[]"), int(port)
-
-
 class ControlServer:
     def __init__(self, runtime: DeviceRuntime, host: str, port: int) -> None:
         self.runtime = runtime

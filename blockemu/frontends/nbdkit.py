@@ -18,8 +18,8 @@ from __future__ import annotations
 import errno
 from typing import Any
 
-from blockemu.config import Config, ConfigError, load_config
-from blockemu.control import ControlServer, parse_http_address
+from blockemu.config import Config, ConfigError, load_config, parse_http_address
+from blockemu.control import ControlServer
 from blockemu.devices.base import DeviceError
 from blockemu.runtime import DeviceRuntime
 

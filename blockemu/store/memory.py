@@ -10,6 +10,8 @@ from __future__ import annotations
 import mmap
 
 _HOST_PAGE = mmap.PAGESIZE
+# <sys/mman.h> on Linux; the mmap module names it only from Python 3.13.
+_MAP_NORESERVE = 0x4000
 
 
 class MemoryStore:
@@ -17,7 +19,9 @@ class MemoryStore:
         if size_bytes <= 0:
             raise ValueError(f"size_bytes must be > 0, got {size_bytes}")
         self.size_bytes = size_bytes
-        self._map = mmap.mmap(-1, size_bytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        # NORESERVE: a large device in a small machine (or VM) must not be
+        # refused for memory it may never use.
+        self._map = mmap.mmap(-1, size_bytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_NORESERVE)
         self._view = memoryview(self._map)
 
     def read_into(self, offset: int, buf: memoryview) -> None:
