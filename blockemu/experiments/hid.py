@@ -50,7 +50,7 @@ class StudyDefaults:
     time_scale: float
 
 
-FULL = StudyDefaults(size_mib=2048, levels="0,25,50,75,100", time_scale=25.0)
+FULL = StudyDefaults(size_mib=2048, levels="0,50,100", time_scale=25.0)
 QUICK = StudyDefaults(size_mib=48, levels="0,100", time_scale=25.0)
 
 
@@ -291,6 +291,11 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def capacity_for(size_mib: int) -> int:
+    """Device size for a study: the file, one copy and F2FS's own space, in 512 MiB steps."""
+    return max(1024, -(-int(size_mib * 3) // 512) * 512)
+
+
 def host_main(args: argparse.Namespace) -> int:
     from blockemu import vm
 
@@ -302,7 +307,7 @@ def host_main(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     # Room for the file, one copy and F2FS's own space; the data lives in the
     # server's memory inside the guest, so the guest needs that much too.
-    capacity_mib = max(1024, -(-int(size_mib * 3) // 512) * 512)
+    capacity_mib = capacity_for(size_mib)
     mem_mib = args.mem_mib or max(2048, capacity_mib + 1536)
     overrides = [f"device.capacity_mib={capacity_mib}"]
     serve_args = [arg for item in overrides for arg in ("--set", item)]
@@ -311,14 +316,21 @@ def host_main(args: argparse.Namespace) -> int:
                "--fragment-kib", str(args.fragment_kib), "--rewrite-fraction", str(args.rewrite_fraction)]
     _say(f"{size_mib} MiB file, levels {levels}, time_scale {time_scale}, device {capacity_mib} MiB, "
          f"guest {mem_mib} MiB; output in {out}")
-    result = vm.run([Path(args.config)], command, mem=f"{mem_mib}M", timeout_s=args.timeout,
-                    results_dir=out / "vm", extra_serve_args=serve_args)
     report_path = out / "vm" / GUEST_RESULTS
-    if result.exit_code != 0 or not report_path.exists():
-        _say(f"the guest part failed (exit {result.exit_code}); see {out / 'vm'}")
-        return result.exit_code or 1
+    if args.analyse_only:
+        if not report_path.exists():
+            _say(f"--analyse-only: no {report_path} from an earlier run")
+            return 2
+    else:
+        result = vm.run([Path(args.config)], command, mem=f"{mem_mib}M", timeout_s=args.timeout,
+                        results_dir=out / "vm", extra_serve_args=serve_args)
+        if result.exit_code != 0 or not report_path.exists():
+            _say(f"the guest part failed (exit {result.exit_code}); see {out / 'vm'}")
+            return result.exit_code or 1
     report = json.loads(report_path.read_text())
+    size_mib, time_scale = report["size_mib"], report["time_scale"]
     rows = []
+    overrides = [f"device.capacity_mib={capacity_for(size_mib)}"]
     for row in report["rows"]:
         _say(f"replaying the level {row['level_percent']:g}% traces in virtual time")
         before = _copy_metrics(Path(args.config), overrides, out / "vm" / row["trace_before"])
@@ -358,6 +370,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mem-mib", type=int, help="guest memory (default: enough for the device)")
     parser.add_argument("--timeout", type=float, default=7200.0, help="VM timeout, seconds")
     parser.add_argument("--out", help="output folder (default results/hid-<timestamp>)")
+    parser.add_argument("--analyse-only", action="store_true",
+                        help="skip the VM: replay and report the guest results already in --out")
 
 
 def add_experiment(experiment_subparsers: argparse._SubParsersAction) -> None:
