@@ -60,6 +60,22 @@ class MetricFamily:
     samples: list[tuple[dict[str, str], float]] = field(default_factory=list)
 
 
+def describe_identity(name: str, kind: str, size_bytes: int, capabilities: Capabilities) -> dict[str, Any]:
+    """The part of GET /api/v1/device every device shares."""
+    return {
+        "name": name,
+        "type": kind,
+        "size_bytes": size_bytes,
+        "capabilities": {
+            "flush": capabilities.flush,
+            "fua": capabilities.fua,
+            "trim": capabilities.trim,
+            "zero": capabilities.zero,
+            "zoned": capabilities.zoned,
+        },
+    }
+
+
 class Device(Protocol):
     name: str
     size_bytes: int

@@ -30,6 +30,7 @@ from blockemu.devices.base import (
     ApiError,
     Capabilities,
     MetricFamily,
+    describe_identity,
     out_of_range,
 )
 from blockemu.devices.ftl import SECTOR, FlashTranslationLayer, Geometry
@@ -338,16 +339,7 @@ class UfsDevice:
 
     def describe(self) -> dict[str, Any]:
         return {
-            "name": self.name,
-            "type": self.kind,
-            "size_bytes": self.size_bytes,
-            "capabilities": {
-                "flush": self.capabilities.flush,
-                "fua": self.capabilities.fua,
-                "trim": self.capabilities.trim,
-                "zero": self.capabilities.zero,
-                "zoned": self.capabilities.zoned,
-            },
+            **describe_identity(self.name, self.kind, self.size_bytes, self.capabilities),
             "ftl": {
                 "dies": self.geometry.dies,
                 "superblocks": self.ftl.superblocks,

@@ -46,7 +46,14 @@ from typing import Any, ClassVar
 import numpy as np
 
 from blockemu.config import Config
-from blockemu.devices.base import ApiError, Capabilities, DeviceError, MetricFamily, out_of_range
+from blockemu.devices.base import (
+    ApiError,
+    Capabilities,
+    DeviceError,
+    MetricFamily,
+    describe_identity,
+    out_of_range,
+)
 from blockemu.store import Store
 from blockemu.timing import UnitTimeline
 
@@ -736,16 +743,7 @@ class ZnsDevice:
 
     def describe(self) -> dict[str, Any]:
         return {
-            "name": self.name,
-            "type": self.kind,
-            "size_bytes": self.size_bytes,
-            "capabilities": {
-                "flush": self.capabilities.flush,
-                "fua": self.capabilities.fua,
-                "trim": self.capabilities.trim,
-                "zero": self.capabilities.zero,
-                "zoned": self.capabilities.zoned,
-            },
+            **describe_identity(self.name, self.kind, self.size_bytes, self.capabilities),
             "zns": self.describe_zns(),
         }
 

@@ -30,7 +30,14 @@ from typing import Any
 import numpy as np
 
 from blockemu.config import Config
-from blockemu.devices.base import ApiError, Capabilities, DeviceError, MetricFamily, out_of_range
+from blockemu.devices.base import (
+    ApiError,
+    Capabilities,
+    DeviceError,
+    MetricFamily,
+    describe_identity,
+    out_of_range,
+)
 from blockemu.devices.zns import CopySource, ZnsDevice, ZoneCondition
 from blockemu.policies.gc import GcPolicy, ZoneView, make_policy
 from blockemu.store import Store
@@ -510,16 +517,7 @@ class ZnsFtlDevice:
 
     def describe(self) -> dict[str, Any]:
         return {
-            "name": self.name,
-            "type": self.kind,
-            "size_bytes": self.size_bytes,
-            "capabilities": {
-                "flush": self.capabilities.flush,
-                "fua": self.capabilities.fua,
-                "trim": self.capabilities.trim,
-                "zero": self.capabilities.zero,
-                "zoned": self.capabilities.zoned,
-            },
+            **describe_identity(self.name, self.kind, self.size_bytes, self.capabilities),
             "zns": self.zns.describe_zns(),
             "gc": self.log.stats(),
         }

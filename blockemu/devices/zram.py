@@ -57,7 +57,14 @@ from blockemu.codecs import (
     parse_cost_overrides,
 )
 from blockemu.config import Config
-from blockemu.devices.base import ApiError, Capabilities, DeviceError, MetricFamily, out_of_range
+from blockemu.devices.base import (
+    ApiError,
+    Capabilities,
+    DeviceError,
+    MetricFamily,
+    describe_identity,
+    out_of_range,
+)
 from blockemu.devices.zsmalloc import ZsPool
 from blockemu.policies.compression import (
     DeviceSignals,
@@ -947,12 +954,7 @@ class ZramDevice:
 
     def describe(self) -> dict[str, Any]:
         return {
-            "name": self.name,
-            "type": self.kind,
-            "size_bytes": self.size_bytes,
-            "capabilities": {"flush": self.capabilities.flush, "fua": self.capabilities.fua,
-                             "trim": self.capabilities.trim, "zero": self.capabilities.zero,
-                             "zoned": self.capabilities.zoned},
+            **describe_identity(self.name, self.kind, self.size_bytes, self.capabilities),
             "zram": self.snapshot(),
         }
 

@@ -25,7 +25,6 @@ every block reads back as last written.
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -37,6 +36,7 @@ import numpy as np
 
 from blockemu.config import COPY_METHODS, GC_POLICIES, config_from_mapping
 from blockemu.devices.zns_ftl import BLOCK, ZnsFtlDevice
+from blockemu.experiments import report
 from blockemu.store import MemoryStore
 
 WORKLOADS = ("uniform", "zipf")
@@ -259,11 +259,7 @@ def summarize(result: RunResult) -> dict[str, Any]:
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    shown = COLUMNS[:-2]
-    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in shown}
-    lines = ["  ".join(c.ljust(widths[c]) for c in shown)]
-    lines += ["  ".join(str(r[c]).ljust(widths[c]) for c in shown) for r in rows]
-    return "\n".join(lines)
+    return report.format_table(rows, COLUMNS[:-2])
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
@@ -324,10 +320,7 @@ def run_experiment(out_dir: Path, params: Params, workloads: Sequence[str] = WOR
                 progress(f"[{len(rows)}/{total}] {name} {policy} {method}: WA {row['write_amplification']}, "
                          f"GC link {row['gc_link_mib']} MiB, GC {row['gc_busy_s']} s, read p99 during GC "
                          f"{row['read_gc_p99_us']} µs ({row['wall_s']} s)")
-    with open(out_dir / "gc_results.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+    report.write_csv(out_dir / "gc_results.csv", rows, COLUMNS)
     with open(out_dir / "gc_params.txt", "w") as f:
         for key, value in asdict(params).items():
             f.write(f"{key} = {value}\n")
@@ -339,7 +332,7 @@ def main(args: argparse.Namespace) -> int:
     params = QUICK if args.quick else Params()
     if args.seed is not None:
         params = replace(params, seed=args.seed)
-    out_dir = Path(args.out) if args.out else Path("results") / f"gc-{time.strftime('%Y%m%d-%H%M%S')}"
+    out_dir = report.results_dir("gc", args.out)
 
     def progress(message: str) -> None:
         print(f"[gc] {message}", file=sys.stderr, flush=True)

@@ -26,7 +26,6 @@ under ``--out`` (default ``results/hid-<timestamp>``); a table on stdout.
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import json
 import os
@@ -37,6 +36,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from blockemu.experiments import report
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = REPO / "configs" / "ufs41.toml"
@@ -209,9 +210,9 @@ def guest_main(args: argparse.Namespace) -> int:
                 "trace_before": trace_before.name,
                 "trace_after": trace_after.name,
             })
-        report = {"size_mib": args.size_mib, "time_scale": args.time_scale, "churn": churn,
+        guest_report = {"size_mib": args.size_mib, "time_scale": args.time_scale, "churn": churn,
                   "natural_fragmentation": natural, "rows": rows}
-        (results / GUEST_RESULTS).write_text(json.dumps(report, indent=1) + "\n")
+        (results / GUEST_RESULTS).write_text(json.dumps(guest_report, indent=1) + "\n")
     finally:
         _sh("umount", str(mnt))
     return 0 if rows and all(r["checksums_ok"] for r in rows) else 1
@@ -303,8 +304,7 @@ def host_main(args: argparse.Namespace) -> int:
     size_mib = args.size_mib or defaults.size_mib
     levels = args.levels or defaults.levels
     time_scale = args.time_scale or defaults.time_scale
-    out = Path(args.out or REPO / "results" / f"hid-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    out = report.results_dir("hid", args.out).resolve()
     # Room for the file, one copy and F2FS's own space; the data lives in the
     # server's memory inside the guest, so the guest needs that much too.
     capacity_mib = capacity_for(size_mib)
@@ -327,11 +327,11 @@ def host_main(args: argparse.Namespace) -> int:
         if result.exit_code != 0 or not report_path.exists():
             _say(f"the guest part failed (exit {result.exit_code}); see {out / 'vm'}")
             return result.exit_code or 1
-    report = json.loads(report_path.read_text())
-    size_mib, time_scale = report["size_mib"], report["time_scale"]
+    guest_report = json.loads(report_path.read_text())
+    size_mib, time_scale = guest_report["size_mib"], guest_report["time_scale"]
     rows = []
     overrides = [f"device.capacity_mib={capacity_for(size_mib)}"]
-    for row in report["rows"]:
+    for row in guest_report["rows"]:
         _say(f"replaying the level {row['level_percent']:g}% traces in virtual time")
         before = _copy_metrics(Path(args.config), overrides, out / "vm" / row["trace_before"])
         after = _copy_metrics(Path(args.config), overrides, out / "vm" / row["trace_after"])
@@ -344,12 +344,9 @@ def host_main(args: argparse.Namespace) -> int:
             "wall_speedup": row["wall_before_s"] / row["wall_after_s"],
         })
         rows.append(row)
-    with (out / "hid.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    report.write_csv(out / "hid.csv", rows)
     _plot(rows, out / "hid.png")
-    (out / "hid.json").write_text(json.dumps({**report, "rows": rows}, indent=1) + "\n")
+    (out / "hid.json").write_text(json.dumps({**guest_report, "rows": rows}, indent=1) + "\n")
     print(f"HID study: {size_mib} MiB file on F2FS, Linux 6.12 in a VM, realtime time_scale {time_scale}")
     print(format_table(rows))
     print(f"results: {out / 'hid.csv'}, {out / 'hid.png'}")

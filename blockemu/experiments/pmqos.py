@@ -21,13 +21,11 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import heapq
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +33,7 @@ import numpy as np
 
 from blockemu.config import Config, PowerSection, config_from_mapping
 from blockemu.devices import DEVICE_FACTORIES, Device
+from blockemu.experiments import report
 from blockemu.power import PowerModel
 
 KIB = 1024
@@ -335,16 +334,6 @@ def print_table(rows: list[dict[str, Any]], title: str) -> None:
         print("  ".join(cells))
 
 
-def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    keys: list[str] = []
-    for row in rows:
-        keys += [k for k in row if k not in keys]
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def _plot_sweep(ax: Any, comparison: list[dict[str, Any]], rows: list[dict[str, Any]], swept: str) -> None:
     by = {(r["workload"], r["governor"]): r for r in comparison}
     values = sorted({r[swept] for r in rows})
@@ -427,9 +416,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run_from_args(args: argparse.Namespace) -> int:
     workloads = replace(QUICK if args.quick else Workloads(), seed=args.seed)
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    out = Path(args.out or f"results/pmqos-{stamp}")
-    out.mkdir(parents=True, exist_ok=True)
+    out = report.results_dir("pmqos", args.out)
 
     def progress(message: str) -> None:
         print(f"pmqos: {message}", file=sys.stderr, flush=True)
@@ -442,9 +429,9 @@ def run_from_args(args: argparse.Namespace) -> int:
     hold_rows = sweep_rows(results, comparison, section, "hold_ms")
     files = {name: out / name for name in ("pmqos_governors.csv", "pmqos_qd_threshold_sweep.csv",
                                             "pmqos_hold_ms_sweep.csv", "pmqos.png")}
-    write_csv(files["pmqos_governors.csv"], comparison)
-    write_csv(files["pmqos_qd_threshold_sweep.csv"], threshold_rows)
-    write_csv(files["pmqos_hold_ms_sweep.csv"], hold_rows)
+    report.write_csv(files["pmqos_governors.csv"], comparison)
+    report.write_csv(files["pmqos_qd_threshold_sweep.csv"], threshold_rows)
+    report.write_csv(files["pmqos_hold_ms_sweep.csv"], hold_rows)
     plot(files["pmqos.png"], comparison, threshold_rows, hold_rows)
     print_table(comparison, f"Governors (pmqos_qd qd_threshold={section.qd_threshold}, hold_ms={section.hold_ms:g}); "
                 f"ratios vs {BASELINE}")

@@ -19,15 +19,15 @@ shows the device alone.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
+
+from blockemu.experiments import report
 
 REPO = Path(__file__).resolve().parents[2]
 GOVERNORS = ("simple_ondemand", "pmqos_qd", "performance")
@@ -56,16 +56,16 @@ def guest_main(args: argparse.Namespace) -> int:
             control.put("power/governor", governor)
             energy_before = float(control.get("power/energy_joules"))
             _say(f"{governor}: {args.bursts} bursts of {args.burst} reads, think {args.think_ms} ms")
-            report = results / f"fio-{governor}.json"
+            fio_report = results / f"fio-{governor}.json"
             subprocess.run(
                 ["fio", "--name=intermittent", f"--filename={data}", "--size=64M", "--rw=randread", "--bs=4k",
                  "--direct=1", "--ioengine=psync", f"--thinktime={int(args.think_ms * 1000)}",
                  f"--thinktime_blocks={args.burst}", f"--number_ios={args.bursts * args.burst}",
-                 "--randrepeat=1", "--output-format=json", f"--output={report}"],
+                 "--randrepeat=1", "--output-format=json", f"--output={fio_report}"],
                 check=True,
             )
             energy = float(control.get("power/energy_joules")) - energy_before
-            job = json.loads(report.read_text())["jobs"][0]["read"]
+            job = json.loads(fio_report.read_text())["jobs"][0]["read"]
             clat = job["clat_ns"]
             rows.append({
                 "governor": governor,
@@ -109,29 +109,25 @@ def host_main(args: argparse.Namespace) -> int:
     from blockemu import vm
 
     bursts = args.bursts or (12 if args.quick else 60)
-    out = Path(args.out or REPO / "results" / f"pmqos-vm-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    out = report.results_dir("pmqos-vm", args.out).resolve()
     overrides = ["device.capacity_mib=1024", "power.enabled=true", "timing.mode=realtime",
                  f"timing.time_scale={args.time_scale}"]
     command = [sys.executable, "-m", "blockemu.experiments.pmqos_vm", "_guest", "--bursts", str(bursts),
                "--burst", str(args.burst), "--think-ms", str(args.think_ms)]
     result = vm.run([REPO / "configs" / "ufs41.toml"], command, timeout_s=args.timeout, results_dir=out / "vm",
                     extra_serve_args=[a for item in overrides for a in ("--set", item)])
-    report = out / "vm" / GUEST_RESULTS
-    if result.exit_code != 0 or not report.exists():
+    guest_report = out / "vm" / GUEST_RESULTS
+    if result.exit_code != 0 or not guest_report.exists():
         _say(f"the guest part failed (exit {result.exit_code}); see {out / 'vm'}")
         return result.exit_code or 1
-    rows: list[dict[str, Any]] = json.loads(report.read_text())
+    rows: list[dict[str, Any]] = json.loads(guest_report.read_text())
     base = rows[0]
     for row in rows:
         row["modeled_mean_us"] = row["clat_mean_us"] / args.time_scale
         row["mean_vs_ondemand"] = row["clat_mean_us"] / base["clat_mean_us"]
         row["p99_vs_ondemand"] = row["clat_p99_us"] / base["clat_p99_us"]
         row["energy_vs_ondemand"] = row["energy_j_per_gib"] / base["energy_j_per_gib"]
-    with (out / "pmqos-vm.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    report.write_csv(out / "pmqos-vm.csv", rows)
     _plot(rows, out / "pmqos-vm.png", args.time_scale)
     print(f"PM-QoS in the VM: intermittent 4 KiB reads on F2FS, realtime, time_scale {args.time_scale}")
     print(f"{'governor':18s}{'mean us':>10s}{'p50 us':>10s}{'p99 us':>10s}{'mean/ts':>10s}{'J/GiB':>10s}"

@@ -34,7 +34,6 @@ compression ratio, memory used, and CPU time (measured, and as modeled).
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import struct
 import subprocess
@@ -51,6 +50,7 @@ import numpy as np
 from blockemu.codecs import PAGE, Codec, CodecError, CostModel, parse_cost_overrides
 from blockemu.config import config_from_mapping
 from blockemu.devices.zram import ZramDevice
+from blockemu.experiments import report
 from blockemu.store import MemoryStore
 
 
@@ -415,11 +415,7 @@ def summarize(result: VariantResult) -> dict[str, Any]:
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    shown = COLUMNS[:-1]
-    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in shown}
-    lines = ["  ".join(c.ljust(widths[c]) for c in shown)]
-    lines += ["  ".join(str(r[c]).ljust(widths[c]) for c in shown) for r in rows]
-    return "\n".join(lines)
+    return report.format_table(rows, COLUMNS[:-1])
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
@@ -482,14 +478,8 @@ def run_experiment(out_dir: Path, params: Params, variants: dict[str, dict[str, 
         launches += [{"variant": label, "launch": i, "latency_ms": round(v, 4)} for i, v in enumerate(result.launch_ms)]
         progress(f"{label}: launch p50 {row['launch_p50_ms']} ms, p95 {row['launch_p95_ms']} ms, "
                  f"mem {row['mem_used_mib']} MiB ({time.monotonic() - started:.1f} s)")
-    with open(out_dir / "zram_results.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    with open(out_dir / "zram_launches.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["variant", "launch", "latency_ms"])
-        writer.writeheader()
-        writer.writerows(launches)
+    report.write_csv(out_dir / "zram_results.csv", rows, COLUMNS)
+    report.write_csv(out_dir / "zram_launches.csv", launches, ["variant", "launch", "latency_ms"])
     with open(out_dir / "zram_params.txt", "w") as f:
         for key, value in asdict(params).items():
             f.write(f"{key} = {value}\n")
@@ -510,7 +500,7 @@ def main(args: argparse.Namespace) -> int:
             return 2
     if args.seed is not None:
         params = replace(params, seed=args.seed)
-    out_dir = Path(args.out) if args.out else Path("results") / f"zram-{time.strftime('%Y%m%d-%H%M%S')}"
+    out_dir = report.results_dir("zram", args.out)
 
     def progress(message: str) -> None:
         print(f"[zram] {message}", file=sys.stderr, flush=True)
