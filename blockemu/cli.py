@@ -34,6 +34,7 @@ CLI_EXTENSIONS: tuple[str, ...] = (
     "blockemu.devices.zns",
     "blockemu.experiments.gc",
     "blockemu.vm",
+    "blockemu.write_cache",
     "blockemu.experiments.pmqos_vm",
 )
 # Commands that need none of the extensions.  `serve` is started inside VMs

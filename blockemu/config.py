@@ -529,6 +529,20 @@ class PowerSection:
 
 
 @dataclass(frozen=True)
+class WriteCacheSection:
+    """The volatile write cache that power-cut emulation can lose (blockemu/write_cache.py)."""
+
+    # Most bytes written since the last flush that a power cut may lose;
+    # when more are pending the cache is written back, as by a flush.  Real
+    # caches range from a few MiB of controller SRAM to DRAM of hundreds of
+    # MiB; 64 MiB bounds the pre-images kept in memory.  0 = write-through.
+    size_mib: int = 64
+
+    def check(self) -> dict[str, str | None]:
+        return {"size_mib": _non_negative(self.size_mib)}
+
+
+@dataclass(frozen=True)
 class Config:
     device: DeviceSection = field(default_factory=DeviceSection)
     store: StoreSection = field(default_factory=StoreSection)
@@ -540,6 +554,7 @@ class Config:
     zns_ftl: ZnsFtlSection = field(default_factory=ZnsFtlSection)
     power: PowerSection = field(default_factory=PowerSection)
     zram: ZramSection = field(default_factory=ZramSection)
+    write_cache: WriteCacheSection = field(default_factory=WriteCacheSection)
     # Where this configuration came from, for error messages.
     source: str = "<defaults>"
 

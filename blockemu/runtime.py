@@ -21,10 +21,11 @@ from typing import Any, Protocol, cast
 
 from blockemu.clock import Clock, RealClock, VirtualClock
 from blockemu.config import TIMING_MODES, Config
-from blockemu.devices import ApiError, Device, create_device
+from blockemu.devices import ApiError, Device
 from blockemu.power import wrap_device
 from blockemu.process_guard import protect_server_process
 from blockemu.trace import TraceWriter
+from blockemu.write_cache import create_cached_device
 
 OPS = ("read", "write", "flush", "trim", "zero")
 # Modeled latency histogram bounds, seconds (10 µs … 1 s).
@@ -69,7 +70,9 @@ class DeviceRuntime:
         self.clock = clock
         # [power] enabled = true wraps any device in the frequency/energy layer,
         # which reads the clock to bring its statistics up to date between requests.
-        self.device = wrap_device(device if device is not None else create_device(config), config.power,
+        # A device built here sits on a journaled store behind a volatile write
+        # cache, so that POST /api/v1/powercut can lose what was not flushed.
+        self.device = wrap_device(device if device is not None else create_cached_device(config), config.power,
                                   lambda: self.clock.now_ns())  # self.clock changes if timing is switched
         # Optional device hook: observe_arrival(now_ns, queue_depth) learns the
         # host-visible queue depth (this request included) before it is served.

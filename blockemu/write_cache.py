@@ -1,0 +1,348 @@
+"""A volatile write cache and power-cut emulation, as a layer around any device.
+
+Real devices acknowledge writes from a volatile cache: what was written since
+the last completed flush (and not with FUA) can be lost when the power goes.
+``POST /api/v1/powercut`` makes that happen here, then the device keeps
+serving, as dm-log-writes / dm-flakey style crash testing needs.
+
+How: the device's store is wrapped in a :class:`JournaledStore`, which keeps
+the pre-image of every sector the first time it is overwritten since the last
+flush.  A power cut writes the pre-images back (``drop``: all of them;
+``torn``: a seeded random subset, so that some sectors of the lost writes
+survive and others do not).  A completed flush forgets the pre-images: what
+was written before it is durable.
+
+Device state beyond the bytes:
+
+* UFS: the FTL's mapping stays as it is after a cut.  Data is stored by
+  logical address, so the mapping never changes what a read returns; sectors
+  whose writes were dropped merely stay mapped (a read of a sector that was
+  never written before pays a NAND read instead of answering from the map).
+  Copying a mapping of megabytes at every flush would cost more than that
+  small timing difference is worth.  ``torn`` is supported.
+* ZNS and zns_ftl: zone conditions, write pointers and the zoned log's map do
+  decide what a read returns, so they are snapshotted (``snapshot_state``)
+  at the first change after each flush and restored by the cut, together
+  with the bytes.  A FUA write on them commits everything before it, as a
+  flush does: a device may always make more durable than asked, and keeping
+  a FUA write while rolling back the write pointer below it would be
+  inconsistent.  ``torn`` is refused: a random subset of sectors cannot
+  agree with a write pointer.
+* zram keeps its data in RAM, not in its store, and a power cut would lose
+  all of it; it is served without this layer (``/api/v1/powercut`` is 404).
+
+The cache is bounded (``[write_cache] size_mib``).  When the pre-images
+would exceed it, the cache is written back as by a flush: everything up to
+that request becomes durable.  ``size_mib = 0`` is a write-through device
+that loses nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+from blockemu.config import Config
+from blockemu.devices.base import ApiError, Device, MetricFamily
+from blockemu.store import Store, open_store
+
+POWERCUT_MODES = ("drop", "torn")
+# Device kinds whose reads depend on model state besides the bytes in the store.
+_STATEFUL_KINDS = ("zns", "zns_ftl")
+
+
+class JournaledStore:
+    """A store that remembers each sector's pre-image from the first overwrite since the last commit."""
+
+    def __init__(self, inner: Store, sector_bytes: int) -> None:
+        if sector_bytes <= 0 or inner.size_bytes % sector_bytes:
+            raise ValueError(f"sector_bytes {sector_bytes} must be > 0 and divide the store size {inner.size_bytes}")
+        self.inner = inner
+        self.size_bytes = inner.size_bytes
+        self.sector_bytes = sector_bytes
+        # sector index -> its bytes at the last commit; insertion order is write order.
+        self.pre_images: dict[int, bytes] = {}
+
+    @property
+    def dirty_bytes(self) -> int:
+        return len(self.pre_images) * self.sector_bytes
+
+    def _remember(self, offset: int, length: int) -> None:
+        if length <= 0:
+            return
+        size = self.sector_bytes
+        first, last = offset // size, (offset + length - 1) // size
+        pre_images = self.pre_images
+        missing = [sector for sector in range(first, last + 1) if sector not in pre_images]
+        if not missing:
+            return
+        # One read of the span the missing sectors cover, sliced per sector.
+        span = bytearray((missing[-1] - missing[0] + 1) * size)
+        self.inner.read_into(missing[0] * size, memoryview(span))
+        for sector in missing:
+            start = (sector - missing[0]) * size
+            pre_images[sector] = bytes(span[start : start + size])
+
+    def read_into(self, offset: int, buf: memoryview) -> None:
+        self.inner.read_into(offset, buf)
+
+    def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        self._remember(offset, len(data))
+        self.inner.write(offset, data)
+
+    def zero(self, offset: int, length: int) -> None:
+        self._remember(offset, length)
+        self.inner.zero(offset, length)
+
+    def flush(self) -> None:
+        self.inner.flush()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def commit(self, offset: int | None = None, length: int = 0) -> int:
+        """Make everything (or the sectors of one range) durable; return the sectors committed."""
+        if offset is None:
+            count = len(self.pre_images)
+            self.pre_images = {}
+            return count
+        if length <= 0:
+            return 0
+        size = self.sector_bytes
+        committed = 0
+        for sector in range(offset // size, (offset + length - 1) // size + 1):
+            committed += self.pre_images.pop(sector, None) is not None
+        return committed
+
+    def revert(self, keep: Callable[[int], bool]) -> tuple[int, int]:
+        """Write pre-images back for the sectors ``keep`` refuses; return (reverted, kept)."""
+        reverted = kept = 0
+        size = self.sector_bytes
+        for sector, image in self.pre_images.items():
+            if keep(sector):
+                kept += 1
+                continue
+            self.inner.write(sector * size, image)
+            reverted += 1
+        self.pre_images = {}
+        return reverted, kept
+
+
+class PowerCutLayer:
+    """Wraps a device whose store is a :class:`JournaledStore`: flush/FUA durability and power cuts."""
+
+    def __init__(self, inner: Device, journal: JournaledStore, cache_bytes: int) -> None:
+        self.inner = inner
+        self.journal = journal
+        self.cache_bytes = cache_bytes
+        self.name = inner.name
+        self.size_bytes = inner.size_bytes
+        self.capabilities = inner.capabilities
+        kind = str(getattr(inner, "kind", ""))
+        self.kind = kind
+        self.rolls_back_state = kind in _STATEFUL_KINDS
+        self._state: dict[str, np.ndarray] | None = None  # model state at the last commit, taken lazily
+        # Counters for metrics.
+        self.powercuts: dict[str, int] = dict.fromkeys(POWERCUT_MODES, 0)
+        self.sectors_dropped = 0
+        self.sectors_kept = 0
+        self.writebacks = 0
+        self.last_powercut: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------ durability
+    def _before_change(self) -> None:
+        if self.rolls_back_state and self._state is None:
+            self._state = self.inner.snapshot_state()  # type: ignore[attr-defined]
+
+    def _commit(self) -> None:
+        self.journal.commit()
+        self._state = None
+
+    def _after_change(self, fua_range: tuple[int, int] | None = None) -> None:
+        if fua_range is not None:
+            if self.rolls_back_state:
+                self._commit()
+            else:
+                self.journal.commit(*fua_range)
+        if self.journal.dirty_bytes > self.cache_bytes:
+            # A full cache is written back, as a flush would: nothing before this point can be lost.
+            self.writebacks += 1
+            self._commit()
+
+    def _change(self, call: Callable[[], int], fua_range: tuple[int, int] | None = None) -> int:
+        self._before_change()
+        done = call()
+        self._after_change(fua_range)
+        return done
+
+    # --------------------------------------------------------------- data path
+    def read(self, offset: int, buf: memoryview, now_ns: int) -> int:
+        return self.inner.read(offset, buf, now_ns)
+
+    def write(self, offset: int, data: memoryview, fua: bool, now_ns: int) -> int:
+        return self._change(lambda: self.inner.write(offset, data, fua, now_ns),
+                            (offset, len(data)) if fua else None)
+
+    def trim(self, offset: int, length: int, now_ns: int) -> int:
+        return self._change(lambda: self.inner.trim(offset, length, now_ns))
+
+    def write_zeroes(self, offset: int, length: int, fua: bool, now_ns: int) -> int:
+        return self._change(lambda: self.inner.write_zeroes(offset, length, fua, now_ns),
+                            (offset, length) if fua else None)
+
+    def flush(self, now_ns: int) -> int:
+        done = self.inner.flush(now_ns)
+        self._commit()
+        return done
+
+    def background_step(self, now_ns: int) -> int | None:
+        # Background work (GC, HID) changes state too, and is lost with the rest.
+        self._before_change()
+        done = self.inner.background_step(now_ns)
+        self._after_change()
+        return done
+
+    # ----------------------------------------------------------------- cuts
+    def powercut(self, mode: str = "drop", seed: int = 1) -> dict[str, Any]:
+        """Lose what a volatile cache would lose; the device then serves on."""
+        if mode not in POWERCUT_MODES:
+            raise ApiError(400, f"mode must be one of {', '.join(POWERCUT_MODES)}, got {mode!r}")
+        if mode == "torn" and self.rolls_back_state:
+            raise ApiError(409, f"torn power cuts are not supported on {self.kind}: a random subset of sectors "
+                                "cannot agree with the zones' write pointers; use mode drop")
+        pending = len(self.journal.pre_images)
+        rng = random.Random(seed)
+        if mode == "drop":
+            reverted, kept = self.journal.revert(lambda sector: False)
+        else:
+            # Sector order is the order they were first written, so the same writes and seed tear the same way.
+            reverted, kept = self.journal.revert(lambda sector: rng.random() < 0.5)
+        if self._state is not None:
+            self.inner.restore_state(self._state)  # type: ignore[attr-defined]
+        self._state = None
+        self.powercuts[mode] += 1
+        self.sectors_dropped += reverted
+        self.sectors_kept += kept
+        self.last_powercut = {"mode": mode, "seed": seed, "sector_bytes": self.journal.sector_bytes,
+                              "pending_sectors": pending, "dropped_sectors": reverted, "kept_sectors": kept,
+                              "state_rolled_back": self.rolls_back_state}
+        return self.last_powercut
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "size_bytes": self.cache_bytes,
+            "sector_bytes": self.journal.sector_bytes,
+            "dirty_bytes": self.journal.dirty_bytes,
+            "powercuts": dict(self.powercuts),
+            "dropped_sectors": self.sectors_dropped,
+            "kept_sectors": self.sectors_kept,
+            "writebacks": self.writebacks,
+            "last_powercut": self.last_powercut,
+        }
+
+    # ------------------------------------------------------------ control API
+    def api(self, method: str, path: list[str], body: bytes) -> Any:
+        if path == ["powercut"]:
+            if method == "GET":
+                return self.status()
+            if method != "POST":
+                raise ApiError(405, 'use POST /api/v1/powercut with {"mode": "drop"|"torn", "seed": N}, '
+                                    "or GET for the cache's state")
+            mode, seed = parse_powercut_request(body)
+            return self.powercut(mode, seed)
+        if method == "GET":
+            return self.inner.api(method, path, body)
+        self._before_change()  # zone resets, appends, copies and aging change state too
+        result = self.inner.api(method, path, body)
+        self._after_change()
+        return result
+
+    def describe(self) -> dict[str, Any]:
+        description = self.inner.describe()
+        description["write_cache"] = self.status()
+        return description
+
+    def metrics(self) -> Iterator[MetricFamily]:
+        yield MetricFamily("blockemu_powercuts_total", "counter", "Power cuts emulated, by mode",
+                           [({"mode": mode}, count) for mode, count in self.powercuts.items()])
+        yield MetricFamily("blockemu_powercut_dropped_sectors_total", "counter",
+                           "Sectors whose unflushed writes a power cut undid", [({}, self.sectors_dropped)])
+        yield MetricFamily("blockemu_powercut_kept_sectors_total", "counter",
+                           "Sectors whose unflushed writes survived a torn power cut", [({}, self.sectors_kept)])
+        yield MetricFamily("blockemu_write_cache_dirty_bytes", "gauge",
+                           "Bytes written since the last flush that a power cut would lose",
+                           [({}, self.journal.dirty_bytes)])
+        yield MetricFamily("blockemu_write_cache_writebacks_total", "counter",
+                           "Times the full write cache was written back as by a flush", [({}, self.writebacks)])
+        yield from self.inner.metrics()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def __getattr__(self, name: str) -> Any:
+        # Device-specific extras (zone reports, trace snapshots) pass through.
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+
+def parse_powercut_request(body: bytes) -> tuple[str, int]:
+    usage = 'body must be JSON like {"mode": "drop"} or {"mode": "torn", "seed": 7} (both keys optional)'
+    try:
+        request = json.loads(body or b"{}")
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ApiError(400, usage) from None
+    if not isinstance(request, dict) or not set(request) <= {"mode", "seed"}:
+        raise ApiError(400, usage)
+    mode = request.get("mode", "drop")
+    seed = request.get("seed", 1)
+    if not isinstance(mode, str) or mode not in POWERCUT_MODES:
+        raise ApiError(400, f"mode must be one of {', '.join(POWERCUT_MODES)}, got {mode!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ApiError(400, f"seed must be an integer, got {seed!r}")
+    return mode, seed
+
+
+def create_cached_device(config: Config) -> Device:
+    """Build ``config``'s device on a journaled store, wrapped in a :class:`PowerCutLayer`.
+
+    zram is built as it is: its pages live in its own table, not in the store.
+    """
+    from blockemu.devices import DEVICE_FACTORIES  # the device models import numpy & co; only when serving
+
+    store = open_store(config.store.backend, config.capacity_bytes, config.store.path)
+    if config.device.type == "zram":
+        return DEVICE_FACTORIES["zram"](config, store)
+    # The atomic unit a cut keeps or loses: the device's logical block.
+    sector_bytes = config.zns.lba_bytes if config.device.type in _STATEFUL_KINDS else 4096
+    journal = JournaledStore(store, sector_bytes)
+    device = DEVICE_FACTORIES[config.device.type](config, journal)
+    return PowerCutLayer(device, journal, config.write_cache.size_mib * 1024 * 1024)
+
+
+# ---------------------------------------------------------------------- ctl
+def _ctl_powercut(args: argparse.Namespace, base: str) -> int:
+    from blockemu.cli import http_request, print_result
+
+    url = base + "/api/v1/powercut"
+    if args.status:
+        print_result(http_request(url))
+        return 0
+    body = json.dumps({"mode": args.mode, "seed": args.seed}).encode()
+    print_result(http_request(url, "POST", body))
+    return 0
+
+
+def add_ctl(ctl_subparsers: Any) -> None:
+    cut = ctl_subparsers.add_parser(
+        "powercut", help="lose every write since the last completed flush, then serve on")
+    cut.set_defaults(ctl_func=_ctl_powercut)
+    cut.add_argument("--mode", choices=POWERCUT_MODES, default="drop",
+                     help="drop: undo all unflushed writes; torn: keep a seeded random half of their sectors")
+    cut.add_argument("--seed", type=int, default=1, help="which sectors a torn cut keeps (default 1)")
+    cut.add_argument("--status", action="store_true", help="show the write cache's state instead of cutting")
