@@ -1,0 +1,1 @@
+"""Serve a blockemu device through Linux's ublk driver (see :mod:`.server`)."""
