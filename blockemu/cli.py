@@ -35,6 +35,7 @@ CLI_EXTENSIONS: tuple[str, ...] = (
     "blockemu.experiments.gc",
     "blockemu.vm",
     "blockemu.write_cache",
+    "blockemu.faults",
     "blockemu.experiments.pmqos_vm",
 )
 # Commands that need none of the extensions.  `serve` is started inside VMs

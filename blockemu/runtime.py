@@ -22,6 +22,7 @@ from typing import Any, Protocol, cast
 from blockemu.clock import Clock, RealClock, VirtualClock
 from blockemu.config import TIMING_MODES, Config
 from blockemu.devices import ApiError, Device
+from blockemu.faults import FaultInjector
 from blockemu.power import wrap_device
 from blockemu.process_guard import protect_server_process
 from blockemu.trace import TraceWriter
@@ -95,6 +96,8 @@ class DeviceRuntime:
         self._offload_executor: ThreadPoolExecutor | None = None
         # Request recorder; None when not tracing, so the data path pays one test.
         self.trace: TraceWriter | None = None
+        # Injected errors and delays (blockemu/faults.py), decided before the model sees a request.
+        self.faults = FaultInjector(self.device.size_bytes)
 
     # ---------------------------------------------------------------- data path
     def _serve(self, op: str, offset: int, nbytes: int, fua: bool, call: Callable[[int], int]) -> None:
@@ -112,7 +115,8 @@ class DeviceRuntime:
             if self.trace is not None:
                 self.trace.append(arrival, op, offset, nbytes, fua, depth)
             try:
-                done = call(arrival)
+                extra_ns = self.faults.before(op, offset, nbytes)
+                done = call(arrival) + extra_ns
             except Exception:
                 stats.ops[op].errors += 1
                 stats.queue_depth -= 1
@@ -150,6 +154,9 @@ class DeviceRuntime:
             return self._api_trace(method, path[1:], body)
         if path == ["timing"]:
             return self._api_timing(method, body)
+        if path[:1] == ["faults"]:
+            with self.lock:
+                return self.faults.api(method, path[1:], body)
         with self.lock:
             # Control commands that do modeled work (a zone reset, a Simple
             # Copy) arrive now, like requests; devices that model them take
@@ -165,6 +172,7 @@ class DeviceRuntime:
         with self.lock:
             description = self.device.describe()
             description["timing"] = self.timing_status()
+            description["faults"] = self.faults.status()
             description["io"] = {
                 op: {"requests": s.requests, "bytes": s.bytes, "errors": s.errors}
                 for op, s in self.stats.ops.items()

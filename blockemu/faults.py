@@ -1,0 +1,357 @@
+"""Fault injection for any served device, configured at run time and seeded.
+
+``GET/PUT/DELETE /api/v1/faults`` (and ``blockemu ctl faults``) set:
+
+* ``ops``: per operation (read, write, flush, trim, zero) an ``error_rate``
+  in [0, 1] and the ``errno`` a failed request returns;
+* ``bad_ranges``: byte ranges whose requests fail for the listed operations,
+  as grown bad blocks do;
+* ``latency_spike``: with ``probability``, a request completes ``extra_us``
+  later than the model says (garbage collection pauses, thermal throttling);
+* ``read_only``: writes, trims and zeroes fail with EPERM, as nbdkit answers
+  them on a read-only export; ``offline``: every request fails with EIO.
+
+Faults are decided by :class:`FaultInjector` in the runtime before the model
+sees a request, so a failed request changes nothing in the device.  One
+``random.Random(seed)`` draws every decision in request order: the same
+requests after the same ``PUT`` fail the same way.  A PUT is checked whole
+before anything changes; a bad one is refused (400) and changes nothing.
+ZNS zones also go read-only or offline one by one: ``POST /api/v1/zones/N/fault``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import errno
+import json
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from blockemu.devices.base import ApiError, DeviceError, MetricFamily
+
+FAULT_OPS = ("read", "write", "flush", "trim", "zero")
+_WRITING_OPS = ("write", "trim", "zero")
+# The errors the NBD protocol can carry (nbdkit maps others to EINVAL).
+FAULT_ERRNOS = ("EIO", "EPERM", "ENOMEM", "EINVAL", "ENOSPC", "EOVERFLOW", "ENOTSUP", "ESHUTDOWN")
+FAULT_KINDS = ("offline", "read_only", "bad_range", "error", "latency_spike")
+
+
+class FaultSettingsError(ValueError):
+    """A fault setting that is refused; the message names the key and what is allowed."""
+
+
+@dataclass(frozen=True)
+class OpFault:
+    error_rate: float = 0.0
+    errno: str = "EIO"
+
+
+@dataclass(frozen=True)
+class BadRange:
+    offset: int
+    length: int
+    ops: tuple[str, ...] = ("read", "write")
+    errno: str = "EIO"
+
+    def hits(self, op: str, offset: int, length: int) -> bool:
+        # A zero-length request touches no block; flush has no range and never hits.
+        return (op in self.ops and length > 0 and offset < self.offset + self.length
+                and self.offset < offset + length)
+
+
+@dataclass(frozen=True)
+class LatencySpike:
+    probability: float = 0.0
+    extra_us: float = 0.0
+
+
+@dataclass(frozen=True)
+class FaultSettings:
+    seed: int = 1
+    offline: bool = False
+    read_only: bool = False
+    ops: dict[str, OpFault] = field(default_factory=lambda: {op: OpFault() for op in FAULT_OPS})
+    bad_ranges: tuple[BadRange, ...] = ()
+    latency_spike: LatencySpike = LatencySpike()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "seed": self.seed,
+            "offline": self.offline,
+            "read_only": self.read_only,
+            "ops": {op: dataclasses.asdict(fault) for op, fault in self.ops.items()},
+            "bad_ranges": [{**dataclasses.asdict(r), "ops": list(r.ops)} for r in self.bad_ranges],
+            "latency_spike": dataclasses.asdict(self.latency_spike),
+        }
+
+
+# ------------------------------------------------------------------ parsing
+def _object(value: Any, where: str, allowed: tuple[str, ...]) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise FaultSettingsError(f"{where} must be a JSON object with keys from {', '.join(allowed)}")
+    unknown = sorted(set(value) - set(allowed))
+    if unknown:
+        raise FaultSettingsError(f"{where}: unknown key {unknown[0]!r}; allowed: {', '.join(allowed)}")
+    return value
+
+
+def _bool(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise FaultSettingsError(f"{where} must be true or false, got {value!r}")
+    return value
+
+
+def _int(value: Any, where: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise FaultSettingsError(f"{where} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _number(value: Any, where: str, low: float, high: float | None) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= (
+            high if high is not None else float("inf")):
+        allowed = f"in [{low:g}, {high:g}]" if high is not None else f">= {low:g}"
+        raise FaultSettingsError(f"{where} must be a number {allowed}, got {value!r}")
+    return float(value)
+
+
+def _errno_name(value: Any, where: str) -> str:
+    if value not in FAULT_ERRNOS:
+        raise FaultSettingsError(f"{where} must be one of {', '.join(FAULT_ERRNOS)}, got {value!r}")
+    return str(value)
+
+
+def _op_fault(value: Any, where: str, current: OpFault) -> OpFault:
+    table = _object(value, where, ("error_rate", "errno"))
+    return OpFault(
+        error_rate=_number(table["error_rate"], f"{where}.error_rate", 0.0, 1.0)
+        if "error_rate" in table else current.error_rate,
+        errno=_errno_name(table["errno"], f"{where}.errno") if "errno" in table else current.errno,
+    )
+
+
+def _bad_range(value: Any, where: str, size_bytes: int) -> BadRange:
+    table = _object(value, where, ("offset", "length", "ops", "errno"))
+    if "offset" not in table or "length" not in table:
+        raise FaultSettingsError(f"{where} needs offset and length (bytes)")
+    offset = _int(table["offset"], f"{where}.offset", 0)
+    length = _int(table["length"], f"{where}.length", 1)
+    if offset + length > size_bytes:
+        raise FaultSettingsError(f"{where}: [{offset}, {offset + length}) is outside the device "
+                                 f"(size {size_bytes} bytes)")
+    ops = table.get("ops", ["read", "write"])
+    if not isinstance(ops, list) or not ops or any(op not in FAULT_OPS or op == "flush" for op in ops):
+        raise FaultSettingsError(f"{where}.ops must be a non-empty list of read, write, trim, zero; got {ops!r}")
+    return BadRange(offset, length, tuple(dict.fromkeys(ops)), _errno_name(table.get("errno", "EIO"),
+                                                                           f"{where}.errno"))
+
+
+def merge_settings(current: FaultSettings, request: Any, size_bytes: int) -> FaultSettings:
+    """``current`` with the keys of ``request`` replaced (``ops`` per operation); raises FaultSettingsError."""
+    top = _object(request, "body", ("seed", "offline", "read_only", "ops", "bad_ranges", "latency_spike"))
+    changes: dict[str, Any] = {}
+    if "seed" in top:
+        changes["seed"] = _int(top["seed"], "seed", 0)
+    for key in ("offline", "read_only"):
+        if key in top:
+            changes[key] = _bool(top[key], key)
+    if "ops" in top:
+        ops = dict(current.ops)
+        for op, value in _object(top["ops"], "ops", FAULT_OPS).items():
+            ops[op] = _op_fault(value, f"ops.{op}", ops[op])
+        changes["ops"] = ops
+    if "bad_ranges" in top:
+        ranges = top["bad_ranges"]
+        if not isinstance(ranges, list):
+            raise FaultSettingsError("bad_ranges must be a list of {offset, length, ops, errno} objects")
+        changes["bad_ranges"] = tuple(_bad_range(r, f"bad_ranges[{i}]", size_bytes) for i, r in enumerate(ranges))
+    if "latency_spike" in top:
+        spike = _object(top["latency_spike"], "latency_spike", ("probability", "extra_us"))
+        changes["latency_spike"] = LatencySpike(
+            probability=_number(spike["probability"], "latency_spike.probability", 0.0, 1.0)
+            if "probability" in spike else current.latency_spike.probability,
+            extra_us=_number(spike["extra_us"], "latency_spike.extra_us", 0.0, 60e6)
+            if "extra_us" in spike else current.latency_spike.extra_us,
+        )
+    return dataclasses.replace(current, **changes)
+
+
+# ----------------------------------------------------------------- injector
+class FaultInjector:
+    """Decides, per request and before the model sees it, whether it fails or is delayed."""
+
+    def __init__(self, size_bytes: int, settings: FaultSettings | None = None) -> None:
+        self.size_bytes = size_bytes
+        self.settings = settings or FaultSettings()
+        self.rng = random.Random(self.settings.seed)
+        self.injected: dict[tuple[str, str], int] = {}
+        # False while no fault is set, so that the data path pays one test.
+        self._active = self._is_active(self.settings)
+
+    @staticmethod
+    def _is_active(settings: FaultSettings) -> bool:
+        return (settings.offline or settings.read_only or bool(settings.bad_ranges)
+                or settings.latency_spike.probability > 0 or any(f.error_rate > 0 for f in settings.ops.values()))
+
+    def _count(self, op: str, kind: str) -> None:
+        self.injected[(op, kind)] = self.injected.get((op, kind), 0) + 1
+
+    def _fail(self, op: str, kind: str, name: str, message: str) -> DeviceError:
+        self._count(op, kind)
+        return DeviceError(getattr(errno, name), f"injected fault ({kind}): {message}")
+
+    def before(self, op: str, offset: int, length: int) -> int:
+        """Raise the injected error for this request, or return the extra modeled ns it takes."""
+        if not self._active:
+            return 0
+        settings = self.settings
+        if settings.offline:
+            raise self._fail(op, "offline", "EIO", "the device is offline")
+        if settings.read_only and op in _WRITING_OPS:
+            raise self._fail(op, "read_only", "EPERM", "the device is read-only")
+        for bad in settings.bad_ranges:
+            if bad.hits(op, offset, length):
+                raise self._fail(op, "bad_range", bad.errno,
+                                 f"{op} [{offset}, {offset + length}) touches bad range "
+                                 f"[{bad.offset}, {bad.offset + bad.length})")
+        fault = settings.ops[op]
+        if fault.error_rate > 0 and self.rng.random() < fault.error_rate:
+            raise self._fail(op, "error", fault.errno, f"{op} failed (error_rate {fault.error_rate:g})")
+        spike = settings.latency_spike
+        if spike.probability > 0 and self.rng.random() < spike.probability:
+            self._count(op, "latency_spike")
+            return int(spike.extra_us * 1000)
+        return 0
+
+    def configure(self, request: Any) -> dict[str, Any]:
+        try:
+            settings = merge_settings(self.settings, request, self.size_bytes)
+        except FaultSettingsError as err:
+            raise ApiError(400, str(err)) from None
+        if isinstance(request, dict) and "seed" in request:
+            self.rng = random.Random(settings.seed)
+        self.settings = settings
+        self._active = self._is_active(settings)
+        return self.status()
+
+    def clear(self) -> dict[str, Any]:
+        self.settings = FaultSettings(seed=self.settings.seed)
+        self.rng = random.Random(self.settings.seed)
+        self._active = False
+        return self.status()
+
+    def status(self) -> dict[str, Any]:
+        return {**self.settings.to_json(),
+                "injected": [{"op": op, "kind": kind, "count": count}
+                             for (op, kind), count in sorted(self.injected.items())]}
+
+    def api(self, method: str, rest: list[str], body: bytes) -> Any:
+        if rest:
+            raise ApiError(404, f"no such endpoint /api/v1/faults/{'/'.join(rest)}; use /api/v1/faults")
+        if method == "GET":
+            return self.status()
+        if method == "DELETE":
+            return self.clear()
+        if method != "PUT":
+            raise ApiError(405, "use GET, PUT (JSON, keys replaced) or DELETE (clear all) on /api/v1/faults")
+        try:
+            request = json.loads(body or b"")
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ApiError(400, 'body must be JSON, e.g. {"ops": {"read": {"error_rate": 0.01}}}') from None
+        return self.configure(request)
+
+    def metrics(self) -> Iterator[MetricFamily]:
+        samples = [({"op": op, "kind": kind}, float(self.injected.get((op, kind), 0)))
+                   for op in FAULT_OPS for kind in FAULT_KINDS]
+        yield MetricFamily("blockemu_faults_injected_total", "counter", "Requests failed or delayed by injected "
+                           "faults, by operation and kind", samples)
+        yield MetricFamily("blockemu_faults_active", "gauge", "1 while any fault is configured",
+                           [({}, 1.0 if self._active else 0.0)])
+
+
+# ---------------------------------------------------------------------- ctl
+def _on_off(text: str) -> bool:
+    if text not in ("on", "off"):
+        raise argparse.ArgumentTypeError(f"expected on or off, got {text!r}")
+    return text == "on"
+
+
+def _op_rate(text: str) -> tuple[str, dict[str, Any]]:
+    op, sep, rest = text.partition("=")
+    rate, _, name = rest.partition(":")
+    try:
+        value: dict[str, Any] = {"error_rate": float(rate)}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected OP=RATE[:ERRNO], e.g. read=0.01:EIO, got {text!r}") from None
+    if not sep or op not in FAULT_OPS:
+        raise argparse.ArgumentTypeError(f"expected OP=RATE[:ERRNO] with OP one of {', '.join(FAULT_OPS)}")
+    if name:
+        value["errno"] = name
+    return op, value
+
+
+def _bad_range_arg(text: str) -> dict[str, Any]:
+    parts = text.split(":")
+    try:
+        entry: dict[str, Any] = {"offset": int(parts[0]), "length": int(parts[1])}
+    except (ValueError, IndexError):
+        raise argparse.ArgumentTypeError(
+            f"expected OFFSET:LENGTH[:OPS[:ERRNO]] in bytes, e.g. 0:4096:read,write:EIO, got {text!r}") from None
+    if len(parts) > 2 and parts[2]:
+        entry["ops"] = parts[2].split(",")
+    if len(parts) > 3:
+        entry["errno"] = parts[3]
+    return entry
+
+
+def _spike_arg(text: str) -> dict[str, float]:
+    probability, _, extra = text.partition(":")
+    try:
+        return {"probability": float(probability), "extra_us": float(extra)}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected PROBABILITY:EXTRA_US, e.g. 0.01:5000, got {text!r}") from None
+
+
+def _ctl_faults(args: argparse.Namespace, base: str) -> int:
+    from blockemu.cli import http_request, print_result
+
+    url = base + "/api/v1/faults"
+    if args.faults_action == "show":
+        print_result(http_request(url))
+    elif args.faults_action == "clear":
+        print_result(http_request(url, "DELETE", b""))
+    else:
+        change: dict[str, Any] = {}
+        for key in ("seed", "offline", "read_only", "latency_spike"):
+            if getattr(args, key) is not None:
+                change[key] = getattr(args, key)
+        if args.error_rate:
+            change["ops"] = dict(args.error_rate)
+        if args.bad_range is not None:
+            change["bad_ranges"] = args.bad_range
+        print_result(http_request(url, "PUT", json.dumps(change).encode()))
+    return 0
+
+
+def add_ctl(ctl_subparsers: Any) -> None:
+    faults = ctl_subparsers.add_parser("faults", help="inject errors, bad ranges, latency spikes, read-only/offline")
+    faults.set_defaults(ctl_func=_ctl_faults)
+    sub = faults.add_subparsers(dest="faults_action", required=True)
+    sub.add_parser("show", help="current faults and how many were injected")
+    sub.add_parser("clear", help="remove every fault")
+    put = sub.add_parser("set", help="change some faults; the others stay as they are")
+    put.add_argument("--seed", type=int, help="restart the fault decisions from this seed")
+    put.add_argument("--offline", type=_on_off, metavar="on|off", help="fail every request with EIO")
+    put.add_argument("--read-only", dest="read_only", type=_on_off, metavar="on|off",
+                     help="fail writes, trims and zeroes with EPERM")
+    put.add_argument("--error-rate", action="append", type=_op_rate, metavar="OP=RATE[:ERRNO]",
+                     help=f"fail a share of OP ({', '.join(FAULT_OPS)}) requests; repeatable")
+    put.add_argument("--bad-range", action="append", type=_bad_range_arg, metavar="OFFSET:LENGTH[:OPS[:ERRNO]]",
+                     help="fail requests touching these bytes (replaces all bad ranges; repeatable)")
+    put.add_argument("--no-bad-ranges", dest="bad_range", action="store_const", const=[],
+                     help="remove every bad range")
+    put.add_argument("--latency-spike", dest="latency_spike", type=_spike_arg, metavar="PROBABILITY:EXTRA_US",
+                     help="delay a share of requests by EXTRA_US modeled microseconds")
