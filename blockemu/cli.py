@@ -110,6 +110,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if http[0] not in ("127.0.0.1", "localhost", "::1") and not args.http_allow_remote:
             return fail(f"--http {args.http}: the control API binds to loopback only "
                         "unless --http-allow-remote is given")
+    if args.ublk:
+        return _serve_ublk(args, config, http)
     nbdkit = shutil.which("nbdkit")
     if nbdkit is None:
         return fail("nbdkit not found; run 'make setup' (installs nbdkit and nbdkit-plugin-python)")
@@ -170,6 +172,50 @@ def cmd_serve(args: argparse.Namespace) -> int:
             unix.unlink()
     # nbdkit exits 0 on SIGTERM/SIGINT; a signal-killed child is a clean stop too.
     return 0 if code in (0, -signal.SIGTERM, -signal.SIGINT) else code
+
+
+def _serve_ublk(args: argparse.Namespace, config: Any, http: tuple[str, int] | None) -> int:
+    """`serve --ublk`: the device as /dev/ublkbN, served in this process (blockemu/frontends/ublk)."""
+    import threading
+
+    from blockemu.control import ControlServer
+    from blockemu.frontends.ublk.server import UblkError, serve
+    from blockemu.runtime import DeviceRuntime
+
+    if args.trace and Path(args.trace).exists():
+        return fail(f"--trace {args.trace}: the file exists; traces never overwrite files")
+    runtime = DeviceRuntime(config)
+    control = ControlServer(runtime, *http) if http is not None else None
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+
+    def ready(path: str) -> None:
+        print(f"blockemu: serving {config.device.name} ({config.device.type}, {config.device.capacity_mib} MiB, "
+              f"{config.timing.mode} timing)")
+        print(f"  ublk:    {path}")
+        if http is not None:
+            print(f"  metrics: http://{args.http}/metrics")
+            print(f"  control: http://{args.http}/api/v1/device")
+        print("  stop with Ctrl-C", flush=True)
+
+    try:
+        if args.trace:
+            runtime.start_trace(Path(args.trace).resolve())
+        runtime.start()
+        if control is not None:
+            control.start()
+        return serve(runtime, ready, stop, args.ublk_queue_depth)
+    except UblkError as err:
+        return fail(str(err), 1)
+    finally:
+        if control is not None:
+            control.stop()
+        runtime.close()
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -310,6 +356,10 @@ def build_parser(load_extensions: bool = True) -> argparse.ArgumentParser:
     serve.add_argument("--trace", metavar="FILE", help="record every request to FILE (see blockemu replay)")
     serve.add_argument("--ready-timeout", type=float, default=120.0, metavar="S",
                        help="how long nbdkit may take to start serving (default 120; slow under emulation)")
+    serve.add_argument("--ublk", action="store_true",
+                       help="serve as a Linux block device /dev/ublkbN (ublk_drv, root) instead of NBD")
+    serve.add_argument("--ublk-queue-depth", type=int, default=64, metavar="N",
+                       help="ublk tags (requests in flight) on its one queue (default 64)")
     serve.set_defaults(func=cmd_serve)
 
     replay = sub.add_parser("replay", help="run a recorded trace or fio iolog through a device model in virtual time")

@@ -101,6 +101,8 @@ def test_structure_matches_header(kernel_layout: dict[str, int], cls: type[ctype
         # The header's size is the 64-byte base; the 128-byte SQE is two of them.
         assert ctypes.sizeof(cls) == kernel_layout[f"sizeof {c_name}"] == uring.SQE_SIZE
         assert uring._SQE_FORMAT.size == uring.SQE_SIZE
+    elif c_name == "io_uring_cqe":
+        assert uring._CQE_FORMAT.size == ctypes.sizeof(cls) == kernel_layout[f"sizeof {c_name}"]
     else:
         assert ctypes.sizeof(cls) == kernel_layout[f"sizeof {c_name}"]
     for field_name, *_ in cls._fields_:

@@ -28,7 +28,7 @@ import os
 import platform
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 # x86-64 system call numbers (arch/x86/entry/syscalls/syscall_64.tbl).
 SYS_IO_URING_SETUP = 425
@@ -131,11 +131,14 @@ _SQE_FORMAT = struct.Struct("<BBHiQQIIQHHiQQ")
 _ZEROS = bytes(SQE128_SIZE)
 
 
-@dataclass(frozen=True)
-class Completion:
+class Completion(NamedTuple):
     user_data: int
     res: int
     flags: int
+
+
+# struct io_uring_cqe: user_data, res, flags.
+_CQE_FORMAT = struct.Struct("<QiI")
 
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -187,7 +190,7 @@ class IoUring:
         self._cq_head = ctypes.c_uint32.from_buffer(self._cq_map, cq.head)
         self._cq_tail = ctypes.c_uint32.from_buffer(self._cq_map, cq.tail)
         self._cq_mask = ctypes.c_uint32.from_buffer(self._cq_map, cq.ring_mask).value
-        self._cqes = (IoUringCqe * params.cq_entries).from_buffer(self._cq_map, cq.cqes)
+        self._cqes_offset = cq.cqes
         self._sqe_view = memoryview(self._sqe_map)
         # SQEs prepared but not yet handed to the kernel by io_uring_enter.
         self._pending = 0
@@ -237,20 +240,20 @@ class IoUring:
 
     def completions(self) -> Iterator[Completion]:
         """Every CQE the kernel has posted, oldest first; each is consumed as it is yielded."""
-        while True:
-            head = self._cq_head.value
-            if head == self._cq_tail.value:
-                return
-            cqe = self._cqes[head & self._cq_mask]
-            completion = Completion(cqe.user_data, cqe.res, cqe.flags)
-            self._cq_head.value = (head + 1) & 0xFFFFFFFF
+        # Unpacked straight from the mapping: a ctypes view per CQE costs more.
+        cq_map, offset, mask, unpack = self._cq_map, self._cqes_offset, self._cq_mask, _CQE_FORMAT.unpack_from
+        head = self._cq_head.value
+        while head != self._cq_tail.value:
+            completion = Completion(*unpack(cq_map, offset + (head & mask) * CQE_SIZE))
+            head = (head + 1) & 0xFFFFFFFF
+            self._cq_head.value = head
             yield completion
 
     def close(self) -> None:
         if self.fd < 0:
             return
         # Drop the ctypes views first: an mmap with exported buffers cannot close.
-        del self._sq_head, self._sq_tail, self._sq_array, self._cq_head, self._cq_tail, self._cqes
+        del self._sq_head, self._sq_tail, self._sq_array, self._cq_head, self._cq_tail
         self._sqe_view.release()
         for region in (self._sq_map, self._cq_map, self._sqe_map):
             region.close()

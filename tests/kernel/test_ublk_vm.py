@@ -1,0 +1,88 @@
+"""blockemu's ublk server under Linux 6.12 (tests/kernel/guest_ublk.sh does the work in the guest).
+
+One boot runs every phase; this side checks what the guest saved: fio's
+reports, and `blkzone report` against the zones the config defines.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from blockemu import vm
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+GUEST_SCRIPT = Path(__file__).resolve().parent / "guest_ublk.sh"
+MIB = 1024 * 1024
+# The guest's ZNS device: configs/zns.toml with capacity_mib=2048.
+ZONE_SECTORS = 64 * MIB // 512
+ZONE_CAPACITY_SECTORS = 48 * MIB // 512
+ZONES = 32
+CONVENTIONAL_ZONES = 4
+
+pytestmark = pytest.mark.kernel
+
+# blkzone report (util-linux 2.38), one zone per line, wptr relative to start:
+#   start: 0x0000a0000, len 0x020000, cap 0x018000, wptr 0x000800 reset:0 non-seq:0,
+#   zcond: 4(cl) [type: 2(SEQ_WRITE_REQUIRED)]
+ZONE_LINE = re.compile(r"start: (0x[0-9a-f]+), len (0x[0-9a-f]+), cap (0x[0-9a-f]+), wptr (0x[0-9a-f]+)"
+                       r".*zcond:\s*\d+\((\w+)\) \[type: (\d+)")
+
+
+def parse_report(text: str) -> list[dict[str, int | str]]:
+    zones: list[dict[str, int | str]] = []
+    for line in text.splitlines():
+        match = ZONE_LINE.search(line)
+        if match:
+            start, length, cap, wptr, cond_name, kind = match.groups()
+            zones.append({"start": int(start, 16), "len": int(length, 16), "cap": int(cap, 16),
+                          "wptr": int(wptr, 16), "cond": cond_name, "type": int(kind)})
+    return zones
+
+
+def _fio_ok(path: Path) -> dict:
+    report = json.loads(path.read_text())
+    for job in report["jobs"]:
+        assert job["error"] == 0, (path.name, job["jobname"])
+    return report
+
+
+@pytest.mark.timeout(1800)  # the VM's own timeout (1200 s) fires first
+def test_ublk_conventional_zoned_and_kill(vm_ready: None, tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    result = vm.run([], ["sh", str(GUEST_SCRIPT)], results_dir=results, timeout_s=1200)
+    log = (results / vm.COMMAND_LOG).read_text(errors="replace")
+    assert result.exit_code == 0, f"guest failed ({result.exit_code}):\n{log[-4000:]}\n{result.console_tail}"
+    for phase in ("conventional", "kill9", "zoned"):
+        assert f"{phase}: PASS" in log
+
+    _fio_ok(results / "fio-ublk-ufs-raw.json")
+    _fio_ok(results / "fio-ublk-zbd.json")
+    _fio_ok(results / "fio-ublk-zbd-rand.json")
+
+    sysfs = dict(line.split("=", 1) for line in (results / "zoned-sysfs.txt").read_text().split())
+    assert sysfs["zoned"] == "host-managed"
+    assert int(sysfs["nr_zones"]) == ZONES
+    assert int(sysfs["chunk_sectors"]) == ZONE_SECTORS
+    assert int(sysfs["max_open_zones"]) == 14 and int(sysfs["max_active_zones"]) == 14
+    assert int(sysfs["zone_append_max_bytes"]) == 512 * 1024
+
+    before = parse_report((results / "blkzone-before.txt").read_text())
+    assert len(before) == ZONES
+    for index, zone in enumerate(before):
+        assert zone["start"] == index * ZONE_SECTORS and zone["len"] == ZONE_SECTORS
+        if index < CONVENTIONAL_ZONES:
+            assert (zone["type"], zone["cap"]) == (1, ZONE_SECTORS)
+        else:
+            assert (zone["type"], zone["cap"], zone["wptr"], zone["cond"]) == (2, ZONE_CAPACITY_SECTORS, 0, "em")
+
+    # After 1 MiB at zone 5, open 6, close 5, finish 7 (wptr is relative to the zone start).
+    after = parse_report((results / "blkzone-after-ops.txt").read_text())
+    assert (after[5]["cond"], after[5]["wptr"]) == ("cl", MIB // 512)
+    assert (after[6]["cond"], after[6]["wptr"]) == ("oe", 0)
+    assert (after[7]["cond"], after[7]["wptr"]) == ("fu", ZONE_CAPACITY_SECTORS)
+    reset = parse_report((results / "blkzone-after-reset.txt").read_text())
+    assert all(zone["cond"] == "em" and zone["wptr"] == 0 for zone in reset[CONVENTIONAL_ZONES:])
