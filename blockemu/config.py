@@ -11,6 +11,7 @@ file, the key and what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import typing
 from collections.abc import Iterable, Mapping
@@ -52,7 +53,9 @@ class DeviceSection:
     def check(self) -> dict[str, str | None]:
         return {
             "type": _choice(self.type, DEVICE_TYPES),
-            "capacity_mib": _positive(self.capacity_mib),
+            "capacity_mib": _positive(self.capacity_mib) or (
+                None if self.capacity_mib <= MAX_CAPACITY_MIB else f"must be <= {MAX_CAPACITY_MIB} (128 TiB, "
+                "as much as a process can map)"),
             "name": None if self.name.isidentifier() else "must be letters, digits and _",
         }
 
@@ -410,7 +413,7 @@ def _zram_algo(text: str) -> str | None:
     if name not in ZRAM_LEVELS:
         return f"unknown algorithm {name!r}; allowed: {', '.join(ZRAM_ALGORITHMS)}"
     if level:
-        if not level.isdigit():
+        if not (level.isascii() and level.isdigit()):
             return f"level in {text.strip()!r} must be an integer"
         return _zram_level(name, int(level))
     return None
@@ -441,6 +444,8 @@ def _zram_costs(text: str) -> str | None:
 
 
 DEVICE_TYPES = ("ufs", "zns", "zns_ftl", "zram")
+# x86-64 user space is 2**47 bytes; the memory store maps the whole device at once.
+MAX_CAPACITY_MIB = 2**47 // 2**20
 # Kept here (not imported from blockemu.policies) so that config stays import-free.
 GC_POLICIES = ("greedy", "cost_benefit", "zone_aware")
 COPY_METHODS = ("host", "simple_copy")
@@ -512,7 +517,9 @@ class PowerSection:
             else "must be a non-empty array of ascending frequencies > 0",
             "opp_busy_mw": same_length(self.opp_busy_mw),
             "opp_idle_mw": same_length(self.opp_idle_mw)
-            or (None if all(i <= b for i, b in zip(self.opp_idle_mw, self.opp_busy_mw, strict=True))
+            # (a wrong opp_busy_mw length is reported for that key, just before this one)
+            or (None if len(self.opp_busy_mw) != count
+                or all(i <= b for i, b in zip(self.opp_idle_mw, self.opp_busy_mw, strict=True))
                 else "must be <= opp_busy_mw at each point"),
             "controller_bound_share": None if 0 <= self.controller_bound_share <= 1 else "must be between 0 and 1",
             "transition_latency_us": _non_negative(self.transition_latency_us),
@@ -608,6 +615,10 @@ def _coerce(value: Any, want: Any, where: str) -> Any:
     # key, but never a bool (a subclass of int) for a number.
     if want is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    # TOML spells inf and nan; no setting means either (an infinite time_scale
+    # or overprovision_percent would only fail later, inside the model).
+    if want is float and isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: expected a finite number, got {value!r}")
     if want in (int, float) and isinstance(value, bool):
         raise ConfigError(f"{where}: expected {want.__name__}, got a boolean")
     if not isinstance(value, want):
@@ -615,12 +626,17 @@ def _coerce(value: Any, want: Any, where: str) -> Any:
     return value
 
 
+def _one_line(text: str) -> str:
+    """``text`` with control characters escaped: TOML's quoted names may hold newlines, our errors are one line."""
+    return text.encode("unicode_escape").decode("ascii")
+
+
 def config_from_mapping(raw: Mapping[str, Any], source: str = "<mapping>") -> Config:
     sections: dict[str, Any] = {}
     types = _section_types()
     for name, table in raw.items():
         if name not in types:
-            raise ConfigError(f"{source}: unknown section [{name}]; allowed: {', '.join(SECTION_NAMES)}")
+            raise ConfigError(f"{source}: unknown section [{_one_line(name)}]; allowed: {', '.join(SECTION_NAMES)}")
         if not isinstance(table, Mapping):
             raise ConfigError(f"{source}: [{name}] must be a table")
         cls = types[name]
@@ -715,7 +731,7 @@ def _check_zns(config: Config) -> None:
 
 def parse_http_address(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
         raise ValueError(f"--http {text!r}: expected HOST:PORT, e.g. 127.0.0.1:9250")
     return host.strip("[]"), int(port)
 
@@ -727,6 +743,8 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> Config:
         text = path.read_text()
     except OSError as err:
         raise ConfigError(f"{path}: cannot read: {err.strerror}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not valid TOML: not UTF-8 text (byte {err.start})") from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:

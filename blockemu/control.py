@@ -3,6 +3,7 @@
 Routes:
   GET  /metrics                  Prometheus text format
   GET  /api/v1/device            description and live statistics (JSON)
+  GET  /api/v1/openapi.json      the OpenAPI description of these routes (blockemu/openapi.py)
   *    /api/v1/<device routes>   handled by the device model (HID, aging, ...)
 
 Answers are JSON, except attribute reads that mirror a sysfs file, which are
@@ -23,6 +24,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from blockemu.devices.base import ApiError
 from blockemu.metrics import make_registry
+from blockemu.openapi import openapi_document
+from blockemu.power import PowerModel
 from blockemu.runtime import DeviceRuntime
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -82,9 +85,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _error(self, status: int, message: str) -> None:
         self._send(status, {"error": message})
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own refusals (a malformed request line, bad headers) as JSON too."""
+        self.close_connection = True
+        self._error(code, message or HTTPStatus(code).phrase)
+
     def _body(self) -> bytes | None:
         length_text = self.headers.get("Content-Length", "0")
-        if not length_text.isdigit():
+        if not (length_text.isascii() and length_text.isdigit()):
             self._error(HTTPStatus.BAD_REQUEST, "Content-Length must be a non-negative integer")
             return None
         length = int(length_text)
@@ -106,6 +114,12 @@ class _Handler(BaseHTTPRequestHandler):
                     raise ApiError(405, "use GET /metrics")
                 self._send(200, generate_latest(self.control.registry))
                 return
+            if path == "/api/v1/openapi.json":
+                if self.command != "GET":
+                    raise ApiError(405, "use GET /api/v1/openapi.json")
+                kind = str(getattr(runtime.device, "kind", ""))
+                self._send(200, openapi_document(kind, power=isinstance(runtime.device, PowerModel)))
+                return
             if path in ("/api/v1/device", "/api/v1/device/"):
                 if self.command != "GET":
                     raise ApiError(405, "use GET /api/v1/device")
@@ -117,5 +131,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, runtime.api(self.command, parts, body))
         except ApiError as err:
             self._error(err.status, str(err))
+        except Exception as err:  # a broken model: answer, rather than drop the connection
+            self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"internal error: {type(err).__name__}: {err}")
 
     do_GET = do_PUT = do_POST = do_DELETE = do_PATCH = _dispatch
+
+    def __getattr__(self, name: str) -> Any:
+        # Other methods (HEAD, OPTIONS, made-up ones) are routed too, so that
+        # they get the routes' 404/405 with a message, not http.server's 501.
+        if name.startswith("do_"):
+            return self._dispatch
+        raise AttributeError(name)

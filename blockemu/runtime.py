@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import math
 import sys
 import threading
 from collections.abc import Callable
@@ -188,8 +189,8 @@ class DeviceRuntime:
         """Switch timing mode at run time; modeled time carries on from where it was."""
         if mode not in TIMING_MODES:
             raise ApiError(400, f"mode must be one of {', '.join(TIMING_MODES)}, got {mode!r}")
-        if not time_scale > 0:
-            raise ApiError(400, f"time_scale must be > 0, got {time_scale}")
+        if not (time_scale > 0 and math.isfinite(time_scale)):  # JSON's Infinity parses as a float
+            raise ApiError(400, f"time_scale must be a finite number > 0, got {time_scale}")
         with self.lock:
             now = self.clock.now_ns()
             self.clock = VirtualClock(now) if mode == "virtual" else RealClock(time_scale, now)

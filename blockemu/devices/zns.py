@@ -819,7 +819,7 @@ class ZnsDevice:
             raise ApiError(_http_status(err), str(err)) from None
 
     def _api_zone_index(self, text: str) -> int:
-        if not text.isdigit() or int(text) >= len(self.zones):
+        if not (text.isascii() and text.isdigit()) or int(text) >= len(self.zones):
             raise ApiError(404, f"no zone {text!r}; zones are 0..{len(self.zones) - 1}")
         return int(text)
 

@@ -212,7 +212,7 @@ def parse_kernel_args(text: str, allowed: tuple[str, ...], attribute: str) -> di
 
 
 def parse_unsigned(value: str, what: str) -> int:
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()):  # "²".isdigit() is true, int("²") fails
         raise ZramValueError(f"{what} must be a non-negative decimal integer, got {value!r}")
     return int(value)
 
