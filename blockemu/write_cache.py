@@ -66,18 +66,27 @@ class JournaledStore:
         self.size_bytes = inner.size_bytes
         self.sector_bytes = sector_bytes
         # sector index -> its bytes at the last commit; insertion order is write order.
-        self.pre_images: dict[int, bytes] = {}
+        self.pre_images: dict[int, bytes | bytearray] = {}
+        # Set by the layer around a change too large for the cache: it is
+        # written through (durable at once), so nothing is remembered.
+        self.write_through = False
 
     @property
     def dirty_bytes(self) -> int:
         return len(self.pre_images) * self.sector_bytes
 
     def _remember(self, offset: int, length: int) -> None:
-        if length <= 0:
+        if length <= 0 or self.write_through:
             return
         size = self.sector_bytes
         first, last = offset // size, (offset + length - 1) // size
         pre_images = self.pre_images
+        if first == last:  # the common small write: one sector, one copy
+            if first not in pre_images:
+                image = bytearray(size)
+                self.inner.read_into(first * size, memoryview(image))
+                pre_images[first] = image
+            return
         missing = [sector for sector in range(first, last + 1) if sector not in pre_images]
         if not missing:
             return
@@ -174,7 +183,19 @@ class PowerCutLayer:
             self.writebacks += 1
             self._commit()
 
-    def _change(self, call: Callable[[], int], fua_range: tuple[int, int] | None = None) -> int:
+    def _change(self, call: Callable[[], int], length: int, fua_range: tuple[int, int] | None = None) -> int:
+        if self.journal.dirty_bytes + length > self.cache_bytes:
+            # Larger than what the cache can still hold (a discard of the
+            # whole device, say): write the cache back, as a flush would, and
+            # this change through, instead of keeping pre-images of it all.
+            self.writebacks += 1
+            self._commit()
+            self.journal.write_through = True
+            try:
+                return call()
+            finally:
+                self.journal.write_through = False
+                self._commit()
         self._before_change()
         done = call()
         self._after_change(fua_range)
@@ -185,14 +206,14 @@ class PowerCutLayer:
         return self.inner.read(offset, buf, now_ns)
 
     def write(self, offset: int, data: memoryview, fua: bool, now_ns: int) -> int:
-        return self._change(lambda: self.inner.write(offset, data, fua, now_ns),
+        return self._change(lambda: self.inner.write(offset, data, fua, now_ns), len(data),
                             (offset, len(data)) if fua else None)
 
     def trim(self, offset: int, length: int, now_ns: int) -> int:
-        return self._change(lambda: self.inner.trim(offset, length, now_ns))
+        return self._change(lambda: self.inner.trim(offset, length, now_ns), length)
 
     def write_zeroes(self, offset: int, length: int, fua: bool, now_ns: int) -> int:
-        return self._change(lambda: self.inner.write_zeroes(offset, length, fua, now_ns),
+        return self._change(lambda: self.inner.write_zeroes(offset, length, fua, now_ns), length,
                             (offset, length) if fua else None)
 
     def flush(self, now_ns: int) -> int:

@@ -254,3 +254,31 @@ def test_layer_is_in_place_and_config_is_validated() -> None:
     runtime.close()
     with pytest.raises(ConfigError, match=r"\[write_cache\] size_mib = -1: must be >= 0"):
         small_ufs_config(write_cache={"size_mib": -1})
+
+
+def test_a_change_larger_than_the_cache_is_written_through_not_remembered() -> None:
+    # mkfs discards the whole device at once: keeping pre-images of all of it
+    # would take the device's size in memory.  It is written through instead.
+    runtime = ufs_runtime(size_mib=1)
+    layer = runtime.device
+    assert isinstance(layer, PowerCutLayer)
+    runtime.write(0, memoryview(pattern(1)))  # pending in the cache
+    store = layer.journal.inner
+    read_for_pre_images: list[int] = []
+    original_read_into = store.read_into
+
+    def counting_read_into(offset: int, buf: memoryview) -> None:
+        read_for_pre_images.append(len(buf))
+        original_read_into(offset, buf)
+
+    store.read_into = counting_read_into  # type: ignore[method-assign]
+    runtime.trim(0, 64 * MIB)
+    store.read_into = original_read_into  # type: ignore[method-assign]
+    assert sum(read_for_pre_images) == 0, "no pre-images may be taken of a written-through change"
+    assert layer.journal.dirty_bytes == 0
+    assert layer.writebacks == 1
+    runtime.write(8 * SECTOR, memoryview(pattern(2)))  # small writes are cached again
+    assert layer.journal.dirty_bytes == SECTOR
+    cut(runtime, mode="drop")
+    assert read(runtime, 0) == bytes(SECTOR)  # the trim was durable
+    assert read(runtime, 8 * SECTOR) == bytes(SECTOR)  # the later write was not
