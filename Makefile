@@ -11,6 +11,7 @@ setup:
 
 kernel: setup
 	@scripts/fetch_kernel.sh
+	@scripts/fetch_ublk_header.sh
 
 run: setup
 	.venv/bin/blockemu serve $(CONFIG)
