@@ -34,6 +34,7 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
@@ -89,6 +90,11 @@ STALE_PATTERNS = (
 )
 
 SETUP_KERNEL_HINT = "run `make kernel` (scripts/fetch_kernel.sh)"
+# How a device reaches the guest kernel: NBD (nbdkit + nbd-client, /dev/nbdN)
+# or ublk (`blockemu serve --ublk`, /dev/ublkbN).  "auto" picks ublk for zoned
+# models, since NBD cannot carry zones, and NBD for the rest.
+TRANSPORTS = ("auto", "nbd", "ublk")
+ZONED_DEVICE_TYPES = ("zns",)
 CONSOLE_TAIL_LINES = 60
 
 
@@ -180,14 +186,41 @@ def check_host_tools(need_devices: bool) -> None:
 # ---------------------------------------------------------------------------
 
 
-def server_argv(
-    python: str, config: str, sock: str, http_port: int, extra: Sequence[str]
-) -> list[str]:
-    """Command that serves CONFIG on unix socket SOCK in the foreground.
+def device_transport(config: Path, transport: str) -> str:
+    """"nbd" or "ublk" for CONFIG; ``auto``: ublk for zoned device types."""
+    if transport not in TRANSPORTS:
+        raise VmError(f"transport must be one of {', '.join(TRANSPORTS)}, got {transport!r}")
+    if transport != "auto":
+        return transport
+    try:
+        with open(config, "rb") as f:
+            device_type = tomllib.load(f).get("device", {}).get("type")
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise VmError(f"config {config}: {exc}") from None
+    return "ublk" if device_type in ZONED_DEVICE_TYPES else "nbd"
 
-    `blockemu serve` runs nbdkit until SIGTERM and serves /metrics and
-    /api/v1/device on the loopback HTTP port.
+
+def _per_device(transport: str, configs: Sequence[Path]) -> list[str]:
+    """"ublk" applies to every device; "nbd,ublk" names one transport per config."""
+    choices = transport.split(",")
+    if len(choices) == 1:
+        return choices * len(configs)
+    if len(choices) != len(configs):
+        raise VmError(f"--transport {transport}: {len(choices)} transports for {len(configs)} configs")
+    return choices
+
+
+def server_argv(
+    python: str, config: str, sock: str, http_port: int, extra: Sequence[str], transport: str = "nbd"
+) -> list[str]:
+    """Command that serves CONFIG on unix socket SOCK (or, for ublk, as /dev/ublkbN) in the foreground.
+
+    `blockemu serve` runs nbdkit (or its ublk server) until SIGTERM and
+    serves /metrics and /api/v1/device on the loopback HTTP port.
     """
+    if transport == "ublk":
+        return [python, "-m", "blockemu", "serve", config, "--ublk",
+                "--http", f"127.0.0.1:{http_port}", *extra]
     return [
         python, "-m", "blockemu", "serve", config,
         "--unix", sock, "--http", f"127.0.0.1:{http_port}", *extra,
@@ -218,6 +251,7 @@ def _prepare(
     results_dir: Path | None,
     interactive: bool,
     extra_serve_args: Sequence[str],
+    transport: str = "auto",
 ) -> tuple[Path, Path, Path]:
     """Common checks and spec writing; returns (vng, kernel, results_dir)."""
     kernel = find_kernel()
@@ -243,6 +277,8 @@ def _prepare(
         "results_dir": str(results),
         "interactive": interactive,
         "extra_serve_args": list(extra_serve_args),
+        "transports": [device_transport(c, t) for c, t in zip(config_paths, _per_device(transport, config_paths),
+                                                                  strict=True)],
         "nbd_timeout_s": int(os.environ.get("BLOCKEMU_NBD_TIMEOUT", NBD_TIMEOUT_S)),
     }
     (results / SPEC_FILE).write_text(json.dumps(spec, indent=2) + "\n")
@@ -325,10 +361,11 @@ def run(
     extra_serve_args: Sequence[str] = (),
     cpus: int | None = None,
     verbose: bool = False,
+    transport: str = "auto",
 ) -> VmResult:
-    """Boot the VM, attach one NBD device per config, run COMMAND in it.
+    """Boot the VM, attach one device per config (NBD or ublk: ``transport``), run COMMAND in it.
 
-    The guest sees /dev/nbdN in $BLOCKEMU_DEVn, the device's HTTP API in
+    The guest sees /dev/nbdN or /dev/ublkbN in $BLOCKEMU_DEVn, the device's HTTP API in
     $BLOCKEMU_HTTPn, and the results folder in $BLOCKEMU_RESULTS.  With
     ``stream``, the command's output (and, with ``verbose``, the boot log)
     is copied to our stdout as it arrives.  The VM is killed after
@@ -336,7 +373,7 @@ def run(
     """
     if not command:
         raise VmError("no command to run in the VM")
-    vng, kernel, results = _prepare(configs, command, results_dir, False, extra_serve_args)
+    vng, kernel, results = _prepare(configs, command, results_dir, False, extra_serve_args, transport)
     guest_cmd = shlex.join(_guest_entry_argv(results))
     # -v: without it vng's serial-console fallback (used when the guest has
     # no udev to name the virtio ports) swallows the command's output.
@@ -560,7 +597,7 @@ def _http_get(url: str, timeout: float = 10.0) -> bytes:
 
 
 class GuestDevice:
-    """One config served and attached as /dev/nbdN inside the guest."""
+    """One config served and attached as /dev/nbdN (or served as /dev/ublkbN) inside the guest."""
 
     def __init__(self, index: int, config: str, spec: dict, results: Path):
         self.index = index
@@ -569,9 +606,12 @@ class GuestDevice:
         self.port = HTTP_BASE_PORT + index
         self.http = f"http://127.0.0.1:{self.port}"
         self.nbd = f"/dev/nbd{index}"
+        self.transport = spec.get("transports", ["nbd"] * (index + 1))[index]
+        # The block device the command gets; a ublk server prints its own.
+        self.path = self.nbd if self.transport == "nbd" else ""
         self.results = results
         self.argv = server_argv(
-            spec["python"], config, self.sock, self.port, spec["extra_serve_args"]
+            spec["python"], config, self.sock, self.port, spec["extra_serve_args"], self.transport
         )
         self.nbd_timeout_s = int(spec["nbd_timeout_s"])
         self.proc: subprocess.Popen[bytes] | None = None
@@ -589,10 +629,20 @@ class GuestDevice:
                 start_new_session=True,
             )
 
+    def _ready(self) -> bool:
+        if self.transport == "nbd":
+            return _is_socket(self.sock)
+        # `serve --ublk` prints "  ublk:    /dev/ublkbN" once the disk exists.
+        for line in (self.results / f"server-{self.index}.log").read_text(errors="replace").splitlines():
+            if line.startswith("  ublk:"):
+                self.path = line.split(":", 1)[1].strip()
+                return os.path.exists(self.path)
+        return False
+
     def wait_ready(self) -> None:
         assert self.proc is not None
         deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-        while not _is_socket(self.sock):
+        while not self._ready():
             if self.proc.poll() is not None:
                 raise GuestSetupError(
                     f"device server {self.index} exited ({self.proc.returncode}) before "
@@ -613,6 +663,8 @@ class GuestDevice:
         return " | ".join(text.strip().splitlines()[-10:])
 
     def attach(self) -> None:
+        if self.transport != "nbd":
+            return  # the ublk server made the disk itself
         _sh(
             [
                 "nbd-client",
@@ -728,11 +780,11 @@ def _guest_main(spec_path: Path) -> int:
         env["BLOCKEMU_RESULTS"] = str(results)
         env["BLOCKEMU_NDEVS"] = str(len(devices))
         for dev in devices:
-            env[f"BLOCKEMU_DEV{dev.index}"] = dev.nbd
+            env[f"BLOCKEMU_DEV{dev.index}"] = dev.path
             env[f"BLOCKEMU_HTTP{dev.index}"] = dev.http
         if spec["interactive"]:
             shell_bin = shutil.which("bash") or "/bin/sh"
-            _say("devices: " + ", ".join(f"$BLOCKEMU_DEV{d.index}={d.nbd}" for d in devices))
+            _say("devices: " + ", ".join(f"$BLOCKEMU_DEV{d.index}={d.path}" for d in devices))
             _say("exit the shell to detach the devices and power off")
             exit_code = subprocess.call([shell_bin, "-i"], env=env, cwd=spec["cwd"])
         else:
@@ -748,8 +800,10 @@ def _guest_main(spec_path: Path) -> int:
 
 
 def _guest_setup(devices: list[GuestDevice], env: dict[str, str]) -> None:
-    if devices:
+    if any(dev.transport == "nbd" for dev in devices):
         _sh(["modprobe", "nbd", f"nbds_max={max(MIN_NBDS, len(devices))}"])
+    if any(dev.transport == "ublk" for dev in devices):
+        _sh(["modprobe", "ublk_drv"])
     # F2FS is what the tests are for; load it up front so a missing module
     # is a clear set-up error rather than a mount failure later.
     _sh(["modprobe", "f2fs"])
@@ -766,7 +820,7 @@ def _guest_setup(devices: list[GuestDevice], env: dict[str, str]) -> None:
         dev.wait_ready()
         dev.attach()
         http = "HTTP up" if dev.http_ready(timeout=10.0) else "no HTTP"
-        _say(f"{dev.nbd} <- {dev.config} ({http} at {dev.http})")
+        _say(f"{dev.path} <- {dev.config} ({dev.transport}, {http} at {dev.http})")
 
 
 def _guest_teardown(devices: list[GuestDevice], results: Path) -> None:
@@ -810,6 +864,11 @@ def _add_vm_commands(vm_subparsers: argparse._SubParsersAction) -> None:
     )
     run_parser.add_argument("--results", type=Path, help="results folder (default ./results/vm-*)")
     run_parser.add_argument("--verbose", "-v", action="store_true", help="show the boot log")
+    run_parser.add_argument(
+        "--transport", default="auto", metavar="{auto,nbd,ublk}[,...]",
+        help="how devices reach the guest: nbd, ublk, or auto (ublk for zoned models; default); "
+             "one for all devices or a comma-separated list, one per config",
+    )
     # argparse cannot split "CONFIG... -- COMMAND..." itself (the command
     # would be taken as more configs), so take everything and split on "--".
     run_parser.add_argument("items", nargs=argparse.REMAINDER, metavar="CONFIG ... -- COMMAND")
@@ -850,6 +909,7 @@ def _cli_run(args: argparse.Namespace) -> int:
         result = run(
             [Path(c) for c in configs], command,
             mem=args.mem, timeout_s=args.timeout, results_dir=args.results, verbose=args.verbose,
+            transport=args.transport,
         )
     except VmError as exc:
         print(f"blockemu vm: {exc}", file=sys.stderr)

@@ -1,0 +1,54 @@
+"""blockemu.vm picks NBD or ublk per device: zoned models go over ublk unless told otherwise."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from blockemu import vm
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(("config", "transport", "expected"), [
+    ("zns.toml", "auto", "ublk"),
+    ("ufs41.toml", "auto", "nbd"),
+    ("zram.toml", "auto", "nbd"),
+    ("zns.toml", "nbd", "nbd"),
+    ("ufs41.toml", "ublk", "ublk"),
+])
+def test_device_transport(config: str, transport: str, expected: str) -> None:
+    assert vm.device_transport(REPO / "configs" / config, transport) == expected
+
+
+def test_unknown_transport_is_refused() -> None:
+    with pytest.raises(vm.VmError, match="transport must be one of"):
+        vm.device_transport(REPO / "configs" / "zns.toml", "iscsi")
+
+
+def test_one_transport_per_config() -> None:
+    configs = [REPO / "configs" / "ufs41.toml"] * 2
+    assert vm._per_device("ublk", configs) == ["ublk", "ublk"]
+    assert vm._per_device("nbd,ublk", configs) == ["nbd", "ublk"]
+    with pytest.raises(vm.VmError, match="3 transports for 2 configs"):
+        vm._per_device("nbd,ublk,nbd", configs)
+
+
+def test_server_argv_per_transport() -> None:
+    nbd = vm.server_argv("py", "c.toml", "/run/s.sock", 9250, ["--set", "a.b=1"])
+    assert nbd[:6] == ["py", "-m", "blockemu", "serve", "c.toml", "--unix"]
+    ublk = vm.server_argv("py", "c.toml", "/run/s.sock", 9251, ["--set", "a.b=1"], "ublk")
+    assert ublk == ["py", "-m", "blockemu", "serve", "c.toml", "--ublk", "--http", "127.0.0.1:9251",
+                    "--set", "a.b=1"]
+
+
+def test_guest_device_for_ublk_takes_its_path_from_the_server(tmp_path: Path) -> None:
+    spec = {"python": "py", "extra_serve_args": [], "nbd_timeout_s": 60, "transports": ["nbd", "ublk"]}
+    nbd, ublk = (vm.GuestDevice(i, "c.toml", spec, tmp_path) for i in range(2))
+    assert (nbd.transport, nbd.path) == ("nbd", "/dev/nbd0")
+    assert (ublk.transport, ublk.path) == ("ublk", "")
+    (tmp_path / "server-1.log").write_text("blockemu: serving zns0\n  ublk:    /dev/null\n")
+    assert ublk._ready() and ublk.path == "/dev/null"
+    ublk.attach()  # nothing to attach: no nbd-client runs
+    assert not ublk.attached
