@@ -56,12 +56,13 @@ def test_ublk_conventional_zoned_and_kill(vm_ready: None, tmp_path: Path) -> Non
     result = vm.run([], ["sh", str(GUEST_SCRIPT)], results_dir=results, timeout_s=1200)
     log = (results / vm.COMMAND_LOG).read_text(errors="replace")
     assert result.exit_code == 0, f"guest failed ({result.exit_code}):\n{log[-4000:]}\n{result.console_tail}"
-    for phase in ("conventional", "kill9", "zoned"):
+    for phase in ("conventional", "kill9", "zoned", "f2fs"):
         assert f"{phase}: PASS" in log
 
     _fio_ok(results / "fio-ublk-ufs-raw.json")
     _fio_ok(results / "fio-ublk-zbd.json")
     _fio_ok(results / "fio-ublk-zbd-rand.json")
+    _fio_ok(results / "fio-ublk-f2fs.json")
 
     sysfs = dict(line.split("=", 1) for line in (results / "zoned-sysfs.txt").read_text().split())
     assert sysfs["zoned"] == "host-managed"
@@ -86,3 +87,19 @@ def test_ublk_conventional_zoned_and_kill(vm_ready: None, tmp_path: Path) -> Non
     assert (after[7]["cond"], after[7]["wptr"]) == ("fu", ZONE_CAPACITY_SECTORS)
     reset = parse_report((results / "blkzone-after-reset.txt").read_text())
     assert all(zone["cond"] == "em" and zone["wptr"] == 0 for zone in reset[CONVENTIONAL_ZONES:])
+
+
+@pytest.mark.timeout(900)
+def test_vm_run_attaches_zns_over_ublk_and_ufs_over_nbd(vm_ready: None, tmp_path: Path) -> None:
+    """`blockemu vm run` with the default transport: ZNS becomes /dev/ublkbN (host-managed), UFS /dev/nbdN."""
+    results = tmp_path / "results"
+    script = ('for i in 0 1; do eval dev=\\$BLOCKEMU_DEV$i; '
+              'echo "$dev $(cat /sys/block/${dev#/dev/}/queue/zoned)"; done > "$BLOCKEMU_RESULTS/devices.txt"')
+    result = vm.run([REPO_ROOT / "configs" / "zns.toml", REPO_ROOT / "configs" / "ufs41.toml"],
+                    ["sh", "-c", script], results_dir=results, timeout_s=600)
+    assert result.exit_code == 0, result.console_tail
+    zns, ufs = (results / "devices.txt").read_text().splitlines()
+    assert re.fullmatch(r"/dev/ublkb\d+ host-managed", zns)
+    assert ufs == "/dev/nbd1 none"
+    # The ublk server's control API and metrics came back like NBD's.
+    assert "blockemu_zns" in (results / "metrics-0.prom").read_text()
