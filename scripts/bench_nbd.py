@@ -8,10 +8,11 @@ Targets, all 1 GiB, all served by nbdkit on a unix socket with 16 threads:
 
 Workloads (fio's nbd engine), after one untimed fill of the whole device:
 1 MiB sequential write/read, 4 KiB random write/read at QD1 and QD16 over
-256 MiB.  Prints IOPS and MB/s per target and
-the ratios ufs/bytearray and ufs/memory.  Usage:
+256 MiB.  The targets take turns on every workload for --rounds rounds and
+the medians are printed: IOPS and MB/s per target and the ratios
+ufs/bytearray and ufs/memory.  Usage:
 
-    .venv/bin/python scripts/bench_nbd.py [--runtime 5] [--csv results/bench.csv]
+    .venv/bin/python scripts/bench_nbd.py [--runtime 5] [--rounds 3] [--csv results/bench.csv]
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ import argparse
 import csv
 import json
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -87,28 +89,37 @@ def run_fio(sock: Path, rw: str, bs: str, iodepth: int, runtime_s: int) -> tuple
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runtime", type=int, default=5, help="seconds per fio job (default 5)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="each workload runs this many times per target, targets interleaved; "
+                             "the median is reported (default 3)")
     parser.add_argument("--csv", type=Path, help="also write the results as CSV")
     parser.add_argument("--targets", default="ufs,bytearray,memory")
     args = parser.parse_args()
     if shutil.which("fio") is None:
         sys.exit("bench: fio not found; run 'make setup'")
     targets = args.targets.split(",")
-    results: dict[tuple[str, str], tuple[float, float]] = {}
-    with tempfile.TemporaryDirectory(prefix="blockemu-bench-") as tmp:
-        sock = Path(tmp) / "nbd.sock"
-        for target in targets:
-            with serve(target, sock):
-                # Fill the device once, untimed: every target then measures its
-                # steady state (memory allocated, FTL mapped) rather than
-                # first-touch page faults, which the bytearray baseline pays at
-                # start-up instead.
-                print(f"bench: {target:9s} fill (untimed) ...", file=sys.stderr, flush=True)
-                subprocess.run(["fio", "--name=fill", "--ioengine=nbd", f"--uri=nbd+unix:///?socket={sock}",
-                                "--rw=write", "--bs=1M", "--iodepth=4", "--size=1G"],
-                               check=True, stdout=subprocess.DEVNULL)
-                for name, rw, bs, depth in WORKLOADS:
-                    print(f"bench: {target:9s} {name} ...", file=sys.stderr, flush=True)
-                    results[(target, name)] = run_fio(sock, rw, bs, depth, args.runtime)
+    samples: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    with tempfile.TemporaryDirectory(prefix="blockemu-bench-") as tmp, ExitStack() as servers:
+        sockets = {target: Path(tmp) / f"{target}.sock" for target in targets}
+        for target, sock in sockets.items():
+            servers.enter_context(serve(target, sock))
+            # Fill the device once, untimed: every target then measures its
+            # steady state (memory allocated, FTL mapped) rather than
+            # first-touch page faults, which the bytearray baseline pays at
+            # start-up instead.
+            print(f"bench: {target:9s} fill (untimed) ...", file=sys.stderr, flush=True)
+            subprocess.run(["fio", "--name=fill", "--ioengine=nbd", f"--uri=nbd+unix:///?socket={sock}",
+                            "--rw=write", "--bs=1M", "--iodepth=4", "--size=1G"],
+                           check=True, stdout=subprocess.DEVNULL)
+        # Targets take turns on each workload, round after round, so that a
+        # change in the machine's load falls on all of them alike.
+        for round_number in range(1, args.rounds + 1):
+            for name, rw, bs, depth in WORKLOADS:
+                for target, sock in sockets.items():
+                    print(f"bench: round {round_number} {target:9s} {name} ...", file=sys.stderr, flush=True)
+                    samples.setdefault((target, name), []).append(run_fio(sock, rw, bs, depth, args.runtime))
+    results = {key: (statistics.median(s[0] for s in runs), statistics.median(s[1] for s in runs))
+               for key, runs in samples.items()}
     header = f"{'workload':22s}" + "".join(f"{t + ' IOPS':>16s}{t + ' MB/s':>14s}" for t in targets)
     ratios = [t for t in targets if t != "ufs"] if "ufs" in targets else []
     header += "".join(f"{'ufs/' + t:>16s}" for t in ratios)
