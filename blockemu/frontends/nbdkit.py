@@ -34,10 +34,17 @@ _runtime: DeviceRuntime | None = None
 _control: ControlServer | None = None
 
 
-def _nbdkit() -> Any:
-    import nbdkit  # only exists inside nbdkit
+_nbdkit_module: Any = None
 
-    return nbdkit
+
+def _nbdkit() -> Any:
+    """nbdkit's own module; looked up once (an import per request costs tens of µs in nbdkit)."""
+    global _nbdkit_module
+    if _nbdkit_module is None:
+        import nbdkit  # only exists inside nbdkit
+
+        _nbdkit_module = nbdkit
+    return _nbdkit_module
 
 
 def config(key: str, value: str) -> None:
