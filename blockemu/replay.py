@@ -36,31 +36,10 @@ from blockemu.config import Config
 from blockemu.devices import DEVICE_FACTORIES, Device
 from blockemu.devices.ftl import SECTOR
 from blockemu.devices.ufs import UfsDevice
+from blockemu.store.null import NullStore
 from blockemu.trace import FLAG_FUA, OP_CODES, OPS, Trace
 
 READ, WRITE, FLUSH, TRIM, ZERO = (OP_CODES[name] for name in OPS)
-
-
-class NullStore:
-    """A store that keeps nothing: replay needs the model's time, not the bytes."""
-
-    def __init__(self, size_bytes: int) -> None:
-        self.size_bytes = size_bytes
-
-    def read_into(self, offset: int, buf: memoryview) -> None:
-        pass
-
-    def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
-        pass
-
-    def zero(self, offset: int, length: int) -> None:
-        pass
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 @dataclass

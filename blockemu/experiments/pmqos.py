@@ -35,6 +35,7 @@ from blockemu.config import Config, PowerSection, config_from_mapping
 from blockemu.devices import DEVICE_FACTORIES, Device
 from blockemu.experiments import report
 from blockemu.power import PowerModel
+from blockemu.store.null import NullStore
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -120,28 +121,9 @@ WORKLOADS: dict[str, Callable[[Workloads], list[Phase]]] = {
 }
 
 
-class _NullStore:
-    """Keeps no bytes: the experiment needs the model's time, not the data."""
-
-    def read_into(self, offset: int, buf: memoryview) -> None:
-        pass
-
-    def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
-        pass
-
-    def zero(self, offset: int, length: int) -> None:
-        pass
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 def prefilled_device(config: Config, region_bytes: int) -> tuple[Device, int]:
     """A device whose first region_bytes are written (so reads touch NAND); and when it is idle again."""
-    device = DEVICE_FACTORIES[config.device.type](config, _NullStore())  # type: ignore[arg-type]
+    device = DEVICE_FACTORIES[config.device.type](config, NullStore(config.capacity_bytes))
     chunk = memoryview(bytes(MIB))
     done = 0
     for offset in range(0, region_bytes, MIB):
