@@ -20,7 +20,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections import deque
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -128,7 +130,9 @@ class ServedDevice:
         self.control = ControlClient(f"http://{self.http}")
         self.startup_timeout_s = startup_timeout_s
         self.process: subprocess.Popen[str] | None = None
-        self.output: list[str] = []
+        # The server's output, last lines kept: a long hostile run logs a lot.
+        self.output: deque[str] = deque(maxlen=5000)
+        self._drainer: threading.Thread | None = None
         self.socket_left_behind = False
 
     @property
@@ -151,6 +155,7 @@ class ServedDevice:
             if line:
                 self.output.append(line.rstrip("\n"))
                 if "stop with Ctrl-C" in line:
+                    self._start_output_drain()
                     return self
                 continue
             if self.process.poll() is not None:
@@ -159,6 +164,27 @@ class ServedDevice:
             time.sleep(0.02)
         self.stop()
         raise RuntimeError("blockemu serve did not become ready:\n" + "\n".join(self.output))
+
+    def _start_output_drain(self) -> None:
+        """Keep reading the server's output while it runs.
+
+        nbdkit logs every invalid request to stderr; an undrained pipe fills
+        after 64 KiB and the thread writing the log blocks for good, holding
+        the connection it serves (a hostile client could wedge the server).
+        """
+        assert self.process is not None and self.process.stdout is not None
+        stream = self.process.stdout
+        os.set_blocking(stream.fileno(), True)
+
+        def drain() -> None:
+            try:
+                for line in stream:
+                    self.output.append(line.rstrip("\n"))
+            except (OSError, ValueError):  # the pipe was closed by stop()
+                pass
+
+        self._drainer = threading.Thread(target=drain, name="served-device-output", daemon=True)
+        self._drainer.start()
 
     def _drain_output(self) -> list[str]:
         """What the exited server printed last (its pipe is non-blocking while it runs)."""
@@ -188,8 +214,12 @@ class ServedDevice:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
-        if self.process.stdout is not None:
+        if self._drainer is not None:
+            self._drainer.join(timeout=5)  # the writer is gone: the drain ends at EOF
+            self._drainer = None
+        elif self.process.stdout is not None and not self.process.stdout.closed:
             self.output.extend(self._drain_output())
+        if self.process.stdout is not None:
             self.process.stdout.close()
         code = self.process.returncode
         # Recorded before cleaning up, so tests can check the server removed it.
