@@ -92,6 +92,7 @@ KIND_ZERO = 2
 # Pre-images are read and recorded in pieces of at most this many blocks
 # (1 MiB), so that a large discard does not need its whole pre-image in memory.
 _RECORD_BLOCKS = 256
+_ZERO_BLOCK = bytes(BLOCK)
 _DATA, _DATA_NEW, _UNDO, _STATE, _STATE_TMP, _LOCK = "data", "data.new", "undo", "state", "state.tmp", "lock"
 
 # fallocate(2) mode bits (<linux/falloc.h>); Python's os module has no hole punching.
@@ -191,6 +192,10 @@ class _BlockSet:
                     if not present:
                         yield position + start, position + run_end
             position = stop
+
+    def has(self, block: int) -> bool:
+        chunk = self._chunks.get(block >> self._SHIFT)
+        return chunk is not None and bool(chunk[block & ((1 << self._SHIFT) - 1)])
 
     def add(self, first: int, end: int) -> None:
         position = first
@@ -425,6 +430,19 @@ class FileStore:
         if length <= 0:
             return
         first, end = offset // BLOCK, -(-(offset + length) // BLOCK)
+        if end == first + 1:  # the common small write: one block, no numpy
+            if self._logged.has(first):
+                return
+            image = bytearray(BLOCK)
+            _pread_into(self._data_fd, memoryview(image), first * BLOCK)
+            if image != _ZERO_BLOCK:
+                self._append(KIND_DATA, first * BLOCK, memoryview(image))
+            elif zeroing:
+                return  # zeros stay zeros (see below)
+            else:
+                self._append(KIND_ZERO, first * BLOCK, BLOCK)
+            self._logged.add(first, end)
+            return
         for run_first, run_end in list(self._logged.missing(first, end)):
             for piece in range(run_first, run_end, _RECORD_BLOCKS):
                 piece_end = min(piece + _RECORD_BLOCKS, run_end)
@@ -607,11 +625,13 @@ def _any_nonzero(fd: int, offset: int, end: int) -> bool:
     return False
 
 
-def check_store(directory: str | Path, size_bytes: int, geometry: Mapping[str, Any]) -> None:
+def check_store(directory: str | Path, size_bytes: int, geometry: Mapping[str, Any]) -> Checkpoint | None:
     """Validate a store directory without changing it (beyond creating its lock file); raise StoreError.
 
-    ``blockemu serve`` calls this before starting nbdkit, so that a refused
-    store is one line on stderr and a non-zero exit, not a plugin traceback.
+    Returns its checkpoint, or None for a directory that is still to be
+    created.  ``blockemu serve`` checks before starting nbdkit, so that a
+    refused store is one line on stderr and a non-zero exit, not a plugin
+    traceback.
     """
     directory = Path(directory)
     fds: list[int] = []
@@ -622,7 +642,7 @@ def check_store(directory: str | Path, size_bytes: int, geometry: Mapping[str, A
             if data.exists():
                 raise StoreError(f"{state}: missing, but {data} exists: not a complete blockemu store; "
                                  "refusing to start (empty the directory to start afresh)")
-            return
+            return None
         checkpoint = read_checkpoint(state, geometry)
         if not data.exists() and not (directory / _DATA_NEW).exists():
             raise StoreError(f"{data}: missing, but {state} exists; refusing to start")
@@ -633,6 +653,7 @@ def check_store(directory: str | Path, size_bytes: int, geometry: Mapping[str, A
             fd = os.open(undo, os.O_RDONLY | os.O_CLOEXEC)
             fds.append(fd)
             scan_undo(fd, undo, size_bytes, checkpoint.generation)
+        return checkpoint
     finally:
         for fd in fds:
             os.close(fd)

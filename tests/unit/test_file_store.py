@@ -93,6 +93,9 @@ def test_everything_since_the_last_commit_is_undone(tmp_path: Path) -> None:
     store.zero(0, BLOCK + 512)  # a whole block and part of the next
     store.zero(10 * BLOCK, 64 * BLOCK)  # data and holes
     store.write(12 * BLOCK, fill(8))  # a hole that a zeroing skipped, written afterwards
+    store.zero(30 * BLOCK + 8, 100)  # the same within one block
+    store.write(30 * BLOCK, fill(9))
+    store.zero(0, 5)  # a block already recorded
     assert contents(store) != committed
     store.close()  # a kill -9: no commit
     again = new_store(tmp_path)
