@@ -27,6 +27,7 @@ import numpy as np
 
 from blockemu.config import Config
 from blockemu.store.file import StoreError, check_store
+from blockemu.store.null import NullStore
 
 # Settings that shape the saved state.  A directory opens only with the values
 # it was created with; everything else (service times, timing, power, the
@@ -73,6 +74,17 @@ def restore_device_state(device: Any, state: dict[str, np.ndarray], where: str) 
 
 
 def check_config_store(config: Config) -> None:
-    """Refuse (StoreError) a ``[store] path`` this configuration cannot open; nothing for ``memory``."""
-    if config.store.backend == "file":
-        check_store(Path(config.store.path), config.capacity_bytes, persisted_geometry(config))
+    """Refuse (StoreError) a ``[store] path`` this configuration cannot open; nothing for ``memory``.
+
+    The saved state is loaded into a model without bytes, so that a state
+    that does not fit is refused here too, before any server starts.
+    """
+    if config.store.backend != "file":
+        return
+    checkpoint = check_store(Path(config.store.path), config.capacity_bytes, persisted_geometry(config))
+    if checkpoint is None:
+        return
+    from blockemu.devices import DEVICE_FACTORIES  # the models import numpy & co: only for file stores
+
+    device = DEVICE_FACTORIES[config.device.type](config, NullStore(config.capacity_bytes))
+    restore_device_state(device, checkpoint.arrays, str(Path(config.store.path) / "state"))

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from blockemu.config import config_from_mapping
+from blockemu.persistence import check_config_store
 from blockemu.runtime import DeviceRuntime
 from blockemu.store import StoreError
 from blockemu.store.file import decode_checkpoint, encode_checkpoint
@@ -257,9 +258,11 @@ def test_a_saved_state_that_does_not_fit_is_refused(tmp_path: Path) -> None:
     saved.arrays["zns_wp"] = saved.arrays["zns_wp"] + 3 * MIB  # past every zone's capacity
     parts = encode_checkpoint(saved.generation, saved.geometry, saved.arrays)
     state_file.write_bytes(b"".join(bytes(p) for p in parts))
-    with pytest.raises(StoreError, match=r"state: the saved state does not fit this device \(saved state of "
-                                         r"zone 0 .*\); refusing to start$"):
+    message = r"state: the saved state does not fit this device \(saved state of zone 0 .*\); refusing to start$"
+    with pytest.raises(StoreError, match=message):
         start(zns_raw(tmp_path))
+    with pytest.raises(StoreError, match=message):  # what serve checks before starting nbdkit
+        check_config_store(config_from_mapping(zns_raw(tmp_path), "<test>"))
 
 
 def test_snapshots_leave_out_what_can_be_recomputed(tmp_path: Path) -> None:
