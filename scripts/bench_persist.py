@@ -12,7 +12,8 @@ Measures, with ``[store] backend = "file"`` in a fresh directory (under
 * a restart after a kill with 64 MiB of overwrites not committed (undo
   replay, checkpoint load, map restore);
 * 4 KiB random overwrites of written data (each logs a pre-image) and
-  1 MiB sequential writes, memory vs file, µs per request.
+  1 MiB writes to unwritten space, memory vs file, µs per request (medians
+  of interleaved rounds: the machine may be shared).
 
     .venv/bin/python scripts/bench_persist.py [--flushes 30] [--dir /var/tmp]
 """
@@ -26,6 +27,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -38,6 +40,7 @@ from blockemu.write_cache import PowerCutLayer  # noqa: E402
 MIB = 1024 * 1024
 SEED = 1
 AGING = ["aging.fragmentation_percent=50"]
+ROUNDS = 5
 
 
 def runtime_for(directory: Path | None, fsync: bool = True) -> DeviceRuntime:
@@ -59,13 +62,20 @@ def kill(runtime: DeviceRuntime) -> None:
     layer.durable.close()  # no commit: what SIGKILL leaves behind
 
 
-def commit_ms(runtime: DeviceRuntime, flushes: int) -> float:
+def commit_ms(runtimes: list[DeviceRuntime], flushes: int) -> list[float]:
+    """Median ms of a 4 KiB write's flush on each runtime, taking turns."""
     rng = random.Random(SEED)
-    times = []
+    times: list[list[float]] = [[] for _ in runtimes]
     for _ in range(flushes):
-        runtime.write(rng.randrange(2048) * 4096, memoryview(b"c" * 4096))
-        times.append(timed(runtime.flush))
-    return statistics.median(times) * 1000
+        offset = rng.randrange(2048) * 4096
+        for runtime, spent in zip(runtimes, times, strict=True):
+            runtime.write(offset, memoryview(b"c" * 4096))
+            spent.append(timed(runtime.flush))
+    return [statistics.median(spent) * 1000 for spent in times]
+
+
+def sequential(start: int, i: int) -> int:
+    return start + i * MIB
 
 
 def per_request_us(runtime: DeviceRuntime, count: int, size: int, offsets: Callable[[int], int]) -> float:
@@ -86,32 +96,43 @@ def main() -> int:
     rows: list[tuple[str, str]] = []
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         base = Path(tmp)
-        started = time.perf_counter()
-        memory = runtime_for(None)
-        rows.append(("start-up, memory store (aging included)", f"{time.perf_counter() - started:.2f} s"))
         (base / "a").mkdir()
         started = time.perf_counter()
         runtime = runtime_for(base / "a")
         rows.append(("start-up, new file store (aging + first checkpoint)", f"{time.perf_counter() - started:.2f} s"))
+        started = time.perf_counter()
+        memory = runtime_for(None)
+        rows.append(("start-up, memory store (aging)", f"{time.perf_counter() - started:.2f} s"))
         rows.append(("checkpoint size", f"{(base / 'a' / 'state').stat().st_size / MIB:.1f} MiB"))
-        rows.append(("commit (4 KiB write + flush), fsync = true, median",
-                     f"{commit_ms(runtime, args.flushes):.1f} ms"))
+        (base / "b").mkdir()
+        quick = runtime_for(base / "b", fsync=False)
+        with_fsync, without = commit_ms([runtime, quick], args.flushes)
+        quick.close()
+        rows.append(("commit (4 KiB write + flush), fsync = true, median", f"{with_fsync:.1f} ms"))
+        rows.append(("commit (4 KiB write + flush), fsync = false, median", f"{without:.1f} ms"))
         written = 256 * MIB
         for at in range(0, written, 32 * MIB):
             runtime.write(at, memoryview(random.Random(at).randbytes(32 * MIB)))
             memory.write(at, memoryview(random.Random(at).randbytes(32 * MIB)))
         runtime.flush()
         rng = random.Random(SEED)
-        picks = [rng.randrange(written // 4096) * 4096 for _ in range(20_000)]
-        rows.append(("4 KiB random overwrite, memory",
-                     f"{per_request_us(memory, 20_000, 4096, picks.__getitem__):.1f} µs"))
-        rows.append(("4 KiB random overwrite, file (pre-image logged)",
-                     f"{per_request_us(runtime, 20_000, 4096, picks.__getitem__):.1f} µs"))
+        # The two stores take turns, ROUNDS times: this machine is shared, medians of interleaved rounds compare.
+        small: dict[str, list[float]] = {"memory": [], "file": []}
+        large: dict[str, list[float]] = {"memory": [], "file": []}
         fresh = 1024 * MIB
-        rows.append(("1 MiB sequential write to unwritten space, memory",
-                     f"{per_request_us(memory, 256, MIB, lambda i: fresh + i * MIB):.0f} µs"))
-        rows.append(("1 MiB sequential write to unwritten space, file",
-                     f"{per_request_us(runtime, 256, MIB, lambda i: fresh + i * MIB):.0f} µs"))
+        for round_ in range(ROUNDS):
+            picks = [rng.randrange(written // 4096) * 4096 for _ in range(4000)]
+            for name, target in (("memory", memory), ("file", runtime)):
+                target.flush()  # every overwrite below is the first since a commit
+                small[name].append(per_request_us(target, len(picks), 4096, picks.__getitem__))
+                start = fresh + round_ * 64 * MIB
+                large[name].append(per_request_us(target, 64, MIB, partial(sequential, start)))
+        for name in ("memory", "file"):
+            rows.append((f"4 KiB random overwrite after a commit, {name}, median",
+                         f"{statistics.median(small[name]):.1f} µs"))
+        for name in ("memory", "file"):
+            rows.append((f"1 MiB write to unwritten space, {name}, median",
+                         f"{statistics.median(large[name]):.0f} µs"))
         for at in range(0, 64 * MIB, MIB):  # 64 MiB of overwrites, never committed
             runtime.write(at, memoryview(b"u" * MIB))
         undo = runtime.describe()["store"]["undo_bytes"]
@@ -122,11 +143,6 @@ def main() -> int:
                      f"{time.perf_counter() - started:.2f} s"))
         again.close()
         memory.close()
-        (base / "b").mkdir()
-        quick = runtime_for(base / "b", fsync=False)
-        rows.append(("commit (4 KiB write + flush), fsync = false, median",
-                     f"{commit_ms(quick, args.flushes):.1f} ms"))
-        quick.close()
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
