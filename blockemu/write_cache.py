@@ -43,8 +43,11 @@ last one (blockemu/persistence.py says what it holds).  A ``kill -9`` of the
 server is then a power cut of the drop kind: a restart finds the data and
 state of the last commit.  A FUA write commits everything before it, on
 every device: the store's undo journal cannot forget one range and keep the
-rest.  A clean stop (SIGTERM) writes the cache back, as a device does on an
-orderly power-down.
+rest.  A change written through is committed right after; on UFS the store
+keeps no pre-images of it (a kill in the middle leaves it partly done, as a
+device may leave an unacknowledged command), on zoned devices it does.  A
+clean stop (SIGTERM) writes the cache back, as a device does on an orderly
+power-down.
 """
 
 from __future__ import annotations
@@ -226,10 +229,20 @@ class PowerCutLayer:
             self._commit()
             self.journal.write_through = True
             self._changed = True
+            # A file store need not journal it either where reads depend on
+            # the bytes alone (UFS): the commit right after makes it durable,
+            # and a kill in between leaves part of an unacknowledged command
+            # done, as a device may.  Zoned devices journal it: their zones'
+            # state must match their bytes.
+            unjournaled = self.durable if not self.rolls_back_state else None
+            if unjournaled is not None:
+                unjournaled.journaling = False
             try:
                 return call()
             finally:
                 self.journal.write_through = False
+                if unjournaled is not None:
+                    unjournaled.journaling = True
                 self._commit()
         self._before_change()
         done = call()

@@ -336,6 +336,9 @@ class FileStore:
         self.generation = 0
         self.saved_state: dict[str, np.ndarray] | None = None
         self._logged = _BlockSet()
+        # False while the caller makes a change it commits right after and may
+        # leave torn (see PowerCutLayer._change): no pre-images are kept.
+        self.journaling = True
         self._fds: list[int] = []
         # Statistics for describe() and metrics.
         self.checkpoints = 0
@@ -427,7 +430,7 @@ class FileStore:
         _punch_hole(self._data_fd, offset, length)
 
     def _record_pre_images(self, offset: int, length: int, zeroing: bool) -> None:
-        if length <= 0:
+        if length <= 0 or not self.journaling:
             return
         first, end = offset // BLOCK, -(-(offset + length) // BLOCK)
         if end == first + 1:  # the common small write: one block, no numpy

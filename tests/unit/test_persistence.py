@@ -214,14 +214,42 @@ def test_what_survived_a_power_cut_survives_a_kill(tmp_path: Path) -> None:
     again.close()
 
 
-def test_a_write_through_change_is_committed(tmp_path: Path) -> None:
+def durable_of(runtime: DeviceRuntime) -> Any:
+    layer = runtime.device
+    assert isinstance(layer, PowerCutLayer)
+    return layer.durable
+
+
+def test_a_write_through_change_is_committed_and_on_ufs_not_journaled(tmp_path: Path) -> None:
     raw = ufs_raw(tmp_path, write_cache={"size_mib": 1})
     runtime = start(raw)
     runtime.write(0, memoryview(pattern(1, 3 * MIB)))  # larger than the cache
     kill(runtime)
     again = start(raw)
     assert read(again, 0, 3 * MIB) == pattern(1, 3 * MIB)
-    again.close()
+    records = durable_of(again).undo_records
+    again.trim(0, 3 * MIB)  # destroys 3 MiB of written data without copying it first
+    assert durable_of(again).undo_records == records and durable_of(again).journaling
+    again.write(0, memoryview(pattern(2)))  # a small change is journaled as ever
+    assert durable_of(again).undo_records == records + 1
+    kill(again)
+    third = start(raw)
+    assert read(third, 0, 3 * MIB) == bytes(3 * MIB)
+    third.close()
+
+
+def test_a_write_through_change_on_a_zoned_device_is_journaled(tmp_path: Path) -> None:
+    raw = zns_raw(tmp_path)
+    raw["write_cache"] = {"size_mib": 1}
+    runtime = start(raw)
+    runtime.write(0, memoryview(pattern(1, 2 * MIB)))  # conventional zone 0
+    runtime.flush()
+    runtime.write(2 * MIB, memoryview(pattern(2)))  # the cache is no longer empty
+    records, writebacks = durable_of(runtime).undo_records, runtime.describe()["write_cache"]["writebacks"]
+    runtime.write_zeroes(0, MIB)  # more than the cache can still hold: written through
+    assert runtime.describe()["write_cache"]["writebacks"] == writebacks + 1
+    assert durable_of(runtime).undo_records > records  # the zeroed data went to the journal first
+    runtime.close()
 
 
 def test_checkpoints_are_written_only_when_something_changed(tmp_path: Path) -> None:
