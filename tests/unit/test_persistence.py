@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from blockemu.config import config_from_mapping
+from blockemu.metrics import make_registry
 from blockemu.persistence import check_config_store
 from blockemu.runtime import DeviceRuntime
 from blockemu.store import StoreError
@@ -267,6 +268,10 @@ def test_checkpoints_are_written_only_when_something_changed(tmp_path: Path) -> 
     runtime.flush()
     store = runtime.describe()["store"]
     assert store["checkpoints"] == 2 and store["generation"] == 2 and store["undo_bytes"] == 0
+    runtime.write(0, memoryview(pattern(2)))
+    registry = make_registry(runtime)
+    assert registry.get_sample_value("blockemu_store_checkpoints_total", {"device": "ufs_test"}) == 2
+    assert registry.get_sample_value("blockemu_store_undo_bytes", {"device": "ufs_test"}) == 40 + SECTOR
     runtime.close()
 
 
