@@ -101,6 +101,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config = load_config(args.config, args.set or [])
     except ConfigError as err:
         return fail(str(err))
+    if config.store.backend == "file":
+        # Refused here, a damaged or mismatched store is one line and exit 2,
+        # not a traceback from inside nbdkit.
+        from blockemu.persistence import check_config_store
+        from blockemu.store import StoreError
+
+        try:
+            check_config_store(config)
+        except StoreError as err:
+            return fail(str(err))
     http = None
     if args.http:
         try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import tomllib
 import typing
 from collections.abc import Iterable, Mapping
@@ -62,16 +63,43 @@ class DeviceSection:
 
 @dataclass(frozen=True)
 class StoreSection:
-    # Where the bytes live: "memory" (sparse anonymous mapping) or "file".
+    """Where the bytes (and, for "file", the device's state) live; blockemu/store/."""
+
+    # "memory": a sparse anonymous mapping, gone when the server stops.
+    # "file": data and device state persist in ``path`` (README, Persistence).
     backend: str = "memory"
-    # Data file for backend = "file".
+    # backend = "file": an existing, writable directory for this one device;
+    # relative paths are taken from the directory blockemu serve runs in.
     path: str = ""
+    # backend = "file": fsync at every commit, so that what a flush
+    # acknowledged survives a host crash too; false keeps only what a crash
+    # of the server (kill -9) needs, and commits cost less.
+    fsync: bool = True
 
     def check(self) -> dict[str, str | None]:
         problems: dict[str, str | None] = {"backend": _choice(self.backend, STORE_BACKENDS)}
-        if self.backend == "file" and not self.path:
-            problems["path"] = 'is required when backend = "file"'
+        if self.backend == "file":
+            problems["path"] = _store_directory(self.path)
+        elif self.path:
+            problems["path"] = 'is only used with backend = "file"; remove it or set backend = "file"'
+        problems["fsync"] = None
         return problems
+
+
+def _store_directory(path: str) -> str | None:
+    allowed = "must be an existing, writable directory"
+    if not path:
+        return f'is required when backend = "file": it {allowed}'
+    if "\0" in path:
+        return f"{allowed} (no NUL characters)"
+    where = Path(path)
+    if not where.exists():
+        return f"does not exist; it {allowed} (create it first)"
+    if not where.is_dir():
+        return f"is not a directory; it {allowed}"
+    if not os.access(where, os.W_OK | os.X_OK):
+        return f"is not writable by this user; it {allowed}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -449,7 +477,7 @@ MAX_CAPACITY_MIB = 2**47 // 2**20
 # Kept here (not imported from blockemu.policies) so that config stays import-free.
 GC_POLICIES = ("greedy", "cost_benefit", "zone_aware")
 COPY_METHODS = ("host", "simple_copy")
-STORE_BACKENDS = ("memory",)
+STORE_BACKENDS = ("memory", "file")
 TIMING_MODES = ("virtual", "realtime")
 # devfreq's governor names plus pmqos_qd; blockemu/policies/governors.py
 # implements them (kept here so that config stays import-free).
@@ -658,6 +686,9 @@ def config_from_mapping(raw: Mapping[str, Any], source: str = "<mapping>") -> Co
 
 
 def _check_cross_section(config: Config) -> None:
+    if config.store.backend == "file" and config.device.type == "zram":
+        raise ConfigError(f'{config.source}: [store] backend = "file": not for device type zram, which keeps its '
+                          'pages in RAM and loses them at power-off, as a real zram does; use backend = "memory"')
     if config.device.type == "ufs":
         _check_ufs(config)
     if config.device.type in ("zns", "zns_ftl"):

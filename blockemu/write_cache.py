@@ -35,6 +35,19 @@ The cache is bounded (``[write_cache] size_mib``).  When the pre-images
 would exceed it, the cache is written back as by a flush: everything up to
 that request becomes durable.  ``size_mib = 0`` is a write-through device
 that loses nothing.
+
+Persistence (``[store] backend = "file"``): every commit above (flush, FUA,
+write-back, and the state a power cut leaves) also commits the file store,
+with a checkpoint of the device's state when anything changed since the
+last one (blockemu/persistence.py says what it holds).  A ``kill -9`` of the
+server is then a power cut of the drop kind: a restart finds the data and
+state of the last commit.  A FUA write commits everything before it, on
+every device: the store's undo journal cannot forget one range and keep the
+rest.  A change written through is committed right after; on UFS the store
+keeps no pre-images of it (a kill in the middle leaves it partly done, as a
+device may leave an unacknowledged command), on zoned devices it does.  A
+clean stop (SIGTERM) writes the cache back, as a device does on an orderly
+power-down.
 """
 
 from __future__ import annotations
@@ -49,7 +62,8 @@ import numpy as np
 
 from blockemu.config import Config
 from blockemu.devices.base import ApiError, Device, MetricFamily
-from blockemu.store import Store, open_store
+from blockemu.persistence import device_state, persisted_geometry, restore_device_state
+from blockemu.store import FileStore, Store, open_store
 
 POWERCUT_MODES = ("drop", "torn")
 # Device kinds whose reads depend on model state besides the bytes in the store.
@@ -145,10 +159,14 @@ class JournaledStore:
 class PowerCutLayer:
     """Wraps a device whose store is a :class:`JournaledStore`: flush/FUA durability and power cuts."""
 
-    def __init__(self, inner: Device, journal: JournaledStore, cache_bytes: int) -> None:
+    def __init__(self, inner: Device, journal: JournaledStore, cache_bytes: int,
+                 durable: FileStore | None = None) -> None:
         self.inner = inner
         self.journal = journal
         self.cache_bytes = cache_bytes
+        # A persistent store, committed with the cache; None for memory.
+        self.durable = durable
+        self._changed = False  # since the durable store's last checkpoint
         self.name = inner.name
         self.size_bytes = inner.size_bytes
         self.capabilities = inner.capabilities
@@ -165,16 +183,35 @@ class PowerCutLayer:
 
     # ------------------------------------------------------------ durability
     def _before_change(self) -> None:
+        self._changed = True
         if self.rolls_back_state and self._state is None:
             self._state = self.inner.snapshot_state()  # type: ignore[attr-defined]
 
     def _commit(self) -> None:
+        if self.durable is not None and self._changed:
+            # First: if it fails (a full disk), the flush fails and nothing is forgotten.
+            self.durable.checkpoint(device_state(self.inner))
+            self._changed = False
         self.journal.commit()
         self._state = None
 
+    def _commit_state(self) -> None:
+        self._changed = True
+        self._commit()
+
+    def load_or_save_state(self) -> None:
+        """At start-up on a file store: load its last commit's state, or commit a new store's initial one."""
+        assert self.durable is not None
+        saved = self.durable.saved_state
+        if saved is None:
+            self._commit_state()
+            return
+        restore_device_state(self.inner, saved, str(self.durable.directory / "state"))
+        self.durable.saved_state = None  # the model has it now
+
     def _after_change(self, fua_range: tuple[int, int] | None = None) -> None:
         if fua_range is not None:
-            if self.rolls_back_state:
+            if self.rolls_back_state or self.durable is not None:
                 self._commit()
             else:
                 self.journal.commit(*fua_range)
@@ -191,10 +228,21 @@ class PowerCutLayer:
             self.writebacks += 1
             self._commit()
             self.journal.write_through = True
+            self._changed = True
+            # A file store need not journal it either where reads depend on
+            # the bytes alone (UFS): the commit right after makes it durable,
+            # and a kill in between leaves part of an unacknowledged command
+            # done, as a device may.  Zoned devices journal it: their zones'
+            # state must match their bytes.
+            unjournaled = self.durable if not self.rolls_back_state else None
+            if unjournaled is not None:
+                unjournaled.journaling = False
             try:
                 return call()
             finally:
                 self.journal.write_through = False
+                if unjournaled is not None:
+                    unjournaled.journaling = True
                 self._commit()
         self._before_change()
         done = call()
@@ -223,8 +271,10 @@ class PowerCutLayer:
 
     def background_step(self, now_ns: int) -> int | None:
         # Background work (GC, HID) changes state too, and is lost with the rest.
+        changed = self._changed
         self._before_change()
         done = self.inner.background_step(now_ns)
+        self._changed = changed or done is not None  # an idle step changed nothing
         self._after_change()
         return done
 
@@ -246,6 +296,8 @@ class PowerCutLayer:
         if self._state is not None:
             self.inner.restore_state(self._state)  # type: ignore[attr-defined]
         self._state = None
+        if self.durable is not None:
+            self._commit_state()  # what survived the cut is what the device now holds
         self.powercuts[mode] += 1
         self.sectors_dropped += reverted
         self.sectors_kept += kept
@@ -286,6 +338,8 @@ class PowerCutLayer:
     def describe(self) -> dict[str, Any]:
         description = self.inner.describe()
         description["write_cache"] = self.status()
+        if self.durable is not None:
+            description["store"] = self.durable.status()
         return description
 
     def metrics(self) -> Iterator[MetricFamily]:
@@ -300,9 +354,25 @@ class PowerCutLayer:
                            [({}, self.journal.dirty_bytes)])
         yield MetricFamily("blockemu_write_cache_writebacks_total", "counter",
                            "Times the full write cache was written back as by a flush", [({}, self.writebacks)])
+        if self.durable is not None:
+            durable = self.durable
+            yield MetricFamily("blockemu_store_checkpoints_total", "counter",
+                               "State checkpoints committed to the file store", [({}, durable.checkpoints)])
+            yield MetricFamily("blockemu_store_checkpoint_seconds_total", "counter",
+                               "Wall time spent writing checkpoints", [({}, durable.checkpoint_seconds)])
+            yield MetricFamily("blockemu_store_checkpoint_bytes", "gauge", "Size of the last checkpoint",
+                               [({}, durable.checkpoint_bytes)])
+            yield MetricFamily("blockemu_store_undo_bytes", "gauge",
+                               "Undo journal bytes since the last checkpoint", [({}, durable.undo_bytes)])
         yield from self.inner.metrics()
 
     def close(self) -> None:
+        if self.durable is not None:
+            try:
+                self._commit()  # an orderly power-down writes the cache back
+            finally:
+                self.inner.close()
+            return
         self.inner.close()
 
     def __getattr__(self, name: str) -> Any:
@@ -336,14 +406,27 @@ def create_cached_device(config: Config) -> Device:
     """
     from blockemu.devices import DEVICE_FACTORIES  # the device models import numpy & co; only when serving
 
-    store = open_store(config.store.backend, config.capacity_bytes, config.store.path)
+    store = open_store(config.store.backend, config.capacity_bytes, config.store.path,
+                       geometry=persisted_geometry(config), fsync=config.store.fsync)
     if config.device.type == "zram":
         return DEVICE_FACTORIES["zram"](config, store)
     # The atomic unit a cut keeps or loses: the device's logical block.
     sector_bytes = config.zns.lba_bytes if config.device.type in _STATEFUL_KINDS else 4096
     journal = JournaledStore(store, sector_bytes)
-    device = DEVICE_FACTORIES[config.device.type](config, journal)
-    return PowerCutLayer(device, journal, config.write_cache.size_mib * 1024 * 1024)
+    try:
+        device = DEVICE_FACTORIES[config.device.type](config, journal)
+    except BaseException:
+        store.close()
+        raise
+    durable = store if isinstance(store, FileStore) else None
+    layer = PowerCutLayer(device, journal, config.write_cache.size_mib * 1024 * 1024, durable)
+    if durable is not None:
+        try:
+            layer.load_or_save_state()
+        except BaseException:
+            device.close()
+            raise
+    return layer
 
 
 # ---------------------------------------------------------------------- ctl

@@ -28,6 +28,8 @@ import enum
 from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
+
 
 class HidState(enum.Enum):
     IDLE = "idle"
@@ -145,6 +147,37 @@ class HidController:
             self.set_operation(HidOperation.ANALYSIS)
         else:
             self.set_operation(HidOperation.ANALYSIS_AND_DEFRAG)
+
+    # ---------------------------------------------------------------- state
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """The state machine's variables, for snapshots and checkpoints (counters separately)."""
+        states, operations = list(HidState), list(HidOperation)
+        return {
+            "hid_state": np.array([states.index(self.state), operations.index(self.operation),
+                                   self.fragmented_size, self._requested, self._done], dtype=np.int64),
+            # bHIDSize is a u64 in sysfs; it may exceed int64.
+            "hid_defrag_size": np.array([self.defrag_size], dtype=np.uint64),
+        }
+
+    def load_state_arrays(self, state: dict[str, np.ndarray]) -> None:
+        states, operations = list(HidState), list(HidOperation)
+        code, operation, fragmented, requested, done = (int(v) for v in state["hid_state"].tolist())
+        if not (0 <= code < len(states) and 0 <= operation < len(operations)):
+            raise ValueError(f"saved HID state ({code}, {operation}) is not a state of this model")
+        self.state, self.operation = states[code], operations[operation]
+        self.fragmented_size, self._requested, self._done = fragmented, requested, done
+        self.defrag_size = int(state["hid_defrag_size"][0])
+        # Its completion time was on the old run's clock: an analysis in
+        # progress starts over (same result: the mapping is the saved one).
+        self._analysis_done_at = None
+
+    def counter_arrays(self) -> dict[str, np.ndarray]:
+        return {"hid_counters": np.array([self.defrag_bytes_total, self.analyses_total,
+                                          self.defrags_completed_total], dtype=np.int64)}
+
+    def load_counter_arrays(self, state: dict[str, np.ndarray]) -> None:
+        self.defrag_bytes_total, self.analyses_total, self.defrags_completed_total = (
+            int(v) for v in state["hid_counters"].tolist())
 
     # -------------------------------------------------------- state machine
     def set_operation(self, operation: HidOperation) -> None:

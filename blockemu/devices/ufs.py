@@ -301,10 +301,34 @@ class UfsDevice:
 
     # ------------------------------------------------------------------ state
     def snapshot_state(self) -> dict[str, np.ndarray]:
-        return self.ftl.state()
+        """The FTL and the HID state machine, with the windows a defragmentation still has to do."""
+        return {**self.ftl.state(), **self.hid.state_arrays(),
+                "hid_defrag_queue": np.array(self._defrag_queue, dtype=np.int64)}
 
     def restore_state(self, state: dict[str, np.ndarray]) -> None:
         self.ftl.load_state(state)
+        if "hid_state" in state:  # traces written before HID state was saved carry only the FTL
+            queue = state["hid_defrag_queue"]
+            windows = -(-self.ftl.logical_sectors // self.window_sectors)
+            if len(queue) and not (int(queue.min()) >= 0 and int(queue.max()) < windows):
+                raise ValueError("saved HID defragmentation queue names windows beyond this device")
+            self.hid.load_state_arrays(state)
+            self._defrag_queue = queue.tolist()
+
+    # Counters describe() and the metrics report; checkpoints keep them, traces do not.
+    _READ_COUNTERS = ("reads_with_media", "read_physical_runs", "read_tr_total")
+
+    def snapshot_counters(self) -> dict[str, np.ndarray]:
+        return {"ufs_read_counters": np.array([getattr(self, name) for name in self._READ_COUNTERS],
+                                              dtype=np.int64), **self.hid.counter_arrays()}
+
+    def restore_counters(self, state: dict[str, np.ndarray]) -> None:
+        values = state["ufs_read_counters"].tolist()
+        if len(values) != len(self._READ_COUNTERS):
+            raise ValueError(f"saved UFS counters have {len(values)} entries, expected {len(self._READ_COUNTERS)}")
+        for name, value in zip(self._READ_COUNTERS, values, strict=True):
+            setattr(self, name, int(value))
+        self.hid.load_counter_arrays(state)
 
     # ------------------------------------------------------------ inspection
     def layout(self) -> tuple[int, int]:

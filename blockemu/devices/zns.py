@@ -730,6 +730,27 @@ class ZnsDevice:
         if set(self._implicit) != {z.index for z in self.zones if z.condition is ZoneCondition.IMPLICITLY_OPEN}:
             raise ValueError("saved implicit-open order does not match the zones' conditions")
 
+    # Counters describe() and the metrics report; checkpoints keep them, traces and power cuts do not.
+    _COUNTERS = ("host_read_bytes", "host_write_bytes", "zone_resets", "zone_finishes", "zone_opens", "zone_closes",
+                 "implicit_closes", "appends", "append_bytes", "copy_commands", "copied_bytes")
+
+    def snapshot_counters(self) -> dict[str, np.ndarray]:
+        names = sorted(self.refusals)
+        return {
+            "zns_counters": np.array([getattr(self, name) for name in self._COUNTERS], dtype=np.int64),
+            "zns_refusal_names": np.array(names, dtype=np.str_),
+            "zns_refusal_counts": np.array([self.refusals[name] for name in names], dtype=np.int64),
+        }
+
+    def restore_counters(self, state: dict[str, np.ndarray]) -> None:
+        values = state["zns_counters"].tolist()
+        if len(values) != len(self._COUNTERS):
+            raise ValueError(f"saved ZNS counters have {len(values)} entries, expected {len(self._COUNTERS)}")
+        for name, value in zip(self._COUNTERS, values, strict=True):
+            setattr(self, name, int(value))
+        self.refusals = {str(name): int(count) for name, count in
+                         zip(state["zns_refusal_names"].tolist(), state["zns_refusal_counts"].tolist(), strict=True)}
+
     # ---------------------------------------------------------- inspection
     def report_zones(self) -> list[dict[str, Any]]:
         """Zone Management Receive, Report Zones (§3.4.2), in bytes."""

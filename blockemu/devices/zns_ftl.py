@@ -399,7 +399,6 @@ class ZonedLog:
     def snapshot_state(self) -> dict[str, np.ndarray]:
         return {
             "log_l2p": self.l2p.copy(),
-            "log_valid": self.valid.copy(),
             "log_last_write": self.last_write.copy(),
             "log_last_host_write": self.last_host_write.copy(),
             "log_full": self.full.copy(),
@@ -417,7 +416,8 @@ class ZonedLog:
         self.p2l.fill(UNMAPPED)
         mapped = np.flatnonzero(self.l2p >= 0)
         self.p2l[self.l2p[mapped]] = mapped
-        self.valid = state["log_valid"].astype(np.int64)
+        # Valid counts follow from the map (older snapshots also carry them as "log_valid").
+        self.valid = np.bincount(self.l2p[mapped] // self.zone_blocks, minlength=len(self.valid)).astype(np.int64)
         self.last_write = state["log_last_write"].astype(np.int64)
         self.last_host_write = state["log_last_host_write"].astype(np.int64)
         self.full = state["log_full"].astype(bool)
@@ -426,6 +426,19 @@ class ZonedLog:
         clock, victim, cursor = (int(v) for v in state["log_scalars"].tolist())
         self.write_clock, self.victim, self._victim_cursor = clock, (None if victim < 0 else victim), cursor
         self.check_consistency()
+
+    _COUNTERS = ("host_blocks_written", "gc_blocks_relocated", "gc_link_bytes", "gc_copy_commands", "gc_busy_ns",
+                 "zones_collected", "foreground_collections", "background_steps")
+
+    def snapshot_counters(self) -> dict[str, np.ndarray]:
+        return {"log_counters": np.array([getattr(self, name) for name in self._COUNTERS], dtype=np.int64)}
+
+    def restore_counters(self, state: dict[str, np.ndarray]) -> None:
+        values = state["log_counters"].tolist()
+        if len(values) != len(self._COUNTERS):
+            raise ValueError(f"saved zoned-log counters have {len(values)} entries, expected {len(self._COUNTERS)}")
+        for name, value in zip(self._COUNTERS, values, strict=True):
+            setattr(self, name, int(value))
 
     # ------------------------------------------------------------- checks
     def check_consistency(self) -> None:
@@ -514,6 +527,13 @@ class ZnsFtlDevice:
     def restore_state(self, state: dict[str, np.ndarray]) -> None:
         self.zns.restore_state(state)
         self.log.restore_state(state)
+
+    def snapshot_counters(self) -> dict[str, np.ndarray]:
+        return {**self.zns.snapshot_counters(), **self.log.snapshot_counters()}
+
+    def restore_counters(self, state: dict[str, np.ndarray]) -> None:
+        self.zns.restore_counters(state)
+        self.log.restore_counters(state)
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from blockemu.config import Config, ConfigError, load_config
+from blockemu.config import Config, ConfigError, config_from_mapping, load_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -57,3 +58,39 @@ def test_overrides_apply_and_validate(tmp_path: Path) -> None:
 
 def test_defaults_are_a_valid_config() -> None:
     assert Config().with_overrides([]).device.capacity_mib == 8192
+
+
+def test_store_settings_are_validated_one_line_naming_the_key(tmp_path: Path) -> None:
+    (tmp_path / "a_file").write_text("")
+    cases = [
+        ({"backend": "tape"}, "[store] backend = 'tape': must be one of memory, file"),
+        ({"backend": "file"}, "[store] path = '': is required when backend = \"file\": it must be an existing, "
+                              "writable directory"),
+        ({"backend": "file", "path": str(tmp_path / "nowhere")},
+         f"[store] path = '{tmp_path / 'nowhere'}': does not exist; it must be an existing, writable directory "
+         "(create it first)"),
+        ({"backend": "file", "path": str(tmp_path / "a_file")},
+         f"[store] path = '{tmp_path / 'a_file'}': is not a directory; it must be an existing, writable directory"),
+        ({"path": str(tmp_path)}, f"[store] path = '{tmp_path}': is only used with backend = \"file\"; remove it "
+                                  "or set backend = \"file\""),
+        ({"backend": "file", "path": str(tmp_path), "fsync": "yes"}, "[store] fsync: expected bool, got str 'yes'"),
+    ]
+    for store, expected in cases:
+        with pytest.raises(ConfigError) as info:
+            config_from_mapping({"store": store}, "cfg.toml")
+        assert str(info.value) == f"cfg.toml: {expected}"
+    with pytest.raises(ConfigError) as info:
+        config_from_mapping({"device": {"type": "zram"}, "store": {"backend": "file", "path": str(tmp_path)}}, "z")
+    assert str(info.value) == ('z: [store] backend = "file": not for device type zram, which keeps its pages in RAM '
+                               'and loses them at power-off, as a real zram does; use backend = "memory"')
+    config = config_from_mapping({"store": {"backend": "file", "path": str(tmp_path)}}, "ok")
+    assert config.store.fsync is True
+    assert config.with_overrides(["store.fsync=false"]).store.fsync is False
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write to any directory")
+def test_an_unwritable_store_directory_is_refused(tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    with pytest.raises(ConfigError, match=r"\[store\] path = .*: is not writable by this user"):
+        config_from_mapping({"store": {"backend": "file", "path": str(locked)}}, "cfg")

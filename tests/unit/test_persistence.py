@@ -1,0 +1,314 @@
+"""Persistent devices through DeviceRuntime: a kill after a commit, a restart, the same data and state.
+
+A "kill" here closes the file store's descriptors without committing, which
+leaves the directory as a ``kill -9`` of the server would (the kernel keeps
+what the process wrote); tests/integration/test_persist_serve.py does the
+real thing.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from blockemu.config import config_from_mapping
+from blockemu.metrics import make_registry
+from blockemu.persistence import check_config_store
+from blockemu.runtime import DeviceRuntime
+from blockemu.store import StoreError
+from blockemu.store.file import decode_checkpoint, encode_checkpoint
+from blockemu.write_cache import PowerCutLayer
+from tests.conftest import SMALL_UFS
+
+MIB = 1024 * 1024
+SECTOR = 4096
+# Parts of GET /api/v1/device that belong to the running server, not the device.
+RUNTIME_KEYS = ("timing", "faults", "io", "queue_depth", "store", "write_cache")
+
+
+def ufs_raw(path: Path, **sections: dict[str, Any]) -> dict[str, Any]:
+    raw: dict[str, Any] = {name: dict(table) for name, table in SMALL_UFS.items()}
+    raw["store"] = {"backend": "file", "path": str(path), "fsync": False}
+    for name, table in sections.items():
+        raw.setdefault(name, {}).update(table)
+    return raw
+
+
+def zns_raw(path: Path) -> dict[str, Any]:
+    return {"device": {"type": "zns", "name": "zns_test", "capacity_mib": 16},
+            "zns": {"zone_size_mib": 2, "zone_capacity_mib": 1, "conventional_zones": 2, "max_open_zones": 3,
+                    "max_active_zones": 4},
+            "store": {"backend": "file", "path": str(path)}}
+
+
+def zns_ftl_raw(path: Path) -> dict[str, Any]:
+    return {"device": {"type": "zns_ftl", "name": "log_test", "capacity_mib": 32},
+            "zns": {"zone_size_mib": 1, "max_open_zones": 6, "max_active_zones": 8, "parallel_units": 4},
+            "zns_ftl": {"overprovision_percent": 25.0, "gc_start_free_zones": 3, "gc_reserve_free_zones": 1,
+                        "gc_policy": "zone_aware"},
+            "store": {"backend": "file", "path": str(path), "fsync": False}}
+
+
+def start(raw: dict[str, Any]) -> DeviceRuntime:
+    return DeviceRuntime(config_from_mapping(raw, "<test>"))
+
+
+def kill(runtime: DeviceRuntime) -> None:
+    layer = runtime.device
+    assert isinstance(layer, PowerCutLayer) and layer.durable is not None
+    layer.durable.close()  # no commit, nothing written back: what a SIGKILL leaves
+
+
+def pattern(tag: int, length: int = SECTOR) -> bytes:
+    return bytes([tag % 251 + 1]) * length
+
+
+def read(runtime: DeviceRuntime, offset: int, length: int = SECTOR) -> bytes:
+    buf = bytearray(length)
+    runtime.read(offset, memoryview(buf))
+    return bytes(buf)
+
+
+def image(runtime: DeviceRuntime) -> bytes:
+    return read(runtime, 0, runtime.device.size_bytes)
+
+
+def device_part(runtime: DeviceRuntime) -> dict[str, Any]:
+    return {k: v for k, v in runtime.describe().items() if k not in RUNTIME_KEYS}
+
+
+def step(runtime: DeviceRuntime) -> None:
+    """One slice of background work (HID, GC), at its modeled time."""
+    with runtime.lock:
+        done = runtime.device.background_step(runtime.clock.now_ns())
+    if done is not None:
+        runtime.clock.wait_until(done)
+
+
+def test_ufs_data_mapping_and_hid_state_survive_a_kill(tmp_path: Path) -> None:
+    runtime = start(ufs_raw(tmp_path))
+    for i in range(64):  # 8 files of 256 KiB written interleaved: fragmented
+        for f in range(8):
+            runtime.write(f * MIB + i * SECTOR, memoryview(pattern(f * 64 + i)))
+    runtime.trim(7 * MIB, 128 * 1024)
+    runtime.api("PUT", ["hid", "defrag_trigger"], b"enable")
+    for _ in range(3):  # analysis starts, finishes, the first 1 MiB step of the defragmentation
+        step(runtime)
+    assert runtime.api("GET", ["hid"], b"")["state"] == "defrag_in_progress"
+    runtime.flush()
+    state, committed = device_part(runtime), image(runtime)
+    assert 0 < state["hid"]["progress_ratio"] < 100 and state["fragmentation"]["mapped_bytes"] > 0
+
+    runtime.write(0, memoryview(pattern(200, 2 * MIB)))  # over flushed data and into unwritten space
+    runtime.write(20 * MIB + 512, memoryview(b"partial"))
+    runtime.trim(MIB, MIB)
+    step(runtime)  # more defragmentation, never committed
+    assert image(runtime) != committed and device_part(runtime) != state
+    kill(runtime)
+
+    again = start(ufs_raw(tmp_path))
+    assert device_part(again) == state
+    assert image(again) == committed
+    again.run_background_until_idle()  # the defragmentation carries on from where it was committed
+    assert again.api("GET", ["hid"], b"")["state"] == "defrag_completed"
+    assert image(again) == committed
+    again.close()
+
+
+def test_zns_zones_and_data_survive_a_kill(tmp_path: Path) -> None:
+    runtime = start(zns_raw(tmp_path))
+    zone = 2 * MIB
+    runtime.write(0, memoryview(pattern(1, 8 * SECTOR)))  # conventional
+    runtime.write(2 * zone, memoryview(pattern(2, 3 * SECTOR)))  # zone 2: implicitly open
+    runtime.api("POST", ["zones", "3", "append"], pattern(3, 2 * SECTOR))
+    runtime.api("POST", ["zones", "3", "close"], b"")
+    runtime.api("POST", ["zones", "4", "open"], b"")  # explicitly open, empty
+    runtime.write(5 * zone, memoryview(pattern(5, SECTOR)))
+    runtime.api("POST", ["zones", "5", "finish"], b"")
+    runtime.write(6 * zone, memoryview(pattern(6, SECTOR)))
+    runtime.api("POST", ["zones", "6", "reset"], b"")
+    runtime.api("POST", ["zones", "7", "fault"], b"read_only")
+    runtime.flush()
+    state, committed = device_part(runtime), image(runtime)
+    zones = runtime.api("GET", ["zones"], b"")
+    assert [z["condition"] for z in zones] == ["not_write_pointer"] * 2 + [
+        "implicitly_open", "closed", "explicitly_open", "full", "empty", "read_only"]
+
+    runtime.write(2 * zone + 3 * SECTOR, memoryview(pattern(9, SECTOR)))
+    runtime.write(SECTOR, memoryview(pattern(10)))  # conventional overwrite
+    runtime.api("POST", ["zones", "5", "reset"], b"")
+    runtime.api("POST", ["zones", "3", "finish"], b"")
+    runtime.api("POST", ["zones", "6", "append"], pattern(11))
+    kill(runtime)
+
+    again = start(zns_raw(tmp_path))
+    assert again.api("GET", ["zones"], b"") == zones
+    assert device_part(again) == state
+    assert image(again) == committed
+    again.write(2 * zone + 3 * SECTOR, memoryview(pattern(12)))  # at the committed write pointer
+    assert again.api("GET", ["zones", "2"], b"")["wp"] == 2 * zone + 4 * SECTOR
+    again.close()
+
+
+def test_zns_ftl_map_survives_a_kill_through_gc(tmp_path: Path) -> None:
+    runtime = start(zns_ftl_raw(tmp_path))
+    blocks = runtime.device.size_bytes // SECTOR
+    rng = random.Random(5)
+    for lba in range(0, blocks, 64):
+        runtime.write(lba * SECTOR, memoryview(b"".join(pattern(lba + i) for i in range(min(64, blocks - lba)))))
+    for n in range(2000):  # churn: garbage collection moves blocks and resets zones
+        runtime.write(rng.randrange(blocks) * SECTOR, memoryview(pattern(n + 3)))
+        if n % 50 == 0:
+            step(runtime)
+    runtime.flush()
+    state, committed = device_part(runtime), image(runtime)
+    assert state["gc"]["zones_collected"] > 0
+    for n in range(1000):
+        runtime.write(rng.randrange(blocks) * SECTOR, memoryview(pattern(n + 99)))
+    runtime.run_background_until_idle()
+    kill(runtime)
+
+    again = start(zns_ftl_raw(tmp_path))
+    assert device_part(again) == state
+    assert image(again) == committed
+    layer = again.device
+    assert isinstance(layer, PowerCutLayer)
+    layer.inner.log.check_consistency()  # type: ignore[attr-defined]
+    again.close()
+
+
+def test_fua_commits_everything_before_it_on_a_file_store(tmp_path: Path) -> None:
+    runtime = start(ufs_raw(tmp_path))
+    runtime.write(0, memoryview(pattern(1)))
+    runtime.write(SECTOR, memoryview(pattern(2)), fua=True)
+    runtime.write(2 * SECTOR, memoryview(pattern(3)))
+    kill(runtime)
+    again = start(ufs_raw(tmp_path))
+    assert read(again, 0, 3 * SECTOR) == pattern(1) + pattern(2) + bytes(SECTOR)
+    again.close()
+
+
+def test_a_clean_stop_writes_the_cache_back(tmp_path: Path) -> None:
+    runtime = start(ufs_raw(tmp_path))
+    runtime.write(0, memoryview(pattern(1)))
+    runtime.close()
+    again = start(ufs_raw(tmp_path))
+    assert read(again, 0) == pattern(1)
+    again.close()
+
+
+def test_what_survived_a_power_cut_survives_a_kill(tmp_path: Path) -> None:
+    runtime = start(ufs_raw(tmp_path))
+    runtime.write(0, memoryview(pattern(1, MIB)))
+    runtime.flush()
+    runtime.write(0, memoryview(pattern(2, MIB)))
+    result = runtime.api("POST", ["powercut"], b'{"mode": "torn", "seed": 4}')
+    after_cut = image(runtime)
+    assert 0 < result["kept_sectors"] < 256
+    kill(runtime)
+    again = start(ufs_raw(tmp_path))
+    assert image(again) == after_cut
+    again.close()
+
+
+def durable_of(runtime: DeviceRuntime) -> Any:
+    layer = runtime.device
+    assert isinstance(layer, PowerCutLayer)
+    return layer.durable
+
+
+def test_a_write_through_change_is_committed_and_on_ufs_not_journaled(tmp_path: Path) -> None:
+    raw = ufs_raw(tmp_path, write_cache={"size_mib": 1})
+    runtime = start(raw)
+    runtime.write(0, memoryview(pattern(1, 3 * MIB)))  # larger than the cache
+    kill(runtime)
+    again = start(raw)
+    assert read(again, 0, 3 * MIB) == pattern(1, 3 * MIB)
+    records = durable_of(again).undo_records
+    again.trim(0, 3 * MIB)  # destroys 3 MiB of written data without copying it first
+    assert durable_of(again).undo_records == records and durable_of(again).journaling
+    again.write(0, memoryview(pattern(2)))  # a small change is journaled as ever
+    assert durable_of(again).undo_records == records + 1
+    kill(again)
+    third = start(raw)
+    assert read(third, 0, 3 * MIB) == bytes(3 * MIB)
+    third.close()
+
+
+def test_a_write_through_change_on_a_zoned_device_is_journaled(tmp_path: Path) -> None:
+    raw = zns_raw(tmp_path)
+    raw["write_cache"] = {"size_mib": 1}
+    runtime = start(raw)
+    runtime.write(0, memoryview(pattern(1, 2 * MIB)))  # conventional zone 0
+    runtime.flush()
+    runtime.write(2 * MIB, memoryview(pattern(2)))  # the cache is no longer empty
+    records, writebacks = durable_of(runtime).undo_records, runtime.describe()["write_cache"]["writebacks"]
+    runtime.write_zeroes(0, MIB)  # more than the cache can still hold: written through
+    assert runtime.describe()["write_cache"]["writebacks"] == writebacks + 1
+    assert durable_of(runtime).undo_records > records  # the zeroed data went to the journal first
+    runtime.close()
+
+
+def test_checkpoints_are_written_only_when_something_changed(tmp_path: Path) -> None:
+    runtime = start(ufs_raw(tmp_path))
+    checkpoints = runtime.describe()["store"]["checkpoints"]
+    assert checkpoints == 1  # the new store's initial state
+    runtime.flush()
+    read(runtime, 0)
+    runtime.api("GET", ["hid"], b"")
+    runtime.run_background_until_idle()
+    runtime.flush()
+    assert runtime.describe()["store"]["checkpoints"] == 1
+    runtime.write(0, memoryview(pattern(1)))
+    runtime.flush()
+    runtime.flush()
+    store = runtime.describe()["store"]
+    assert store["checkpoints"] == 2 and store["generation"] == 2 and store["undo_bytes"] == 0
+    runtime.write(0, memoryview(pattern(2)))
+    registry = make_registry(runtime)
+    assert registry.get_sample_value("blockemu_store_checkpoints_total", {"device": "ufs_test"}) == 2
+    assert registry.get_sample_value("blockemu_store_undo_bytes", {"device": "ufs_test"}) == 40 + SECTOR
+    runtime.close()
+
+
+def test_another_geometry_is_refused_and_service_times_may_change(tmp_path: Path) -> None:
+    start(ufs_raw(tmp_path)).close()
+    with pytest.raises(StoreError, match=r"state: written for \[ufs\] dies = 4, the configuration has 8"):
+        start(ufs_raw(tmp_path, ufs={"dies": 8}))
+    with pytest.raises(StoreError, match=r"written for \[hid\] window_kib = 256, the configuration has 512"):
+        start(ufs_raw(tmp_path, hid={"window_kib": 512}))
+    start(ufs_raw(tmp_path, ufs={"read_setup_us": 20.0}, timing={"mode": "realtime"})).close()
+
+
+def test_a_saved_state_that_does_not_fit_is_refused(tmp_path: Path) -> None:
+    start(zns_raw(tmp_path)).close()
+    state_file = tmp_path / "state"
+    saved = decode_checkpoint(state_file.read_bytes(), "state")
+    saved.arrays["zns_wp"] = saved.arrays["zns_wp"] + 3 * MIB  # past every zone's capacity
+    parts = encode_checkpoint(saved.generation, saved.geometry, saved.arrays)
+    state_file.write_bytes(b"".join(bytes(p) for p in parts))
+    message = r"state: the saved state does not fit this device \(saved state of zone 0 .*\); refusing to start$"
+    with pytest.raises(StoreError, match=message):
+        start(zns_raw(tmp_path))
+    with pytest.raises(StoreError, match=message):  # what serve checks before starting nbdkit
+        check_config_store(config_from_mapping(zns_raw(tmp_path), "<test>"))
+
+
+def test_snapshots_leave_out_what_can_be_recomputed(tmp_path: Path) -> None:
+    runtime = start(ufs_raw(tmp_path))
+    runtime.write(0, memoryview(pattern(1, MIB)))
+    runtime.flush()
+    runtime.close()
+    saved = decode_checkpoint((tmp_path / "state").read_bytes(), "state").arrays
+    assert "p2l" not in saved and "valid" not in saved
+    assert saved["l2p"].dtype == np.int64  # widened again on load
+    header_and_map = 64 * MIB // SECTOR * 4  # the map, stored as 32-bit integers
+    assert header_and_map < (tmp_path / "state").stat().st_size < header_and_map + 16 * 1024
+    log_dir = tmp_path / "log"
+    log_dir.mkdir()
+    start(zns_ftl_raw(log_dir)).close()
+    assert "log_valid" not in decode_checkpoint((log_dir / "state").read_bytes(), "s").arrays
