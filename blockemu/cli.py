@@ -18,6 +18,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from blockemu.auth import TOKEN_ENV, TokenError, check_binding, check_psk_file, read_token_file
 from blockemu.config import ConfigError, load_config, parse_http_address
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
@@ -69,7 +70,7 @@ def plugin_environment() -> dict[str, str]:
     return env
 
 
-def _wait_ready(process: subprocess.Popen[bytes], unix: Path | None, port: int | None,
+def _wait_ready(process: subprocess.Popen[bytes], unix: Path | None, port: tuple[str, int] | None,
                 http: tuple[str, int] | None, timeout_s: float = 30.0) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -79,7 +80,7 @@ def _wait_ready(process: subprocess.Popen[bytes], unix: Path | None, port: int |
         if unix is not None:
             ready &= unix.exists()
         if port is not None:
-            ready &= _connects(("127.0.0.1", port))
+            ready &= _connects(port)
         if http is not None:
             ready &= _connects(http)
         if ready:
@@ -117,11 +118,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
             http = parse_http_address(args.http)
         except ValueError as err:
             return fail(str(err))
-        if http[0] not in ("127.0.0.1", "localhost", "::1") and not args.http_allow_remote:
-            return fail(f"--http {args.http}: the control API binds to loopback only "
-                        "unless --http-allow-remote is given")
+    token = None
+    try:
+        if args.http_token_file:
+            token = read_token_file(args.http_token_file)
+        if http is not None:
+            check_binding(http[0], args.http_allow_remote, token)
+    except TokenError as err:
+        return fail(f"--http {args.http}: {err}")
+    psk_user = None
+    if args.tls_psk:
+        if args.ublk:
+            return fail("--tls-psk encrypts NBD; a ublk device is local and has no network data path")
+        try:
+            psk_user = check_psk_file(args.tls_psk)
+        except TokenError as err:
+            return fail(f"--tls-psk: {err}")
     if args.ublk:
-        return _serve_ublk(args, config, http)
+        return _serve_ublk(args, config, http, token)
     nbdkit = shutil.which("nbdkit")
     if nbdkit is None:
         return fail("nbdkit not found; run 'make setup' (installs nbdkit and nbdkit-plugin-python)")
@@ -135,7 +149,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if unix is not None:
         argv += ["--unix", str(unix)]
     else:
-        argv += ["--ipaddr", "127.0.0.1", "--port", str(args.port)]
+        argv += ["--ipaddr", args.listen, "--port", str(args.port)]
+    if args.tls_psk:
+        # nbdkit's own TLS: clients must negotiate it and know a key of the file.
+        argv += ["--tls=require", f"--tls-psk={Path(args.tls_psk).resolve()}"]
     if args.verbose:
         argv.append("--verbose")
     argv += ["python", str(PLUGIN), f"config={Path(args.config).resolve()}"]
@@ -146,7 +163,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if trace.exists():
             return fail(f"--trace {args.trace}: the file exists; traces never overwrite files")
         argv.append(f"trace={trace}")
-    process = subprocess.Popen(argv, env=plugin_environment())
+    env = plugin_environment()
+    # The token reaches the plugin in its environment, never in argv (ps shows argv to everyone).
+    env.pop(TOKEN_ENV, None)
+    if token is not None:
+        env[TOKEN_ENV] = token
+    process = subprocess.Popen(argv, env=env)
 
     def stop(signum: int, frame: Any) -> None:
         if process.poll() is None:
@@ -155,13 +177,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     try:
-        if not _wait_ready(process, unix, args.port, http, args.ready_timeout):
+        tcp = (args.listen, args.port) if args.port is not None else None
+        if not _wait_ready(process, unix, tcp, http, args.ready_timeout):
             if process.poll() is None:
                 process.terminate()
                 process.wait(timeout=10)
                 return fail(f"nbdkit did not become ready within {args.ready_timeout:g} s (--ready-timeout)", 1)
             return fail(f"nbdkit exited with status {process.returncode} before serving", 1)
-        uri = f"nbd+unix:///?socket={unix}" if unix is not None else f"nbd://127.0.0.1:{args.port}"
+        scheme, user = ("nbds", f"{psk_user}@") if psk_user else ("nbd", "")
+        host = "127.0.0.1" if args.listen in ("0.0.0.0", "::") else args.listen
+        host = f"[{host}]" if ":" in host else host
+        uri = (f"{scheme}+unix://{user}/?socket={unix}" if unix is not None
+               else f"{scheme}://{user}{host}:{args.port}")
+        if psk_user:
+            uri += ("&" if unix is not None else "/?") + f"tls-psk-file={Path(args.tls_psk).resolve()}"
         print(f"blockemu: serving {config.device.name} ({config.device.type}, {config.device.capacity_mib} MiB, "
               f"{config.timing.mode} timing)")
         print(f"  NBD:     {uri}")
@@ -184,7 +213,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0 if code in (0, -signal.SIGTERM, -signal.SIGINT) else code
 
 
-def _serve_ublk(args: argparse.Namespace, config: Any, http: tuple[str, int] | None) -> int:
+def _serve_ublk(args: argparse.Namespace, config: Any, http: tuple[str, int] | None, token: str | None) -> int:
     """`serve --ublk`: the device as /dev/ublkbN, served in this process (blockemu/frontends/ublk)."""
     import threading
 
@@ -195,7 +224,7 @@ def _serve_ublk(args: argparse.Namespace, config: Any, http: tuple[str, int] | N
     if args.trace and Path(args.trace).exists():
         return fail(f"--trace {args.trace}: the file exists; traces never overwrite files")
     runtime = DeviceRuntime(config)
-    control = ControlServer(runtime, *http) if http is not None else None
+    control = ControlServer(runtime, *http, token) if http is not None else None
     stop = threading.Event()
 
     def request_stop(signum: int, frame: Any) -> None:
@@ -271,8 +300,13 @@ class ControlClientError(Exception):
     pass
 
 
-def http_request(url: str, method: str = "GET", body: bytes | None = None, timeout_s: float = 30.0) -> Any:
+def http_request(url: str, method: str = "GET", body: bytes | None = None, timeout_s: float = 30.0,
+                 token: str | None = None) -> Any:
+    """One control API request; ``token`` (default $BLOCKEMU_HTTP_TOKEN) is sent as a bearer token."""
     request = urllib.request.Request(url, data=body, method=method)
+    token = token if token is not None else os.environ.get(TOKEN_ENV)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             payload = response.read()
@@ -302,6 +336,12 @@ def print_result(result: Any) -> None:
 
 def cmd_ctl(args: argparse.Namespace) -> int:
     """Run the ``ctl`` subcommand chosen; each sets ``ctl_func(args, base_url)``."""
+    if args.token_file:
+        try:
+            # Every request of this process carries it (http_request reads the variable).
+            os.environ[TOKEN_ENV] = read_token_file(args.token_file)
+        except TokenError as err:
+            return fail(f"--token-file: {err}")
     try:
         return int(args.ctl_func(args, args.url.rstrip("/")) or 0)
     except ControlClientError as err:
@@ -356,10 +396,17 @@ def build_parser(load_extensions: bool = True) -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="serve a device over NBD (nbdkit) with a control API")
     serve.add_argument("config", help="device configuration (TOML), e.g. configs/ufs41.toml")
     serve.add_argument("--unix", help="unix socket path (default: under $XDG_RUNTIME_DIR or /tmp)")
-    serve.add_argument("--port", type=int, help="serve NBD on 127.0.0.1:PORT instead of a unix socket")
+    serve.add_argument("--port", type=int, help="serve NBD on TCP port PORT (see --listen) instead of a unix socket")
+    serve.add_argument("--listen", default="127.0.0.1", metavar="ADDR",
+                       help="address --port listens on (default 127.0.0.1); off loopback consider --tls-psk")
+    serve.add_argument("--tls-psk", metavar="FILE",
+                       help="require TLS on NBD with these pre-shared keys (username:hexkey lines, see psktool)")
     serve.add_argument("--http", default=DEFAULT_HTTP,
                        help=f"control API and /metrics address (default {DEFAULT_HTTP}; '' disables)")
-    serve.add_argument("--http-allow-remote", action="store_true", help="allow --http on a non-loopback address")
+    serve.add_argument("--http-allow-remote", action="store_true",
+                       help="allow --http on a non-loopback address (needs --http-token-file)")
+    serve.add_argument("--http-token-file", metavar="FILE",
+                       help="a bearer token every control API request but GET must carry (see blockemu/auth.py)")
     serve.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value")
     serve.add_argument("--threads", type=int, default=16, help="nbdkit worker threads (queue depth the device sees)")
     serve.add_argument("--verbose", action="store_true", help="nbdkit debug output")
@@ -389,6 +436,8 @@ def build_parser(load_extensions: bool = True) -> argparse.ArgumentParser:
     ctl = sub.add_parser("ctl", help="talk to a running device's control API")
     ctl.add_argument("--url", default=os.environ.get("BLOCKEMU_URL", DEFAULT_URL),
                      help=f"control API base URL (default $BLOCKEMU_URL or {DEFAULT_URL})")
+    ctl.add_argument("--token-file", metavar="FILE",
+                     help=f"the server's bearer token (default ${TOKEN_ENV}), sent with every request")
     ctl.set_defaults(func=cmd_ctl)
     ctl_sub = ctl.add_subparsers(dest="ctl", required=True)
     ctl_sub.add_parser("device", help="description and live statistics").set_defaults(

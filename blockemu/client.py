@@ -37,18 +37,19 @@ def free_port() -> int:
 
 
 class ControlClient:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, token: str | None = None) -> None:
         self.url = url.rstrip("/")
+        self.token = token  # None: $BLOCKEMU_HTTP_TOKEN, if set
 
     def get(self, path: str) -> Any:
-        return http_request(f"{self.url}/api/v1/{path}")
+        return http_request(f"{self.url}/api/v1/{path}", token=self.token)
 
     def put(self, path: str, value: str) -> Any:
-        return http_request(f"{self.url}/api/v1/{path}", "PUT", value.encode())
+        return http_request(f"{self.url}/api/v1/{path}", "PUT", value.encode(), token=self.token)
 
     def post(self, path: str, body: Any = None) -> Any:
         data = json.dumps(body).encode() if body is not None else b""
-        return http_request(f"{self.url}/api/v1/{path}", "POST", data)
+        return http_request(f"{self.url}/api/v1/{path}", "POST", data, token=self.token)
 
     def device(self) -> dict[str, Any]:
         result: dict[str, Any] = self.get("device")
@@ -105,7 +106,8 @@ class ControlClient:
 
     def zone_append(self, index: int, data: bytes) -> int:
         """Zone Append ``data``; returns the byte offset the device wrote it at."""
-        return int(http_request(f"{self.url}/api/v1/zones/{index}/append", "POST", bytes(data))["offset"])
+        answer = http_request(f"{self.url}/api/v1/zones/{index}/append", "POST", bytes(data), token=self.token)
+        return int(answer["offset"])
 
     def copy(self, sources: list[tuple[int, int]], dest_zone: int) -> int:
         """Simple Copy (offset, length) byte ranges to ``dest_zone``'s write pointer; returns where."""

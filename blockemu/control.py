@@ -22,6 +22,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from blockemu.auth import authorized
 from blockemu.devices.base import ApiError
 from blockemu.metrics import make_registry
 from blockemu.openapi import openapi_document
@@ -33,8 +34,10 @@ API_PREFIX = "/api/v1/"
 
 
 class ControlServer:
-    def __init__(self, runtime: DeviceRuntime, host: str, port: int) -> None:
+    def __init__(self, runtime: DeviceRuntime, host: str, port: int, token: str | None = None) -> None:
         self.runtime = runtime
+        # When set, every request but GET/HEAD must carry it (blockemu/auth.py).
+        self.token = token or None
         self.registry = make_registry(runtime)
         handler = type("Handler", (_Handler,), {"control": self})
         self.httpd = ThreadingHTTPServer((host, port), handler)
@@ -68,7 +71,7 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class names it
         """Requests are not logged: the metrics are the record."""
 
-    def _send(self, status: int, payload: Any) -> None:
+    def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
         if isinstance(payload, bytes):
             body, ctype = payload, CONTENT_TYPE_LATEST
         elif isinstance(payload, str):
@@ -78,6 +81,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
@@ -106,6 +111,12 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._body()
         if body is None:
             return
+        if not authorized(self.command, self.headers.get("Authorization"), self.control.token):
+            self._send(HTTPStatus.UNAUTHORIZED,
+                       {"error": f"{self.command} needs 'Authorization: Bearer <token>' with the token given to "
+                                 "blockemu serve --http-token-file; GET needs none"},
+                       {"WWW-Authenticate": 'Bearer realm="blockemu"'})
+            return
         path = self.path.split("?", 1)[0]
         runtime = self.control.runtime
         try:
@@ -118,7 +129,8 @@ class _Handler(BaseHTTPRequestHandler):
                 if self.command != "GET":
                     raise ApiError(405, "use GET /api/v1/openapi.json")
                 kind = str(getattr(runtime.device, "kind", ""))
-                self._send(200, openapi_document(kind, power=isinstance(runtime.device, PowerModel)))
+                self._send(200, openapi_document(kind, power=isinstance(runtime.device, PowerModel),
+                                                 token_required=self.control.token is not None))
                 return
             if path in ("/api/v1/device", "/api/v1/device/"):
                 if self.command != "GET":

@@ -41,8 +41,12 @@ def _attribute_path(name: str, enum: tuple[str, ...]) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": {"type": "string", "enum": list(enum)}}
 
 
-def openapi_document(device_kind: str, power: bool) -> dict[str, Any]:
-    """The description for a served device of ``device_kind`` (with the power layer or not)."""
+def openapi_document(device_kind: str, power: bool, token_required: bool = False) -> dict[str, Any]:
+    """The description for a served device of ``device_kind`` (with the power layer or not).
+
+    ``token_required``: the server was given a bearer token (blockemu/auth.py),
+    which every operation but GET needs.
+    """
     from blockemu.faults import FAULT_ERRNOS, FAULT_OPS
     from blockemu.write_cache import POWERCUT_MODES
 
@@ -136,11 +140,20 @@ def openapi_document(device_kind: str, power: bool) -> dict[str, Any]:
             "get": _op("One devfreq-style attribute", answer="text"),
             "put": _op("Write one attribute", text_body=True),
         }
+    components: dict[str, Any] = {"schemas": {"Error": _object({"error": {"type": "string"}}, required=("error",))}}
+    if token_required:
+        components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        for item in paths.values():
+            for method, operation in item.items():
+                if method in ("put", "post", "delete", "patch"):
+                    operation["security"] = [{"bearer": []}]
+                    operation["responses"]["401"] = {"description": "no or wrong bearer token",
+                                                     "content": {"application/json": {"schema": ERROR}}}
     return {
         "openapi": "3.1.0",
         "info": {"title": f"blockemu control API ({device_kind})", "version": "1",
                  "description": "Errors are JSON {\"error\": message} with a 4xx status; bodies over 1 MiB are "
                                 "refused with 413."},
         "paths": paths,
-        "components": {"schemas": {"Error": _object({"error": {"type": "string"}}, required=("error",))}},
+        "components": components,
     }

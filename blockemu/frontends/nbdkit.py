@@ -5,7 +5,9 @@ Loaded inside nbdkit's embedded interpreter by ``plugins/blockemu.py``; the
 
   config=PATH            device configuration (TOML), required
   set=SECTION.KEY=VALUE  override, repeatable
-  http=HOST:PORT         control API and /metrics; empty to disable
+  http=HOST:PORT         control API and /metrics; empty to disable.  Off
+                         loopback it needs a bearer token in $BLOCKEMU_HTTP_TOKEN
+                         (blockemu/auth.py), which then guards every change
   trace=PATH             record every request from the start (blockemu.trace)
 
 The lifecycle follows nbdkit's: configuration is read and validated in
@@ -16,8 +18,10 @@ stops nbdkit before it serves), threads start in ``after_fork``.
 from __future__ import annotations
 
 import errno
+import os
 from typing import Any
 
+from blockemu.auth import TOKEN_ENV, check_binding, validate_token
 from blockemu.config import Config, ConfigError, load_config, parse_http_address
 from blockemu.control import ControlServer
 from blockemu.devices.base import DeviceError
@@ -28,6 +32,7 @@ API_VERSION = 2
 _config_path: str | None = None
 _overrides: list[str] = []
 _http: str = ""
+_token: str | None = None
 _trace: str = ""
 _config: Config | None = None
 _runtime: DeviceRuntime | None = None
@@ -62,13 +67,22 @@ def config(key: str, value: str) -> None:
 
 
 def config_complete() -> None:
-    global _config
+    global _config, _token
     if _config_path is None:
         raise ValueError("config=PATH is required")
     try:
         _config = load_config(_config_path, _overrides)
     except ConfigError as err:
         raise ValueError(str(err)) from None
+    # blockemu serve hands the token over in the environment; nbdkit users set it themselves.
+    _token = os.environ.pop(TOKEN_ENV, "") or None
+    if _http:
+        try:
+            if _token is not None:
+                validate_token(_token, f"${TOKEN_ENV}")
+            check_binding(parse_http_address(_http)[0], allow_remote=True, token=_token)
+        except ValueError as err:
+            raise ValueError(f"http={_http}: {err}") from None
 
 
 def thread_model() -> int:
@@ -83,7 +97,7 @@ def get_ready() -> None:
         _runtime.start_trace(_trace)
     if _http:
         host, port = parse_http_address(_http)
-        _control = ControlServer(_runtime, host, port)
+        _control = ControlServer(_runtime, host, port, _token)
 
 
 def after_fork() -> None:
