@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 packages=(
   nbdkit nbdkit-plugin-python libnbd-bin python3-libnbd python3-venv python3-dev
-  fio nbd-client f2fs-tools e2fsprogs util-linux kmod
+  fio nbd-client f2fs-tools btrfs-progs e2fsprogs util-linux kmod
   qemu-system-x86 qemu-utils file gcc libc6-dev
 )
 missing=()

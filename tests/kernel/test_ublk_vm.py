@@ -1,7 +1,9 @@
 """blockemu's ublk server under Linux 6.12 (tests/kernel/guest_ublk.sh does the work in the guest).
 
 One boot runs every phase; this side checks what the guest saved: fio's
-reports, and `blkzone report` against the zones the config defines.
+reports, `blkzone report` against the zones the config defines, and the
+device's metrics and control API around refused writes, F2FS's garbage
+collection and btrfs's zone appends.
 """
 
 from __future__ import annotations
@@ -11,8 +13,11 @@ import re
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from blockemu import vm
+from blockemu.frontends.ublk.server import DEFAULT_MAX_IO_BUF_BYTES
+from tests.conftest import require_tool
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 GUEST_SCRIPT = Path(__file__).resolve().parent / "guest_ublk.sh"
@@ -43,6 +48,22 @@ def parse_report(text: str) -> list[dict[str, int | str]]:
     return zones
 
 
+class Metrics:
+    """One /metrics scrape the guest saved; ``value`` sums the samples whose labels match."""
+
+    def __init__(self, path: Path) -> None:
+        self.samples = [sample for family in text_string_to_metric_families(path.read_text())
+                        for sample in family.samples]
+
+    def value(self, name: str, **labels: str) -> float:
+        return sum(sample.value for sample in self.samples
+                   if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()))
+
+
+def _delta(before: Metrics, after: Metrics, name: str, **labels: str) -> float:
+    return after.value(name, **labels) - before.value(name, **labels)
+
+
 def _fio_ok(path: Path) -> dict:
     report = json.loads(path.read_text())
     for job in report["jobs"]:
@@ -52,17 +73,19 @@ def _fio_ok(path: Path) -> dict:
 
 @pytest.mark.timeout(1800)  # the VM's own timeout (1200 s) fires first
 def test_ublk_conventional_zoned_and_kill(vm_ready: None, tmp_path: Path) -> None:
+    require_tool("mkfs.btrfs")  # btrfs-progs: the guest's only producer of zone appends
     results = tmp_path / "results"
     result = vm.run([], ["sh", str(GUEST_SCRIPT)], results_dir=results, timeout_s=1200)
     log = (results / vm.COMMAND_LOG).read_text(errors="replace")
     assert result.exit_code == 0, f"guest failed ({result.exit_code}):\n{log[-4000:]}\n{result.console_tail}"
-    for phase in ("conventional", "kill9", "zoned", "f2fs"):
+    for phase in ("conventional", "kill9", "zoned", "f2fs", "f2fs_zcap", "btrfs"):
         assert f"{phase}: PASS" in log
 
     _fio_ok(results / "fio-ublk-ufs-raw.json")
     _fio_ok(results / "fio-ublk-zbd.json")
     _fio_ok(results / "fio-ublk-zbd-rand.json")
     _fio_ok(results / "fio-ublk-f2fs.json")
+    _fio_ok(results / "fio-ublk-f2fs-zcap.json")
 
     sysfs = dict(line.split("=", 1) for line in (results / "zoned-sysfs.txt").read_text().split())
     assert sysfs["zoned"] == "host-managed"
@@ -87,6 +110,47 @@ def test_ublk_conventional_zoned_and_kill(vm_ready: None, tmp_path: Path) -> Non
     assert (after[7]["cond"], after[7]["wptr"]) == ("fu", ZONE_CAPACITY_SECTORS)
     reset = parse_report((results / "blkzone-after-reset.txt").read_text())
     assert all(zone["cond"] == "em" and zone["wptr"] == 0 for zone in reset[CONVENTIONAL_ZONES:])
+
+    _check_refused_writes(results)
+    _check_f2fs_gc(results)
+    _check_btrfs_zone_appends(results)
+
+
+def _check_refused_writes(results: Path) -> None:
+    """The two writes the zone rules forbid (EIO in the guest) left the device as it was."""
+    before, after = Metrics(results / "refused-metrics-before.prom"), Metrics(results / "refused-metrics-after.prom")
+    for name, labels in (("blockemu_requests_total", {"op": "write"}), ("blockemu_bytes_total", {"op": "write"}),
+                         ("blockemu_zns_host_bytes_total", {"direction": "write"}),
+                         ("blockemu_zns_appends_total", {})):
+        assert _delta(before, after, name, **labels) == 0, (name, labels)
+    # The write into full zone 7 reached the device, which refused it; Linux
+    # refused the one into zone 5 itself (guest_ublk.sh explains why).
+    assert _delta(before, after, "blockemu_zns_refusals_total", error="ZoneFullError") == 1
+    assert _delta(before, after, "blockemu_request_errors_total", op="write") == 1
+    zones_before = json.loads((results / "refused-zones-before.json").read_text())
+    assert zones_before == json.loads((results / "refused-zones-after.json").read_text())
+    assert (zones_before[5]["condition"], zones_before[5]["wp"]) == ("closed", 5 * 64 * MIB + MIB)
+    assert zones_before[7]["condition"] == "full"
+
+
+def _check_f2fs_gc(results: Path) -> None:
+    """F2FS's garbage collector moved the half-valid sections: device reads, writes, then zone resets."""
+    match = re.search(r"(\d+) sections collected", (results / "f2fs-gc.txt").read_text())
+    assert match is not None and int(match[1]) >= 1
+    before, after = Metrics(results / "f2fs-gc-before.prom"), Metrics(results / "f2fs-gc-after.prom")
+    umounted = Metrics(results / "f2fs-gc-umount.prom")
+    # Half of each churned section stays valid (fio's file has some too); GC reads what it moves.
+    assert _delta(before, after, "blockemu_bytes_total", op="read") >= 16 * MIB
+    assert _delta(before, after, "blockemu_bytes_total", op="write") >= 16 * MIB
+    assert _delta(before, umounted, "blockemu_zns_zone_resets_total") >= 1
+
+
+def _check_btrfs_zone_appends(results: Path) -> None:
+    """btrfs wrote its 64 MiB of file data as zone appends (the guest reread and scrubbed it)."""
+    before, after = Metrics(results / "btrfs-before.prom"), Metrics(results / "btrfs-after.prom")
+    assert _delta(before, after, "blockemu_zns_appends_total") >= 64 * MIB // DEFAULT_MAX_IO_BUF_BYTES
+    assert _delta(before, after, "blockemu_zns_append_bytes_total") >= 64 * MIB
+    assert "no errors found" in (results / "btrfs-scrub.log").read_text()
 
 
 @pytest.mark.timeout(900)

@@ -7,13 +7,13 @@ import os
 
 import pytest
 
-from blockemu.frontends.ublk.uring import IORING_OP_NOP, IORING_OP_READ, IoUring
+from blockemu.frontends.ublk.uring import IORING_OP_NOP, IORING_OP_READ, SINGLE_THREAD_FLAGS, IoUring
 from tests.conftest import require
 
 
-def _ring(entries: int, sqe128: bool) -> IoUring:
+def _ring(entries: int, sqe128: bool, flags: int = 0) -> IoUring:
     try:
-        return IoUring(entries, sqe128=sqe128)
+        return IoUring(entries, sqe128=sqe128, flags=flags)
     except OSError as err:
         require(False, f"io_uring on this kernel ({err})")
         raise
@@ -34,11 +34,13 @@ def test_nops_complete_with_their_user_data(sqe128: bool) -> None:
         assert sorted(seen) == [1000 + n for n in range(20)]
 
 
-def test_read_of_an_eventfd_waits_for_a_write() -> None:
+@pytest.mark.parametrize("flags", [0, SINGLE_THREAD_FLAGS], ids=["shared", "single-thread"])
+def test_read_of_an_eventfd_waits_for_a_write(flags: int) -> None:
+    """Also with the ublk queue's flags: the completion is posted when the owner waits for it."""
     fd = os.eventfd(0)
     value = ctypes.c_uint64()
     try:
-        with _ring(4, True) as ring:
+        with _ring(4, True, flags) as ring:
             ring.prepare(IORING_OP_READ, fd, 7, off=2**64 - 1, addr=ctypes.addressof(value), length=8)
             ring.submit()
             assert list(ring.completions()) == []

@@ -48,7 +48,7 @@ from typing import Any
 
 from blockemu.devices.base import DeviceError
 from blockemu.frontends.ublk import uapi
-from blockemu.frontends.ublk.uring import IORING_OP_READ, IoUring
+from blockemu.frontends.ublk.uring import IORING_OP_READ, SINGLE_THREAD_FLAGS, IoUring
 from blockemu.runtime import DeviceRuntime
 
 CONTROL_PATH = "/dev/ublk-control"
@@ -296,7 +296,7 @@ class UblkServer:
     # ------------------------------------------------------------ queue loop
     def _queue_main(self) -> None:
         try:
-            ring = IoUring(2 * self.queue_depth + 2, sqe128=True)
+            ring = _queue_ring(2 * self.queue_depth + 2)
         except BaseException as err:
             self._queue_error = err
             self._queue_ready.set()
@@ -482,6 +482,22 @@ ZONE_CONDITIONS = {
     "read_only": uapi.BLK_ZONE_COND_READONLY,
     "offline": uapi.BLK_ZONE_COND_OFFLINE,
 }
+
+
+def _queue_ring(entries: int) -> IoUring:
+    """The queue thread's ring: owned by that thread alone, so set up as such where Linux can (>= 6.1).
+
+    Without it, every request's task work interrupts the queue thread
+    (TWA_SIGNAL); with it, the work waits for the thread's next
+    io_uring_enter, where the thread is waiting anyway.  Measured at QD1 under
+    software emulation: 2-4x the IOPS (README, "ublk").
+    """
+    try:
+        return IoUring(entries, sqe128=True, flags=SINGLE_THREAD_FLAGS)
+    except OSError as err:
+        if err.errno != errno.EINVAL:
+            raise
+        return IoUring(entries, sqe128=True)
 
 
 def _io_cmd(tag: int, result: int, addr: int) -> bytes:

@@ -39,8 +39,15 @@ IORING_OP_NOP = 0
 IORING_OP_READ = 22
 IORING_OP_URING_CMD = 46
 
+IORING_SETUP_COOP_TASKRUN = 1 << 8
 IORING_SETUP_SQE128 = 1 << 10
 IORING_SETUP_CQE32 = 1 << 11
+IORING_SETUP_SINGLE_ISSUER = 1 << 12
+IORING_SETUP_DEFER_TASKRUN = 1 << 13
+# A ring one thread owns (Linux >= 6.1): completions (ublk's task work
+# included) are posted only when that thread waits in io_uring_enter, with no
+# interrupt of the thread while it runs.
+SINGLE_THREAD_FLAGS = IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN
 IORING_ENTER_GETEVENTS = 1 << 0
 IORING_OFF_SQ_RING = 0
 IORING_OFF_CQ_RING = 0x8000000
@@ -160,11 +167,12 @@ class IoUring:
     queue's commands must all come from the task that fetched first).
     """
 
-    def __init__(self, entries: int, sqe128: bool = False) -> None:
+    def __init__(self, entries: int, sqe128: bool = False, flags: int = 0) -> None:
+        """``flags``: more IORING_SETUP_* (e.g. :data:`SINGLE_THREAD_FLAGS`); kernels without them say EINVAL."""
         if platform.machine() not in ("x86_64", "AMD64"):
             raise OSError(errno.ENOSYS, "blockemu's io_uring needs x86-64 (syscall numbers, store ordering)")
         params = IoUringParams()
-        params.flags = IORING_SETUP_SQE128 if sqe128 else 0
+        params.flags = (IORING_SETUP_SQE128 if sqe128 else 0) | flags
         self.fd = _check(_syscall(SYS_IO_URING_SETUP, ctypes.c_uint(entries), ctypes.byref(params)),
                          "io_uring_setup")
         self.params = params
