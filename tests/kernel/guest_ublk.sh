@@ -167,6 +167,24 @@ refused_writes() {
     say "refused writes: EIO, zones and data unchanged"
 }
 
+# zone_limits: the config's 14 open/active zones are what the device enforces
+# under the kernel: 14 explicit opens succeed, a 15th open and a write that
+# would open a 15th zone fail, and the device counts the zones as open.
+zone_limits() {
+    blkzone open -o $((4 * zone_bytes / 512)) -c 14 "$dev" || { say "opening 14 zones failed"; return 1; }
+    if blkzone open -o $((18 * zone_bytes / 512)) -c 1 "$dev" 2>/dev/null; then
+        say "a 15th explicit open was accepted"; return 1
+    fi
+    if dd if=/dev/zero of="$dev" bs=4k count=1 seek=$((19 * zone_bytes / 4096)) oflag=direct status=none 2>/dev/null; then
+        say "a write opening a 15th zone was accepted"; return 1
+    fi
+    opened=$(blkzone report -o $((4 * zone_bytes / 512)) -c 16 "$dev" | grep -c "(oe)" || true)
+    blkzone report "$dev" >"$results/blkzone-limits.txt"
+    [ "$opened" -eq 14 ] || { say "$opened zones explicitly open, 14 expected"; return 1; }
+    blkzone reset "$dev" || return 1
+    say "zone limits: 14 opens, the 15th open and a 15th zone's write refused ($opened reported open)"
+}
+
 zone_bytes=$((64 * 1024 * 1024))
 phase_zoned() {
     # 32 zones of 64 MiB (48 MiB capacity), the first 4 conventional; 14
@@ -191,6 +209,7 @@ phase_zoned() {
     refused_writes || return 1
     blkzone reset "$dev" || return 1
     blkzone report "$dev" >"$results/blkzone-after-reset.txt" || return 1
+    zone_limits || return 1
     fio --name=zbd --filename="$dev" --direct=1 --zonemode=zbd --ioengine=psync --rw=write --bs=64k \
         --offset=$((4 * zone_bytes)) --size=$((6 * zone_bytes)) --verify=crc32c --verify_fatal=1 --verify_state_save=0 \
         --output-format=json --output="$results/fio-ublk-zbd.json" || { say "fio zbd verify failed"; return 1; }
