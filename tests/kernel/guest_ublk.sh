@@ -37,7 +37,7 @@ py=$repo/.venv/bin/python
 results=${BLOCKEMU_RESULTS:-$(mktemp -d)}
 work=$(mktemp -d)
 cd "$work"  # fio's verify state files land in the cwd; the repo is read-only in the guest
-phases=${*:-conventional kill9 zoned f2fs f2fs_zcap btrfs}
+phases=${*:-conventional kill9 zoned f2fs f2fs_zcap btrfs zonefs}
 failures=0
 start=$(date +%s)
 say() { echo "UBLK-VM [$(( $(date +%s) - start )) s] $*"; }
@@ -299,6 +299,50 @@ phase_f2fs_zcap() {
     stop_server
 }
 
+# zonefs (fs/zonefs): one file per zone.  mkzonefs is not in Debian 12, so
+# scripts/mkzonefs.py writes the super block from the kernel's layout.
+# 16 zones of 64 MiB (48 MiB capacity), 4 conventional: zone 0 holds the
+# super block, so cnv/ has 3 files and seq/ has 12.
+phase_zonefs() {
+    start_server "$results/server-zonefs.log" "$repo/configs/zns.toml" --set device.capacity_mib=1024 || return 1
+    modprobe zonefs || { say "modprobe zonefs failed"; return 1; }
+    blkzone reset "$dev" || return 1
+    "$py" "$repo/scripts/mkzonefs.py" "$dev" --label blockemu || return 1
+    mnt=$work/zonefs
+    mkdir -p "$mnt"
+    mount -t zonefs "$dev" "$mnt" || { say "mount -t zonefs failed"; return 1; }
+    ncnv=$(ls "$mnt/cnv" | wc -l)
+    nseq=$(ls "$mnt/seq" | wc -l)
+    [ "$ncnv" -eq 3 ] && [ "$nseq" -eq 12 ] || { say "zonefs: $ncnv cnv and $nseq seq files, 3 and 12 expected"; return 1; }
+    seq_max=$(stat -c %s "$mnt/seq/1")  # an empty zone's file is empty ...
+    [ "$seq_max" -eq 0 ] || { say "seq/1 is $seq_max bytes before any write"; return 1; }
+    # Sequential files take direct appends only; the size is the write pointer.
+    head -c 8M /dev/urandom >"$work/zonefs.dat"
+    dd if="$work/zonefs.dat" of="$mnt/seq/0" bs=1M oflag=direct,append conv=notrunc status=none \
+        || { say "append to seq/0 failed"; return 1; }
+    [ "$(stat -c %s "$mnt/seq/0")" -eq $((8 << 20)) ] || { say "seq/0 is not 8 MiB"; return 1; }
+    blkzone report -o $((4 * zone_bytes / 512)) -c 1 "$dev" | tee "$results/zonefs-seq0.txt"
+    grep -q "wptr 0x004000" "$results/zonefs-seq0.txt" || { say "zone 4's write pointer is not at 8 MiB"; return 1; }
+    cmp "$work/zonefs.dat" "$mnt/seq/0" || { say "seq/0 reads back different data"; return 1; }
+    if dd if=/dev/zero of="$mnt/seq/0" bs=4k count=1 seek=1 oflag=direct conv=notrunc status=none 2>/dev/null; then
+        say "a write into the middle of seq/0 was accepted"; return 1
+    fi
+    # Conventional files take random writes.
+    dd if="$work/zonefs.dat" of="$mnt/cnv/0" bs=1M count=2 seek=5 oflag=direct conv=notrunc status=none || return 1
+    cmp -n $((2 << 20)) "$work/zonefs.dat" "$mnt/cnv/0" $((0)) $((5 << 20)) || { say "cnv/0 reads back different data"; return 1; }
+    # truncate to 0 resets the zone; to the zone capacity finishes it.
+    truncate -s 0 "$mnt/seq/0" || return 1
+    truncate -s $((48 << 20)) "$mnt/seq/1" || return 1
+    umount "$mnt"
+    mount -t zonefs "$dev" "$mnt" || return 1
+    s0=$(stat -c %s "$mnt/seq/0"); s1=$(stat -c %s "$mnt/seq/1")
+    [ "$s0" -eq 0 ] && [ "$s1" -eq $((48 << 20)) ] || { say "after remount seq/0 is $s0, seq/1 is $s1 bytes"; return 1; }
+    blkzone report -o $((4 * zone_bytes / 512)) -c 2 "$dev" | tee "$results/zonefs-after.txt"
+    umount "$mnt"
+    say "zonefs: mkzonefs.py, mount, 3 cnv + 12 seq files, append = wp, reset and finish by truncate: ok"
+    stop_server
+}
+
 phase_btrfs() {
     # btrfs writes file data with REQ_OP_ZONE_APPEND, but only into block
     # groups on sequential zones: no conventional zones here (its superblock
@@ -335,7 +379,7 @@ for phase in $phases; do
         say "$phase: FAIL"
         failures=$((failures + 1))
         # Unmount first: the server's exit removes the disk under a mounted filesystem otherwise.
-        for m in "$work/mnt" "$work/f2fs" "$work/btrfs"; do mountpoint -q "$m" && umount "$m"; done
+        for m in "$work/mnt" "$work/f2fs" "$work/btrfs" "$work/zonefs"; do mountpoint -q "$m" && umount "$m"; done
         if [ -n "${server_pid:-}" ] && kill -0 "$server_pid" 2>/dev/null; then
             kill -TERM "$server_pid"; wait "$server_pid"
         fi

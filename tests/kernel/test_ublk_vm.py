@@ -78,8 +78,13 @@ def test_ublk_conventional_zoned_and_kill(vm_ready: None, tmp_path: Path) -> Non
     result = vm.run([], ["sh", str(GUEST_SCRIPT)], results_dir=results, timeout_s=1200)
     log = (results / vm.COMMAND_LOG).read_text(errors="replace")
     assert result.exit_code == 0, f"guest failed ({result.exit_code}):\n{log[-4000:]}\n{result.console_tail}"
-    for phase in ("conventional", "kill9", "zoned", "f2fs", "f2fs_zcap", "btrfs"):
+    for phase in ("conventional", "kill9", "zoned", "f2fs", "f2fs_zcap", "btrfs", "zonefs"):
         assert f"{phase}: PASS" in log
+    # zonefs: seq/0 appended 8 MiB (the write pointer), then truncated to 0 (reset); seq/1 truncated to
+    # its capacity (finish).
+    assert parse_report((results / "zonefs-seq0.txt").read_text())[0]["wptr"] == (8 << 20) // 512
+    zonefs_after = parse_report((results / "zonefs-after.txt").read_text())
+    assert [zone["cond"] for zone in zonefs_after] == ["em", "fu"]
 
     _fio_ok(results / "fio-ublk-ufs-raw.json")
     _fio_ok(results / "fio-ublk-zbd.json")
