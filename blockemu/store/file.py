@@ -246,7 +246,8 @@ def encode_checkpoint(generation: int, geometry: Mapping[str, Any],
         stored = _stored_dtype(array)
         entries.append({"name": name, "dtype": array.dtype.str, "stored_dtype": stored.str,
                         "shape": list(array.shape)})
-        payloads.append(np.ascontiguousarray(array, dtype=stored).data.cast("B"))
+        # Flattened first: memoryview cannot cast an empty array of more than one dimension.
+        payloads.append(np.ascontiguousarray(array, dtype=stored).reshape(-1).data.cast("B"))
     header = json.dumps({"generation": generation, "geometry": dict(geometry),
                          "fingerprint": geometry_fingerprint(geometry), "arrays": entries}).encode()
     parts: list[bytes | memoryview] = [_STATE_PREFIX.pack(STATE_MAGIC, STATE_VERSION, len(header)), header, *payloads]

@@ -49,6 +49,8 @@ def arrays(seed: int = 1) -> dict[str, np.ndarray]:
         "defrag_size": np.array([2**64 - 1], dtype=np.uint64),
         "names": np.array(["ZoneFullError", "TooManyOpenZonesError"]),
         "empty": np.array([], dtype=np.int64),
+        "table": np.arange(12, dtype=np.int64).reshape(4, 3),
+        "empty_table": np.zeros((0, 3), dtype=np.int64),  # a zram pool with no objects
     }
 
 
