@@ -46,6 +46,8 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from blockemu.codecs import (
     CODEC_NAMES,
     PAGE,
@@ -54,6 +56,7 @@ from blockemu.codecs import (
     CostModel,
     InlineBatchCompressor,
     ThreadPoolBatchCompressor,
+    parse_codec,
     parse_cost_overrides,
 )
 from blockemu.config import Config
@@ -680,11 +683,24 @@ class ZramDevice:
             self._install(index, entry)
 
     def drain(self, now_ns: int) -> None:
-        """Compress every staged page in the caller (tests, replay, flush without an executor)."""
+        """Compress every staged page in the caller (tests, replay, a checkpoint), leaving staging empty.
+
+        Pages a job has taken but not handed back are compressed here too:
+        a checkpoint cannot wait for the executor, which needs the model
+        lock to finish.  Their job's results then arrive stale and are
+        dropped (the generation check in :meth:`offload_finish`).
+        """
         while True:
             job = self.offload_take(now_ns)
             if job is None:
-                return
+                break
+            job.run()
+            self.offload_finish(job, now_ns)
+        taken = list(self.staging.items())
+        if taken:
+            job = CompressionBatch([index for index, _ in taken], [staged.generation for _, staged in taken],
+                                   [staged.codec for _, staged in taken],
+                                   bytearray(b"".join(staged.data for _, staged in taken)))
             job.run()
             self.offload_finish(job, now_ns)
 
@@ -758,6 +774,154 @@ class ZramDevice:
             return cost
         entry.incompressible = True
         return cost
+
+    # ------------------------------------------------------- persistence
+    # Flags of a saved slot.
+    _IDLE, _INCOMPRESSIBLE, _WAS_READ = 1, 2, 4
+    # Counters mm_stat and io_stat report (plus recompressed pages): device
+    # state, saved with it.  The rest of ZramStats (per-codec work and CPU
+    # time, async batches, staged reads) describes this server process, as
+    # the runtime's request statistics do, and starts at zero.
+    _COUNTERS = ("failed_reads", "failed_writes", "notify_free", "huge_pages_since", "mem_used_max_pages",
+                 "recompressed_pages")
+
+    def snapshot_contents(self) -> dict[str, np.ndarray]:
+        """Every stored page and its slot, the algorithms, mem_limit and the pool layout, as arrays.
+
+        Staged pages are compressed and stored first (:meth:`drain`), so that
+        the snapshot holds every acknowledged write.  Slots are saved in the
+        page table's order, which ``recompress max_pages=`` follows, and
+        times as ages before the latest time seen, because a restarted
+        server's clock starts again at zero: a page idle for a minute is
+        still idle for a minute after a restart.
+        """
+        self.drain(self._now)
+        slots = list(self.entries.items())
+        codec_keys: dict[str, int] = {}
+        kinds, priorities, codecs, sizes, handles, flags = [], [], [], [], [], []
+        access_ages, reads, read_ages, ratios, objects = [], [], [], [], []
+        for _, entry in slots:
+            kinds.append(entry.kind)
+            priorities.append(entry.priority)
+            codecs.append(-1 if entry.codec is None else codec_keys.setdefault(entry.codec.key, len(codec_keys)))
+            sizes.append(entry.size)
+            handles.append(entry.handle)
+            flags.append(self._IDLE * entry.idle | self._INCOMPRESSIBLE * entry.incompressible
+                         | self._WAS_READ * (entry.last_read_ns is not None))
+            access_ages.append(self._now - entry.last_access_ns)
+            reads.append(entry.reads)
+            read_ages.append(0 if entry.last_read_ns is None else self._now - entry.last_read_ns)
+            ratios.append(entry.probe_ratio)
+            # A same page's object is its 8-byte word; a huge page's, the page.
+            data = entry.pattern if entry.kind == SAME else entry.data
+            assert data is not None
+            objects.append(data)
+        lengths = np.fromiter((len(data) for data in objects), dtype=np.int64, count=len(objects))
+        return {
+            "zram_slots": np.fromiter((index for index, _ in slots), dtype=np.int64, count=len(slots)),
+            "zram_kind": np.array(kinds, dtype=np.int8),
+            "zram_priority": np.array(priorities, dtype=np.int8),
+            "zram_codec": np.array(codecs, dtype=np.int16),
+            "zram_size": np.array(sizes, dtype=np.int32),
+            "zram_handle": np.array(handles, dtype=np.int64),
+            "zram_flags": np.array(flags, dtype=np.uint8),
+            "zram_access_age_ns": np.array(access_ages, dtype=np.int64),
+            "zram_reads": np.array(reads, dtype=np.int64),
+            "zram_read_age_ns": np.array(read_ages, dtype=np.int64),
+            "zram_probe_ratio": np.array(ratios, dtype=np.float64),
+            "zram_object_offsets": np.concatenate(([0], np.cumsum(lengths))).astype(np.int64),
+            "zram_objects": np.frombuffer(b"".join(objects), dtype=np.uint8),
+            "zram_codec_keys": np.array(list(codec_keys), dtype=np.str_).reshape(-1),
+            "zram_algorithms": np.array(["" if c is None else c.key for c in self.algorithms], dtype=np.str_),
+            "zram_idle_order": np.fromiter(self._idle_candidates, dtype=np.int64, count=len(self._idle_candidates)),
+            "zram_limit_pages": np.array([self.limit_pages], dtype=np.int64),
+            **self.pool.state_arrays(),
+        }
+
+    def restore_contents(self, state: dict[str, np.ndarray]) -> None:
+        """Load :meth:`snapshot_contents` into a device that holds nothing yet; ValueError if it does not fit."""
+        if self.entries or self.staging:
+            raise ValueError("saved zram contents load only into an empty device")
+        slots = state["zram_slots"]
+        count = len(slots)
+        columns = ("zram_kind", "zram_priority", "zram_codec", "zram_size", "zram_handle", "zram_flags",
+                   "zram_access_age_ns", "zram_reads", "zram_read_age_ns", "zram_probe_ratio")
+        for name in columns:
+            if state[name].shape != (count,):
+                raise ValueError(f"saved {name} has shape {state[name].shape}, expected ({count},)")
+        if count and not (int(slots.min()) >= 0 and int(slots.max()) < self.pages):
+            raise ValueError(f"saved zram slots reach beyond the device's {self.pages} pages")
+        if len(np.unique(slots)) != count:
+            raise ValueError("saved zram slots repeat a page")
+        algorithms = [parse_codec(key) if key else None for key in state["zram_algorithms"].tolist()]
+        if len(algorithms) != MAX_PRIORITIES or algorithms[0] is None:
+            raise ValueError(f"saved zram algorithms {state['zram_algorithms'].tolist()} are not "
+                             f"{MAX_PRIORITIES} priorities with a primary one")
+        codecs = [parse_codec(key) for key in state["zram_codec_keys"].tolist()]
+        kinds, sizes, codec_ids = state["zram_kind"], state["zram_size"], state["zram_codec"]
+        priorities, handles = state["zram_priority"], state["zram_handle"]
+        same, compressed, huge = kinds == SAME, kinds == COMPRESSED, kinds == HUGE
+        if not (same | compressed | huge).all():
+            raise ValueError("saved zram slots have an unknown kind")
+        offsets, blob = state["zram_object_offsets"], state["zram_objects"]
+        if len(offsets) != count + 1 or int(offsets[0]) != 0 or int(offsets[-1]) != len(blob):
+            raise ValueError("saved zram object offsets do not cover the objects")
+        lengths = np.diff(offsets)
+        expected_length = np.where(same, 8, np.where(huge, PAGE, sizes))
+        if (lengths != expected_length).any() or (same & (sizes != 0)).any() or (huge & (sizes != PAGE)).any():
+            raise ValueError("saved zram object lengths do not match their slots")
+        if (compressed & ((sizes <= 0) | (sizes >= self.pool.huge_class_size))).any():
+            raise ValueError("saved zram compressed sizes are outside 1..huge_class_size")
+        if (compressed & ((codec_ids < 0) | (codec_ids >= len(codecs)) | (priorities < 0)
+                          | (priorities >= MAX_PRIORITIES))).any() or (~compressed & (codec_ids != -1)).any():
+            raise ValueError("saved zram slots name algorithms that do not exist")
+        pooled = ~same
+        objects = state["zs_objects"]
+        if objects.ndim != 2 or objects.shape[1:] != (3,) or (same & (handles != 0)).any() or not np.array_equal(
+                np.sort(handles[pooled]), objects[:, 0]):
+            raise ValueError("saved zram slots and pool objects do not match")
+        class_of = dict(zip(objects[:, 0].tolist(), objects[:, 1].tolist(), strict=True))
+        for handle, size in zip(handles[pooled].tolist(), sizes[pooled].tolist(), strict=True):
+            if class_of[handle] != self.pool.class_index(size):
+                raise ValueError(f"saved zram object {handle} of {size} bytes is in the wrong size class")
+        idle_order = state["zram_idle_order"].tolist()
+        if len(set(idle_order)) != len(idle_order) or not set(idle_order) <= set(slots[pooled].tolist()):
+            raise ValueError("saved zram idle candidates are not stored pages")
+        limit = state["zram_limit_pages"].tolist()
+        if len(limit) != 1 or limit[0] < 0:
+            raise ValueError(f"saved zram mem_limit {limit} is not one page count")
+        self.pool.load_state_arrays(state)  # checks the layout itself; changes nothing if it fails
+        # Checked: from here on nothing fails.
+        for codec in [*codecs, *filter(None, algorithms)]:
+            self.cost_model.add(codec)
+        self.algorithms = algorithms
+        self.limit_pages = int(limit[0])
+        raw = blob.tobytes()
+        rows = zip(slots.tolist(), kinds.tolist(), priorities.tolist(), codec_ids.tolist(), sizes.tolist(),
+                   handles.tolist(), state["zram_flags"].tolist(), state["zram_access_age_ns"].tolist(),
+                   state["zram_reads"].tolist(), state["zram_read_age_ns"].tolist(),
+                   state["zram_probe_ratio"].tolist(), offsets[:-1].tolist(), offsets[1:].tolist(), strict=True)
+        for index, kind, priority, codec_id, size, handle, flag, access_age, reads, read_age, ratio, start, end in rows:
+            data = raw[start:end]
+            entry = PageEntry(kind, priority=priority, codec=codecs[codec_id] if codec_id >= 0 else None,
+                              data=None if kind == SAME else data, pattern=data if kind == SAME else b"",
+                              handle=handle, size=size, idle=bool(flag & self._IDLE),
+                              last_access_ns=self._now - access_age, reads=reads,
+                              last_read_ns=self._now - read_age if flag & self._WAS_READ else None,
+                              probe_ratio=ratio, incompressible=bool(flag & self._INCOMPRESSIBLE))
+            self.entries[index] = entry
+            self._account(entry, +1)
+        self._idle_candidates = OrderedDict((index, None) for index in idle_order)
+
+    def snapshot_counters(self) -> dict[str, np.ndarray]:
+        return {"zram_counters": np.array([getattr(self.stats, name) for name in self._COUNTERS], dtype=np.int64)}
+
+    def restore_counters(self, state: dict[str, np.ndarray]) -> None:
+        values = state["zram_counters"].tolist()
+        if len(values) != len(self._COUNTERS):
+            raise ValueError(f"saved zram counters have {len(values)} entries, expected {len(self._COUNTERS)}")
+        for name, value in zip(self._COUNTERS, values, strict=True):
+            setattr(self.stats, name, int(value))
 
     # ------------------------------------------------------- sysfs view
     @property

@@ -14,11 +14,18 @@ table.  What matters for ``mm_stat`` is reproduced:
 * A zspage is freed when its last object is freed; half-empty zspages stay
   until compaction moves objects out of the emptiest into the fullest ones
   of the same class and frees the emptied zspages (``pages_compacted``).
+
+A pool's layout (which zspage holds which object, and the order in which
+partial zspages are refilled) is saved with a persistent zram
+(:meth:`ZsPool.state_arrays`), so that a restarted device reports the same
+``mem_used_total`` and fills the same zspages next.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+import numpy as np
 
 PAGE = 4096
 MIN_ALLOC = 32
@@ -165,3 +172,55 @@ class ZsPool:
             cls.partial = {z: None for z in keep if cls.zspages[z] < cls.objs_per_zspage}
         self.pages_compacted += freed
         return freed
+
+    # ----------------------------------------------------------- persistence
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """The layout, as arrays: objects by handle, partial zspages in refill order, counters."""
+        objects = np.array([(handle, index, zspage) for handle, (index, zspage) in self._objects.items()],
+                           dtype=np.int64).reshape(-1, 3)
+        partial = [zspage for cls in self.classes for zspage in cls.partial]
+        return {
+            # Handle order is the order compaction visits objects in.
+            "zs_objects": objects,
+            "zs_partial": np.array(partial, dtype=np.int64),
+            "zs_scalars": np.array([self._next_zspage, self._next_handle, self.pages_compacted], dtype=np.int64),
+        }
+
+    def load_state_arrays(self, state: dict[str, np.ndarray]) -> None:
+        """Replace an empty pool's layout with a saved one; ValueError (nothing changed) if it is inconsistent."""
+        if self._objects:
+            raise ValueError("a saved pool layout loads only into an empty pool")
+        objects, partial = state["zs_objects"], state["zs_partial"].tolist()
+        next_zspage, next_handle, compacted = (int(v) for v in state["zs_scalars"].tolist())
+        if objects.ndim != 2 or objects.shape[1] != 3:
+            raise ValueError(f"saved pool objects have shape {objects.shape}, expected (n, 3)")
+        counts: dict[int, int] = {}
+        zspage_class: dict[int, int] = {}
+        loaded: dict[int, tuple[int, int]] = {}
+        previous = 0
+        for handle, index, zspage in objects.tolist():
+            if not previous < handle < next_handle:
+                raise ValueError(f"saved pool handle {handle} is out of order or not below {next_handle}")
+            if not 0 <= index < len(self.classes) or not 0 <= zspage < next_zspage:
+                raise ValueError(f"saved pool object {handle} names class {index}, zspage {zspage}")
+            if zspage_class.setdefault(zspage, index) != index:
+                raise ValueError(f"saved pool zspage {zspage} holds objects of two size classes")
+            counts[zspage] = counts.get(zspage, 0) + 1
+            if counts[zspage] > self.classes[index].objs_per_zspage:
+                raise ValueError(f"saved pool zspage {zspage} holds more objects than its class allows")
+            loaded[handle] = (index, zspage)
+            previous = handle
+        expected = {z for z, n in counts.items() if n < self.classes[zspage_class[z]].objs_per_zspage}
+        if len(partial) != len(set(partial)) or set(partial) != expected:
+            raise ValueError("saved pool partial zspages do not match its objects")
+        for cls in self.classes:
+            cls.zspages, cls.partial, cls.objects = {}, {}, 0
+        for zspage, count in sorted(counts.items()):
+            cls = self.classes[zspage_class[zspage]]
+            cls.zspages[zspage] = count
+            cls.objects += count
+        for zspage in partial:
+            self.classes[zspage_class[zspage]].partial[zspage] = None
+        self._objects = loaded
+        self._next_zspage, self._next_handle, self.pages_compacted = next_zspage, next_handle, compacted
+        self.total_pages = sum(cls.pages for cls in self.classes)
