@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from blockemu.config import Config
-from blockemu.store.file import StoreError, check_store
+from blockemu.store.file import ByteChunks, StoreError, check_store
 from blockemu.store.null import NullStore
 
 # Settings that shape the saved state.  A directory opens only with the values
@@ -69,9 +69,9 @@ def persisted_geometry(config: Config) -> dict[str, Any]:
 _HOOKS = ("state", "contents", "counters")
 
 
-def device_state(device: Any) -> dict[str, np.ndarray]:
+def device_state(device: Any) -> dict[str, np.ndarray | ByteChunks]:
     """What a checkpoint of ``device`` holds: whichever of the three parts it has."""
-    state: dict[str, np.ndarray] = {}
+    state: dict[str, np.ndarray | ByteChunks] = {}
     for hook in _HOOKS:
         snapshot = getattr(device, f"snapshot_{hook}", None)
         if snapshot is not None:

@@ -76,6 +76,7 @@ from blockemu.policies.compression import (
     create_policy,
 )
 from blockemu.store import Store
+from blockemu.store.file import ByteChunks
 from blockemu.timing import UnitTimeline
 
 # ZRAM_PRIMARY_COMP + up to three recompression algorithms (ZRAM_MAX_COMPS = 4).
@@ -785,7 +786,7 @@ class ZramDevice:
     _COUNTERS = ("failed_reads", "failed_writes", "notify_free", "huge_pages_since", "mem_used_max_pages",
                  "recompressed_pages")
 
-    def snapshot_contents(self) -> dict[str, np.ndarray]:
+    def snapshot_contents(self) -> dict[str, np.ndarray | ByteChunks]:
         """Every stored page and its slot, the algorithms, mem_limit and the pool layout, as arrays.
 
         Staged pages are compressed and stored first (:meth:`drain`), so that
@@ -796,41 +797,37 @@ class ZramDevice:
         still idle for a minute after a restart.
         """
         self.drain(self._now)
-        slots = list(self.entries.items())
+        now, count = self._now, len(self.entries)
+        entries = list(self.entries.values())
+
+        def column(values: Iterator[Any], dtype: type) -> np.ndarray:
+            return np.fromiter(values, dtype=dtype, count=count)
+
+        # One pass per column: cheaper than one loop appending to a dozen lists.
+        # Codecs are shared objects: look each one's key up once.
         codec_keys: dict[str, int] = {}
-        kinds, priorities, codecs, sizes, handles, flags = [], [], [], [], [], []
-        access_ages, reads, read_ages, ratios, objects = [], [], [], [], []
-        for _, entry in slots:
-            kinds.append(entry.kind)
-            priorities.append(entry.priority)
-            codecs.append(-1 if entry.codec is None else codec_keys.setdefault(entry.codec.key, len(codec_keys)))
-            sizes.append(entry.size)
-            handles.append(entry.handle)
-            flags.append(self._IDLE * entry.idle | self._INCOMPRESSIBLE * entry.incompressible
-                         | self._WAS_READ * (entry.last_read_ns is not None))
-            access_ages.append(self._now - entry.last_access_ns)
-            reads.append(entry.reads)
-            read_ages.append(0 if entry.last_read_ns is None else self._now - entry.last_read_ns)
-            ratios.append(entry.probe_ratio)
-            # A same page's object is its 8-byte word; a huge page's, the page.
-            data = entry.pattern if entry.kind == SAME else entry.data
-            assert data is not None
-            objects.append(data)
-        lengths = np.fromiter((len(data) for data in objects), dtype=np.int64, count=len(objects))
+        codec_ids: dict[int, int] = {id(None): -1}
+        for codec in {id(e.codec): e.codec for e in entries}.values():
+            if codec is not None:
+                codec_ids[id(codec)] = codec_keys.setdefault(codec.key, len(codec_keys))
+        # A same page's object is its 8-byte word; a huge page's, the page.
+        objects = [e.pattern if e.kind == SAME else e.data or b"" for e in entries]
         return {
-            "zram_slots": np.fromiter((index for index, _ in slots), dtype=np.int64, count=len(slots)),
-            "zram_kind": np.array(kinds, dtype=np.int8),
-            "zram_priority": np.array(priorities, dtype=np.int8),
-            "zram_codec": np.array(codecs, dtype=np.int16),
-            "zram_size": np.array(sizes, dtype=np.int32),
-            "zram_handle": np.array(handles, dtype=np.int64),
-            "zram_flags": np.array(flags, dtype=np.uint8),
-            "zram_access_age_ns": np.array(access_ages, dtype=np.int64),
-            "zram_reads": np.array(reads, dtype=np.int64),
-            "zram_read_age_ns": np.array(read_ages, dtype=np.int64),
-            "zram_probe_ratio": np.array(ratios, dtype=np.float64),
-            "zram_object_offsets": np.concatenate(([0], np.cumsum(lengths))).astype(np.int64),
-            "zram_objects": np.frombuffer(b"".join(objects), dtype=np.uint8),
+            "zram_slots": column(iter(self.entries), np.int64),
+            "zram_kind": column((e.kind for e in entries), np.int8),
+            "zram_priority": column((e.priority for e in entries), np.int8),
+            "zram_codec": column((codec_ids[id(e.codec)] for e in entries), np.int16),
+            "zram_size": column((e.size for e in entries), np.int32),
+            "zram_handle": column((e.handle for e in entries), np.int64),
+            "zram_flags": column((self._IDLE * e.idle | self._INCOMPRESSIBLE * e.incompressible
+                                  | self._WAS_READ * (e.last_read_ns is not None) for e in entries), np.uint8),
+            "zram_access_age_ns": column((now - e.last_access_ns for e in entries), np.int64),
+            "zram_reads": column((e.reads for e in entries), np.int64),
+            "zram_read_age_ns": column((0 if e.last_read_ns is None else now - e.last_read_ns for e in entries),
+                                       np.int64),
+            "zram_probe_ratio": column((e.probe_ratio for e in entries), np.float64),
+            "zram_object_offsets": np.concatenate(([0], np.cumsum(column(map(len, objects), np.int64)))),
+            "zram_objects": ByteChunks(objects),  # loads as a uint8 array
             "zram_codec_keys": np.array(list(codec_keys), dtype=np.str_).reshape(-1),
             "zram_algorithms": np.array(["" if c is None else c.key for c in self.algorithms], dtype=np.str_),
             "zram_idle_order": np.fromiter(self._idle_candidates, dtype=np.int64, count=len(self._idle_candidates)),
@@ -880,10 +877,10 @@ class ZramDevice:
         if objects.ndim != 2 or objects.shape[1:] != (3,) or (same & (handles != 0)).any() or not np.array_equal(
                 np.sort(handles[pooled]), objects[:, 0]):
             raise ValueError("saved zram slots and pool objects do not match")
-        class_of = dict(zip(objects[:, 0].tolist(), objects[:, 1].tolist(), strict=True))
-        for handle, size in zip(handles[pooled].tolist(), sizes[pooled].tolist(), strict=True):
-            if class_of[handle] != self.pool.class_index(size):
-                raise ValueError(f"saved zram object {handle} of {size} bytes is in the wrong size class")
+        # Pool objects are in handle order: put the slots' sizes in that order too.
+        by_handle = sizes[pooled][np.argsort(handles[pooled])].astype(np.int64)
+        if (self.pool.class_indices(by_handle) != objects[:, 1]).any():
+            raise ValueError("saved zram objects are in the wrong size class for their compressed size")
         idle_order = state["zram_idle_order"].tolist()
         if len(set(idle_order)) != len(idle_order) or not set(idle_order) <= set(slots[pooled].tolist()):
             raise ValueError("saved zram idle candidates are not stored pages")
@@ -897,20 +894,31 @@ class ZramDevice:
         self.algorithms = algorithms
         self.limit_pages = int(limit[0])
         raw = blob.tobytes()
-        rows = zip(slots.tolist(), kinds.tolist(), priorities.tolist(), codec_ids.tolist(), sizes.tolist(),
-                   handles.tolist(), state["zram_flags"].tolist(), state["zram_access_age_ns"].tolist(),
-                   state["zram_reads"].tolist(), state["zram_read_age_ns"].tolist(),
-                   state["zram_probe_ratio"].tolist(), offsets[:-1].tolist(), offsets[1:].tolist(), strict=True)
-        for index, kind, priority, codec_id, size, handle, flag, access_age, reads, read_age, ratio, start, end in rows:
+        flags = state["zram_flags"]
+        now = self._now
+        codec_of = [*codecs, None]  # codec id -1: none
+        # Columns as Python lists, then one positional PageEntry per slot (tens of thousands of them).
+        rows = zip(slots.tolist(), kinds.tolist(), priorities.tolist(), codec_ids.tolist(), offsets[:-1].tolist(),
+                   offsets[1:].tolist(), handles.tolist(), sizes.tolist(), (flags & self._IDLE).astype(bool).tolist(),
+                   (now - state["zram_access_age_ns"]).tolist(), state["zram_reads"].tolist(),
+                   np.where(flags & self._WAS_READ, now - state["zram_read_age_ns"], -1).tolist(),
+                   (flags & self._WAS_READ).astype(bool).tolist(), state["zram_probe_ratio"].tolist(),
+                   (flags & self._INCOMPRESSIBLE).astype(bool).tolist(), strict=True)
+        entries = self.entries
+        for index, kind, priority, codec_id, start, end, handle, size, idle, access, reads, last_read, was_read, \
+                ratio, incompressible in rows:
             data = raw[start:end]
-            entry = PageEntry(kind, priority=priority, codec=codecs[codec_id] if codec_id >= 0 else None,
-                              data=None if kind == SAME else data, pattern=data if kind == SAME else b"",
-                              handle=handle, size=size, idle=bool(flag & self._IDLE),
-                              last_access_ns=self._now - access_age, reads=reads,
-                              last_read_ns=self._now - read_age if flag & self._WAS_READ else None,
-                              probe_ratio=ratio, incompressible=bool(flag & self._INCOMPRESSIBLE))
-            self.entries[index] = entry
-            self._account(entry, +1)
+            same_page = kind == SAME
+            # PageEntry's fields in order: kind, priority, codec, data, pattern, handle, size, idle,
+            # last_access_ns, reads, last_read_ns, probe_ratio, incompressible.
+            entries[index] = PageEntry(kind, priority, codec_of[codec_id], None if same_page else data,
+                                       data if same_page else b"", handle, size, idle, access, reads,
+                                       last_read if was_read else None, ratio, incompressible)
+        # What _account keeps per entry, counted at once.
+        keys = np.where(compressed, codec_ids, -1 - kinds.astype(np.int16))  # -1 - kind for same and huge pages
+        for key, pages in zip(*(column.tolist() for column in np.unique(keys, return_counts=True)), strict=True):
+            self._pages_by_key[codecs[key].key if key >= 0 else KIND_NAMES[-1 - key]] = pages
+        self._stored_bytes = int(sizes.sum())
         self._idle_candidates = OrderedDict((index, None) for index in idle_order)
 
     def snapshot_counters(self) -> dict[str, np.ndarray]:

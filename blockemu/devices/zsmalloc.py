@@ -86,6 +86,10 @@ class ZsPool:
             raise ValueError(f"object size must be in 1..{PAGE}, got {size}")
         return 0 if size <= MIN_ALLOC else -(-(size - MIN_ALLOC) // CLASS_DELTA)
 
+    def class_indices(self, sizes: np.ndarray) -> np.ndarray:
+        """:meth:`class_index` of each size (all in 1..PAGE), at once."""
+        return np.where(sizes <= MIN_ALLOC, 0, -(-(sizes - MIN_ALLOC) // CLASS_DELTA))
+
     def pages_needed(self, sizes: list[int]) -> int:
         """Extra physical pages that allocating ``sizes`` would take now (no side effects)."""
         extra = 0
@@ -190,37 +194,36 @@ class ZsPool:
         """Replace an empty pool's layout with a saved one; ValueError (nothing changed) if it is inconsistent."""
         if self._objects:
             raise ValueError("a saved pool layout loads only into an empty pool")
-        objects, partial = state["zs_objects"], state["zs_partial"].tolist()
+        objects, partial = state["zs_objects"].astype(np.int64), state["zs_partial"].tolist()
         next_zspage, next_handle, compacted = (int(v) for v in state["zs_scalars"].tolist())
         if objects.ndim != 2 or objects.shape[1] != 3:
             raise ValueError(f"saved pool objects have shape {objects.shape}, expected (n, 3)")
-        counts: dict[int, int] = {}
-        zspage_class: dict[int, int] = {}
-        loaded: dict[int, tuple[int, int]] = {}
-        previous = 0
-        for handle, index, zspage in objects.tolist():
-            if not previous < handle < next_handle:
-                raise ValueError(f"saved pool handle {handle} is out of order or not below {next_handle}")
-            if not 0 <= index < len(self.classes) or not 0 <= zspage < next_zspage:
-                raise ValueError(f"saved pool object {handle} names class {index}, zspage {zspage}")
-            if zspage_class.setdefault(zspage, index) != index:
-                raise ValueError(f"saved pool zspage {zspage} holds objects of two size classes")
-            counts[zspage] = counts.get(zspage, 0) + 1
-            if counts[zspage] > self.classes[index].objs_per_zspage:
-                raise ValueError(f"saved pool zspage {zspage} holds more objects than its class allows")
-            loaded[handle] = (index, zspage)
-            previous = handle
-        expected = {z for z, n in counts.items() if n < self.classes[zspage_class[z]].objs_per_zspage}
-        if len(partial) != len(set(partial)) or set(partial) != expected:
+        handles, classes, zspages = objects.T
+        if len(handles) and not (handles[0] > 0 and (np.diff(handles) > 0).all() and handles[-1] < next_handle):
+            raise ValueError(f"saved pool handles are out of order or not in 1..{next_handle - 1}")
+        if len(handles) and not (0 <= classes.min() and classes.max() < len(self.classes)
+                                 and 0 <= zspages.min() and zspages.max() < next_zspage):
+            raise ValueError("saved pool objects name size classes or zspages that do not exist")
+        used, first, counts = np.unique(zspages, return_index=True, return_counts=True)
+        zspage_class = classes[first]
+        if (classes != zspage_class[np.searchsorted(used, zspages)]).any():
+            raise ValueError("a saved pool zspage holds objects of two size classes")
+        capacity = np.array([cls.objs_per_zspage for cls in self.classes], dtype=np.int64)[zspage_class]
+        if (counts > capacity).any():
+            raise ValueError("a saved pool zspage holds more objects than its class allows")
+        if len(partial) != len(set(partial)) or set(partial) != set(used[counts < capacity].tolist()):
             raise ValueError("saved pool partial zspages do not match its objects")
+        # Checked: from here on nothing fails.
         for cls in self.classes:
             cls.zspages, cls.partial, cls.objects = {}, {}, 0
-        for zspage, count in sorted(counts.items()):
-            cls = self.classes[zspage_class[zspage]]
+        class_of = dict(zip(used.tolist(), zspage_class.tolist(), strict=True))
+        for zspage, index, count in zip(used.tolist(), zspage_class.tolist(), counts.tolist(), strict=True):
+            cls = self.classes[index]
             cls.zspages[zspage] = count
             cls.objects += count
         for zspage in partial:
-            self.classes[zspage_class[zspage]].partial[zspage] = None
-        self._objects = loaded
+            self.classes[class_of[zspage]].partial[zspage] = None
+        self._objects = dict(zip(handles.tolist(), zip(classes.tolist(), zspages.tolist(), strict=True),
+                                 strict=True))
         self._next_zspage, self._next_handle, self.pages_compacted = next_zspage, next_handle, compacted
         self.total_pages = sum(cls.pages for cls in self.classes)

@@ -50,7 +50,8 @@ File formats (integers little-endian):
 ``state``:  ``b"BLKEMUST"`` | u32 version (1) | u32 header length | header
 (UTF-8 JSON: generation, geometry, fingerprint, arrays: name/dtype/stored
 dtype/shape) | the arrays' bytes in header order, C order, in their stored
-dtype | u32 CRC-32 of everything before it.  Integer arrays whose values fit
+dtype | u32 CRC-32 of everything before it.  (:class:`ByteChunks` is written
+as the uint8 array it stands for.)  Integer arrays whose values fit
 32 bits are stored narrowed and widened again on load.
 
 ``undo``:  ``b"BLKEMUUJ"`` | u32 version (1) | u32 block size, then records:
@@ -236,12 +237,29 @@ def _stored_dtype(array: np.ndarray) -> np.dtype[Any]:
     return dtype
 
 
+class ByteChunks:
+    """A one-dimensional uint8 array given as pieces, saved as one array without joining them first.
+
+    zram's compressed pages are tens of thousands of small objects: joining
+    them would allocate and copy all of them at every commit.  They load as
+    an ordinary array.
+    """
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+        self.nbytes = sum(map(len, chunks))
+
+
 def encode_checkpoint(generation: int, geometry: Mapping[str, Any],
-                      arrays: Mapping[str, np.ndarray]) -> list[bytes | memoryview]:
+                      arrays: Mapping[str, np.ndarray | ByteChunks]) -> list[bytes | memoryview]:
     """The parts of a ``state`` file, in order (the last one is the CRC)."""
     entries = []
     payloads: list[bytes | memoryview] = []
     for name, array in arrays.items():
+        if isinstance(array, ByteChunks):
+            entries.append({"name": name, "dtype": "|u1", "stored_dtype": "|u1", "shape": [array.nbytes]})
+            payloads.extend(array.chunks)
+            continue
         array = np.ascontiguousarray(array)
         stored = _stored_dtype(array)
         entries.append({"name": name, "dtype": array.dtype.str, "stored_dtype": stored.str,
@@ -483,7 +501,7 @@ class FileStore:
         """Nothing here: durability is the commit's (:meth:`checkpoint`), which the write-cache layer drives."""
 
     # ---------------------------------------------------------------- commit
-    def checkpoint(self, arrays: Mapping[str, np.ndarray]) -> None:
+    def checkpoint(self, arrays: Mapping[str, np.ndarray | ByteChunks]) -> None:
         """Commit: ``arrays`` and the data as they are now become what a reopen finds."""
         started = time.perf_counter()
         if self.fsync:

@@ -754,13 +754,13 @@ def test_a_snapshot_includes_staged_and_in_flight_pages() -> None:
     write(dev, 0, b"".join(text_page(i) for i in range(10)))
     job = dev.offload_take(0)  # four pages taken by a worker, still running
     assert job is not None and len(dev.staging) == 10
-    contents = dev.snapshot_contents()
+    contents = saved_and_loaded(dev.snapshot_contents())
     assert not dev.staging and len(contents["zram_slots"]) == 10
     job.run()
     dev.offload_finish(job, 0)  # the worker's results arrive stale: the snapshot took its pages
     assert dev.stats.stale_results == 4 and len(dev.entries) == 10
     fresh = make(async_workers=2)
-    fresh.restore_contents(saved_and_loaded(contents))
+    fresh.restore_contents(contents)
     assert read(fresh, 0, 10 * PAGE) == read(dev, 0, 10 * PAGE) == b"".join(text_page(i) for i in range(10))
 
 
@@ -797,7 +797,7 @@ def test_pool_layout_round_trips_and_refuses_inconsistency() -> None:
     (lambda s: s.pop("zram_objects"), "zram_objects"),
 ])
 def test_contents_that_do_not_fit_are_refused_and_change_nothing(change: Any, message: str) -> None:
-    contents = dict(busy_device().snapshot_contents())
+    contents = saved_and_loaded(busy_device().snapshot_contents())
     change(contents)
     fresh = make(policy="multi", recomp_algorithms="lz4hc,zstd")
     with pytest.raises((ValueError, KeyError), match=message):
