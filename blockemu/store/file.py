@@ -128,14 +128,16 @@ def _pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> N
 
 def _write_all(fd: int, parts: list[bytes | memoryview]) -> None:
     pending = [memoryview(p).cast("B") for p in parts if len(p)]
-    while pending:
-        done = os.writev(fd, pending[:1024])  # IOV_MAX
-        while done and pending:
-            if done >= len(pending[0]):
-                done -= len(pending[0])
-                pending.pop(0)
+    # An index, not pop(0): a zram checkpoint has tens of thousands of parts.
+    first = 0
+    while first < len(pending):
+        done = os.writev(fd, pending[first : first + 1024])  # IOV_MAX
+        while done and first < len(pending):
+            if done >= len(pending[first]):
+                done -= len(pending[first])
+                first += 1
             else:
-                pending[0] = pending[0][done:]
+                pending[first] = pending[first][done:]
                 done = 0
 
 
