@@ -127,8 +127,11 @@ def _pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> N
 
 
 def _write_all(fd: int, parts: list[bytes | memoryview]) -> None:
-    pending = [memoryview(p).cast("B") for p in parts if len(p)]
-    # An index, not pop(0): a zram checkpoint has tens of thousands of parts.
+    # A zram checkpoint has tens of thousands of parts: bytes go to writev
+    # as they are (a memoryview each would cost more than writing them), and
+    # written parts are skipped by index, not removed with pop(0).
+    pending = [p if isinstance(p, bytes) else memoryview(p).cast("B") for p in parts]
+    pending = [p for p in pending if len(p)]
     first = 0
     while first < len(pending):
         done = os.writev(fd, pending[first : first + 1024])  # IOV_MAX
@@ -137,7 +140,7 @@ def _write_all(fd: int, parts: list[bytes | memoryview]) -> None:
                 done -= len(pending[first])
                 first += 1
             else:
-                pending[first] = pending[first][done:]
+                pending[first] = memoryview(pending[first])[done:]
                 done = 0
 
 
