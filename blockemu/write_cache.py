@@ -466,9 +466,10 @@ class CheckpointLayer:
 
     # ------------------------------------------------------------ control API
     def api(self, method: str, path: list[str], body: bytes) -> Any:
-        if method != "GET":  # attribute writes (mem_limit, idle, recompress, compact) change state
+        result = self.inner.api(method, path, body)  # a refused attribute write changes nothing
+        if method != "GET":  # applied ones (mem_limit, idle, recompress, compact) change state
             self._changed = True
-        return self.inner.api(method, path, body)
+        return result
 
     def describe(self) -> dict[str, Any]:
         description = self.inner.describe()

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from blockemu.config import config_from_mapping
-from blockemu.devices.base import DeviceError
+from blockemu.devices.base import ApiError, DeviceError
 from blockemu.metrics import make_registry
 from blockemu.persistence import check_config_store
 from blockemu.runtime import DeviceRuntime
@@ -402,6 +402,8 @@ def test_zram_checkpoints_only_when_something_changed(tmp_path: Path) -> None:
     checkpoints = runtime.describe()["store"]["checkpoints"]
     read(runtime, 0, 4 * SECTOR)
     runtime.api("GET", ["zram"], b"")
+    with pytest.raises(ApiError):
+        runtime.api("PUT", ["zram", "mem_limit"], b"lots")  # refused: changes nothing
     runtime.flush()
     assert runtime.describe()["store"]["checkpoints"] == checkpoints
     runtime.api("PUT", ["zram", "idle"], b"all")
