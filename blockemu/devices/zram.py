@@ -33,6 +33,11 @@ mode.  Asynchronous compression is placed on the first ``async_workers``
 CPUs at the model's cost; a write waits (in modeled time) while the modeled
 staging area is full.  The CPU time really spent is always measured and
 exported.
+
+Persistence (``[store] backend = "file"``): :meth:`ZramDevice.snapshot_contents`
+gives every stored page with its slot's index state and the pool layout as
+arrays, and the write-cache layer checkpoints them at each commit
+(blockemu/write_cache.py, CheckpointLayer).
 """
 
 from __future__ import annotations
@@ -248,7 +253,8 @@ class ZramDevice:
         self.size_bytes = config.capacity_bytes
         self.pages = self.size_bytes // PAGE
         self.capabilities = Capabilities()
-        # Bytes live compressed in the page table: the store is not used, but
+        # Bytes live compressed in the page table: the store holds none of
+        # them (a file store keeps the checkpoints of snapshot_contents), but
         # it is the device's to close (create_device opened it).
         self.store = store
         self.realtime = config.timing.mode == "realtime"
