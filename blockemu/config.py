@@ -686,9 +686,6 @@ def config_from_mapping(raw: Mapping[str, Any], source: str = "<mapping>") -> Co
 
 
 def _check_cross_section(config: Config) -> None:
-    if config.store.backend == "file" and config.device.type == "zram":
-        raise ConfigError(f'{config.source}: [store] backend = "file": not for device type zram, which keeps its '
-                          'pages in RAM and loses them at power-off, as a real zram does; use backend = "memory"')
     if config.device.type == "ufs":
         _check_ufs(config)
     if config.device.type in ("zns", "zns_ftl"):

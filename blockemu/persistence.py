@@ -9,9 +9,15 @@ directory is bound to:
   next (``snapshot_state``: UFS's FTL map, free list and HID state machine;
   ZNS's zone conditions, write pointers and implicit-open order; the zoned
   log's map), and
+* the data a device keeps in its model rather than in the store
+  (``snapshot_contents``: zram's compressed pages with their slots, the
+  algorithms and mem_limit, the zsmalloc layout).  It is as large as the
+  data, so it is persisted only, never put in traces or taken at every
+  change for power cuts as ``snapshot_state`` is; and
 * the counters that ``GET /api/v1/device`` and the metrics report
   (``snapshot_counters``), so that a restarted device describes itself as it
-  did at the commit.
+  did at the commit (for zram: what mm_stat and io_stat count; the work and
+  CPU time of this server process start at zero, as request statistics do).
 
 Derived arrays (the FTL's reverse map and valid counts, the zoned log's valid
 counts) are rebuilt on load instead of stored.  Modeled time is not saved: a
@@ -26,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from blockemu.config import Config
-from blockemu.store.file import StoreError, check_store
+from blockemu.store.file import ByteChunks, StoreError, check_store
 from blockemu.store.null import NullStore
 
 # Settings that shape the saved state.  A directory opens only with the values
@@ -41,6 +47,12 @@ GEOMETRY_KEYS: dict[str, tuple[str, ...]] = {
     "zns": _ZNS_GEOMETRY,
     # The policy decides how many zones the log keeps open (its saved heads).
     "zns_ftl": (*_ZNS_GEOMETRY, "zns_ftl.overprovision_percent", "zns_ftl.gc_policy"),
+    # Saved slots name their algorithm by priority.  The control API may
+    # change the algorithms and mem_limit, and those changes are state; the
+    # configuration's values are where they started, and a store opens only
+    # with them, so that editing them is refused rather than silently
+    # overridden by the saved ones.
+    "zram": ("zram.comp_algorithm", "zram.comp_level", "zram.recomp_algorithms", "zram.mem_limit_mib"),
 }
 
 
@@ -53,22 +65,27 @@ def persisted_geometry(config: Config) -> dict[str, Any]:
     return geometry
 
 
-def device_state(device: Any) -> dict[str, np.ndarray]:
-    """What a checkpoint of ``device`` holds."""
-    state: dict[str, np.ndarray] = dict(device.snapshot_state())
-    counters = getattr(device, "snapshot_counters", None)
-    if counters is not None:
-        state.update(counters())
+# A device's snapshot_<part>() / restore_<part>() pairs, in the order they are restored.
+_HOOKS = ("state", "contents", "counters")
+
+
+def device_state(device: Any) -> dict[str, np.ndarray | ByteChunks]:
+    """What a checkpoint of ``device`` holds: whichever of the three parts it has."""
+    state: dict[str, np.ndarray | ByteChunks] = {}
+    for hook in _HOOKS:
+        snapshot = getattr(device, f"snapshot_{hook}", None)
+        if snapshot is not None:
+            state.update(snapshot())
     return state
 
 
 def restore_device_state(device: Any, state: dict[str, np.ndarray], where: str) -> None:
     """Load a checkpoint into a freshly built ``device``; a state that does not fit is refused."""
     try:
-        device.restore_state(state)
-        restore = getattr(device, "restore_counters", None)
-        if restore is not None:
-            restore(state)
+        for hook in _HOOKS:
+            restore = getattr(device, f"restore_{hook}", None)
+            if restore is not None:
+                restore(state)
     except (ValueError, KeyError, IndexError) as err:
         raise StoreError(f"{where}: the saved state does not fit this device ({err}); refusing to start") from None
 

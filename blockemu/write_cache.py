@@ -30,6 +30,7 @@ Device state beyond the bytes:
   agree with a write pointer.
 * zram keeps its data in RAM, not in its store, and a power cut would lose
   all of it; it is served without this layer (``/api/v1/powercut`` is 404).
+  On a file store it gets :class:`CheckpointLayer` instead (below).
 
 The cache is bounded (``[write_cache] size_mib``).  When the pre-images
 would exceed it, the cache is written back as by a flush: everything up to
@@ -48,6 +49,12 @@ keeps no pre-images of it (a kill in the middle leaves it partly done, as a
 device may leave an unacknowledged command), on zoned devices it does.  A
 clean stop (SIGTERM) writes the cache back, as a device does on an orderly
 power-down.
+
+zram on a file store: its pages live compressed in the model, not in the
+store's data file, so there is nothing to journal.  :class:`CheckpointLayer`
+commits where the write cache does (flush, FUA write, clean stop), and a
+commit is a checkpoint of the whole model, staged pages compressed first.
+A kill loses everything since the last one, as a drop power cut would.
 """
 
 from __future__ import annotations
@@ -202,12 +209,8 @@ class PowerCutLayer:
     def load_or_save_state(self) -> None:
         """At start-up on a file store: load its last commit's state, or commit a new store's initial one."""
         assert self.durable is not None
-        saved = self.durable.saved_state
-        if saved is None:
+        if not load_saved_state(self.durable, self.inner):
             self._commit_state()
-            return
-        restore_device_state(self.inner, saved, str(self.durable.directory / "state"))
-        self.durable.saved_state = None  # the model has it now
 
     def _after_change(self, fua_range: tuple[int, int] | None = None) -> None:
         if fua_range is not None:
@@ -355,15 +358,7 @@ class PowerCutLayer:
         yield MetricFamily("blockemu_write_cache_writebacks_total", "counter",
                            "Times the full write cache was written back as by a flush", [({}, self.writebacks)])
         if self.durable is not None:
-            durable = self.durable
-            yield MetricFamily("blockemu_store_checkpoints_total", "counter",
-                               "State checkpoints committed to the file store", [({}, durable.checkpoints)])
-            yield MetricFamily("blockemu_store_checkpoint_seconds_total", "counter",
-                               "Wall time spent writing checkpoints", [({}, durable.checkpoint_seconds)])
-            yield MetricFamily("blockemu_store_checkpoint_bytes", "gauge", "Size of the last checkpoint",
-                               [({}, durable.checkpoint_bytes)])
-            yield MetricFamily("blockemu_store_undo_bytes", "gauge",
-                               "Undo journal bytes since the last checkpoint", [({}, durable.undo_bytes)])
+            yield from store_metrics(self.durable)
         yield from self.inner.metrics()
 
     def close(self) -> None:
@@ -377,6 +372,122 @@ class PowerCutLayer:
 
     def __getattr__(self, name: str) -> Any:
         # Device-specific extras (zone reports, trace snapshots) pass through.
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+
+def load_saved_state(durable: FileStore, device: Any) -> bool:
+    """Load the store's last commit into ``device``; False for a new store, whose initial state is still to commit."""
+    saved = durable.saved_state
+    if saved is None:
+        return False
+    restore_device_state(device, saved, str(durable.directory / "state"))
+    durable.saved_state = None  # the model has it now
+    return True
+
+
+def store_metrics(durable: FileStore) -> Iterator[MetricFamily]:
+    yield MetricFamily("blockemu_store_checkpoints_total", "counter",
+                       "State checkpoints committed to the file store", [({}, durable.checkpoints)])
+    yield MetricFamily("blockemu_store_checkpoint_seconds_total", "counter",
+                       "Wall time spent writing checkpoints", [({}, durable.checkpoint_seconds)])
+    yield MetricFamily("blockemu_store_checkpoint_bytes", "gauge", "Size of the last checkpoint",
+                       [({}, durable.checkpoint_bytes)])
+    yield MetricFamily("blockemu_store_undo_bytes", "gauge",
+                       "Undo journal bytes since the last checkpoint", [({}, durable.undo_bytes)])
+
+
+class CheckpointLayer:
+    """Commits a device whose data lives in its model (zram) to a file store: a commit is a checkpoint.
+
+    Commits where :class:`PowerCutLayer` does: a flush, a FUA write (and
+    with it everything before it), a clean stop; only when something
+    changed.  Reads change access times and read counts, which are saved
+    with the next commit but do not cause one, as reads do not on UFS.
+    There are no power cuts here (``/api/v1/powercut`` stays 404): taking
+    a copy of the model at every first change after a flush would cost as
+    much as a checkpoint.
+    """
+
+    def __init__(self, inner: Device, durable: FileStore) -> None:
+        self.inner = inner
+        self.durable = durable
+        self._changed = False  # since the last checkpoint
+        self.name = inner.name
+        self.size_bytes = inner.size_bytes
+        self.capabilities = inner.capabilities
+        self.kind = str(getattr(inner, "kind", ""))
+
+    def _commit(self) -> None:
+        if self._changed:
+            # The device drains its staged pages into the snapshot itself
+            # (ZramDevice.snapshot_contents): a flush acknowledges them.
+            self.durable.checkpoint(device_state(self.inner))
+            self._changed = False
+
+    def load_or_save_state(self) -> None:
+        if not load_saved_state(self.durable, self.inner):
+            self._changed = True
+            self._commit()
+
+    # --------------------------------------------------------------- data path
+    def read(self, offset: int, buf: memoryview, now_ns: int) -> int:
+        return self.inner.read(offset, buf, now_ns)
+
+    def write(self, offset: int, data: memoryview, fua: bool, now_ns: int) -> int:
+        self._changed = True  # a refused write changes failed_writes
+        done = self.inner.write(offset, data, fua, now_ns)
+        if fua:
+            self._commit()
+        return done
+
+    def trim(self, offset: int, length: int, now_ns: int) -> int:
+        self._changed = True
+        return self.inner.trim(offset, length, now_ns)
+
+    def write_zeroes(self, offset: int, length: int, fua: bool, now_ns: int) -> int:
+        self._changed = True
+        done = self.inner.write_zeroes(offset, length, fua, now_ns)
+        if fua:
+            self._commit()
+        return done
+
+    def flush(self, now_ns: int) -> int:
+        done = self.inner.flush(now_ns)
+        self._commit()
+        return done
+
+    def background_step(self, now_ns: int) -> int | None:
+        done = self.inner.background_step(now_ns)
+        if done is not None:  # an idle step changed nothing
+            self._changed = True
+        return done
+
+    # ------------------------------------------------------------ control API
+    def api(self, method: str, path: list[str], body: bytes) -> Any:
+        result = self.inner.api(method, path, body)  # a refused attribute write changes nothing
+        if method != "GET":  # applied ones (mem_limit, idle, recompress, compact) change state
+            self._changed = True
+        return result
+
+    def describe(self) -> dict[str, Any]:
+        description = self.inner.describe()
+        description["store"] = self.durable.status()
+        return description
+
+    def metrics(self) -> Iterator[MetricFamily]:
+        yield from store_metrics(self.durable)
+        yield from self.inner.metrics()
+
+    def close(self) -> None:
+        try:
+            self._commit()  # an orderly power-down keeps what was written
+        finally:
+            self.inner.close()
+
+    def __getattr__(self, name: str) -> Any:
+        # Device-specific extras (zram's offload hooks, read_attribute) pass through.
         if name == "inner":
             raise AttributeError(name)
         return getattr(self.inner, name)
@@ -402,14 +513,24 @@ def parse_powercut_request(body: bytes) -> tuple[str, int]:
 def create_cached_device(config: Config) -> Device:
     """Build ``config``'s device on a journaled store, wrapped in a :class:`PowerCutLayer`.
 
-    zram is built as it is: its pages live in its own table, not in the store.
+    zram is built as it is: its pages live in its own table, not in the
+    store; on a file store it is wrapped in a :class:`CheckpointLayer`.
     """
     from blockemu.devices import DEVICE_FACTORIES  # the device models import numpy & co; only when serving
 
     store = open_store(config.store.backend, config.capacity_bytes, config.store.path,
                        geometry=persisted_geometry(config), fsync=config.store.fsync)
     if config.device.type == "zram":
-        return DEVICE_FACTORIES["zram"](config, store)
+        zram = DEVICE_FACTORIES["zram"](config, store)  # it closes the store
+        if not isinstance(store, FileStore):
+            return zram
+        checkpointed = CheckpointLayer(zram, store)
+        try:
+            checkpointed.load_or_save_state()
+        except BaseException:
+            zram.close()
+            raise
+        return checkpointed
     # The atomic unit a cut keeps or loses: the device's logical block.
     sector_bytes = config.zns.lba_bytes if config.device.type in _STATEFUL_KINDS else 4096
     journal = JournaledStore(store, sector_bytes)

@@ -14,11 +14,18 @@ table.  What matters for ``mm_stat`` is reproduced:
 * A zspage is freed when its last object is freed; half-empty zspages stay
   until compaction moves objects out of the emptiest into the fullest ones
   of the same class and frees the emptied zspages (``pages_compacted``).
+
+A pool's layout (which zspage holds which object, and the order in which
+partial zspages are refilled) is saved with a persistent zram
+(:meth:`ZsPool.state_arrays`), so that a restarted device reports the same
+``mem_used_total`` and fills the same zspages next.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+import numpy as np
 
 PAGE = 4096
 MIN_ALLOC = 32
@@ -78,6 +85,10 @@ class ZsPool:
         if not 0 < size <= PAGE:
             raise ValueError(f"object size must be in 1..{PAGE}, got {size}")
         return 0 if size <= MIN_ALLOC else -(-(size - MIN_ALLOC) // CLASS_DELTA)
+
+    def class_indices(self, sizes: np.ndarray) -> np.ndarray:
+        """:meth:`class_index` of each size (all in 1..PAGE), at once."""
+        return np.where(sizes <= MIN_ALLOC, 0, -(-(sizes - MIN_ALLOC) // CLASS_DELTA))
 
     def pages_needed(self, sizes: list[int]) -> int:
         """Extra physical pages that allocating ``sizes`` would take now (no side effects)."""
@@ -165,3 +176,54 @@ class ZsPool:
             cls.partial = {z: None for z in keep if cls.zspages[z] < cls.objs_per_zspage}
         self.pages_compacted += freed
         return freed
+
+    # ----------------------------------------------------------- persistence
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """The layout, as arrays: objects by handle, partial zspages in refill order, counters."""
+        objects = np.array([(handle, index, zspage) for handle, (index, zspage) in self._objects.items()],
+                           dtype=np.int64).reshape(-1, 3)
+        partial = [zspage for cls in self.classes for zspage in cls.partial]
+        return {
+            # Handle order is the order compaction visits objects in.
+            "zs_objects": objects,
+            "zs_partial": np.array(partial, dtype=np.int64),
+            "zs_scalars": np.array([self._next_zspage, self._next_handle, self.pages_compacted], dtype=np.int64),
+        }
+
+    def load_state_arrays(self, state: dict[str, np.ndarray]) -> None:
+        """Replace an empty pool's layout with a saved one; ValueError (nothing changed) if it is inconsistent."""
+        if self._objects:
+            raise ValueError("a saved pool layout loads only into an empty pool")
+        objects, partial = state["zs_objects"].astype(np.int64), state["zs_partial"].tolist()
+        next_zspage, next_handle, compacted = (int(v) for v in state["zs_scalars"].tolist())
+        if objects.ndim != 2 or objects.shape[1] != 3:
+            raise ValueError(f"saved pool objects have shape {objects.shape}, expected (n, 3)")
+        handles, classes, zspages = objects.T
+        if len(handles) and not (handles[0] > 0 and (np.diff(handles) > 0).all() and handles[-1] < next_handle):
+            raise ValueError(f"saved pool handles are out of order or not in 1..{next_handle - 1}")
+        if len(handles) and not (0 <= classes.min() and classes.max() < len(self.classes)
+                                 and 0 <= zspages.min() and zspages.max() < next_zspage):
+            raise ValueError("saved pool objects name size classes or zspages that do not exist")
+        used, first, counts = np.unique(zspages, return_index=True, return_counts=True)
+        zspage_class = classes[first]
+        if (classes != zspage_class[np.searchsorted(used, zspages)]).any():
+            raise ValueError("a saved pool zspage holds objects of two size classes")
+        capacity = np.array([cls.objs_per_zspage for cls in self.classes], dtype=np.int64)[zspage_class]
+        if (counts > capacity).any():
+            raise ValueError("a saved pool zspage holds more objects than its class allows")
+        if len(partial) != len(set(partial)) or set(partial) != set(used[counts < capacity].tolist()):
+            raise ValueError("saved pool partial zspages do not match its objects")
+        # Checked: from here on nothing fails.
+        for cls in self.classes:
+            cls.zspages, cls.partial, cls.objects = {}, {}, 0
+        class_of = dict(zip(used.tolist(), zspage_class.tolist(), strict=True))
+        for zspage, index, count in zip(used.tolist(), zspage_class.tolist(), counts.tolist(), strict=True):
+            cls = self.classes[index]
+            cls.zspages[zspage] = count
+            cls.objects += count
+        for zspage in partial:
+            self.classes[class_of[zspage]].partial[zspage] = None
+        self._objects = dict(zip(handles.tolist(), zip(classes.tolist(), zspages.tolist(), strict=True),
+                                 strict=True))
+        self._next_zspage, self._next_handle, self.pages_compacted = next_zspage, next_handle, compacted
+        self.total_pages = sum(cls.pages for cls in self.classes)

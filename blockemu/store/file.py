@@ -50,7 +50,8 @@ File formats (integers little-endian):
 ``state``:  ``b"BLKEMUST"`` | u32 version (1) | u32 header length | header
 (UTF-8 JSON: generation, geometry, fingerprint, arrays: name/dtype/stored
 dtype/shape) | the arrays' bytes in header order, C order, in their stored
-dtype | u32 CRC-32 of everything before it.  Integer arrays whose values fit
+dtype | u32 CRC-32 of everything before it.  (:class:`ByteChunks` is written
+as the uint8 array it stands for.)  Integer arrays whose values fit
 32 bits are stored narrowed and widened again on load.
 
 ``undo``:  ``b"BLKEMUUJ"`` | u32 version (1) | u32 block size, then records:
@@ -126,15 +127,20 @@ def _pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> N
 
 
 def _write_all(fd: int, parts: list[bytes | memoryview]) -> None:
-    pending = [memoryview(p).cast("B") for p in parts if len(p)]
-    while pending:
-        done = os.writev(fd, pending[:1024])  # IOV_MAX
-        while done and pending:
-            if done >= len(pending[0]):
-                done -= len(pending[0])
-                pending.pop(0)
+    # A zram checkpoint has tens of thousands of parts: bytes go to writev
+    # as they are (a memoryview each would cost more than writing them), and
+    # written parts are skipped by index, not removed with pop(0).
+    pending = [p if isinstance(p, bytes) else memoryview(p).cast("B") for p in parts]
+    pending = [p for p in pending if len(p)]
+    first = 0
+    while first < len(pending):
+        done = os.writev(fd, pending[first : first + 1024])  # IOV_MAX
+        while done and first < len(pending):
+            if done >= len(pending[first]):
+                done -= len(pending[first])
+                first += 1
             else:
-                pending[0] = pending[0][done:]
+                pending[first] = memoryview(pending[first])[done:]
                 done = 0
 
 
@@ -236,17 +242,35 @@ def _stored_dtype(array: np.ndarray) -> np.dtype[Any]:
     return dtype
 
 
+class ByteChunks:
+    """A one-dimensional uint8 array given as pieces, saved as one array without joining them first.
+
+    zram's compressed pages are tens of thousands of small objects: joining
+    them would allocate and copy all of them at every commit.  They load as
+    an ordinary array.
+    """
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+        self.nbytes = sum(map(len, chunks))
+
+
 def encode_checkpoint(generation: int, geometry: Mapping[str, Any],
-                      arrays: Mapping[str, np.ndarray]) -> list[bytes | memoryview]:
+                      arrays: Mapping[str, np.ndarray | ByteChunks]) -> list[bytes | memoryview]:
     """The parts of a ``state`` file, in order (the last one is the CRC)."""
     entries = []
     payloads: list[bytes | memoryview] = []
     for name, array in arrays.items():
+        if isinstance(array, ByteChunks):
+            entries.append({"name": name, "dtype": "|u1", "stored_dtype": "|u1", "shape": [array.nbytes]})
+            payloads.extend(array.chunks)
+            continue
         array = np.ascontiguousarray(array)
         stored = _stored_dtype(array)
         entries.append({"name": name, "dtype": array.dtype.str, "stored_dtype": stored.str,
                         "shape": list(array.shape)})
-        payloads.append(np.ascontiguousarray(array, dtype=stored).data.cast("B"))
+        # Flattened first: memoryview cannot cast an empty array of more than one dimension.
+        payloads.append(np.ascontiguousarray(array, dtype=stored).reshape(-1).data.cast("B"))
     header = json.dumps({"generation": generation, "geometry": dict(geometry),
                          "fingerprint": geometry_fingerprint(geometry), "arrays": entries}).encode()
     parts: list[bytes | memoryview] = [_STATE_PREFIX.pack(STATE_MAGIC, STATE_VERSION, len(header)), header, *payloads]
@@ -482,7 +506,7 @@ class FileStore:
         """Nothing here: durability is the commit's (:meth:`checkpoint`), which the write-cache layer drives."""
 
     # ---------------------------------------------------------------- commit
-    def checkpoint(self, arrays: Mapping[str, np.ndarray]) -> None:
+    def checkpoint(self, arrays: Mapping[str, np.ndarray | ByteChunks]) -> None:
         """Commit: ``arrays`` and the data as they are now become what a reopen finds."""
         started = time.perf_counter()
         if self.fsync:

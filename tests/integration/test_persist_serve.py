@@ -203,3 +203,76 @@ def test_zns_ftl_map_survives_kill_9(real_components: None, tmp_path: Path) -> N
     with ServedDevice(config) as again:
         assert device_part(again) == state
         assert read_all(again.connect()) == committed
+
+
+def text_pages(tag: int, count: int) -> bytes:
+    """``count`` compressible 4 KiB pages (none a same page) that zstd packs into a smaller size class than lz4."""
+    words = ("alpha", "beta", "gamma", "delta", "epsilon")
+    pages = []
+    for i in range(count):
+        page, n = bytearray(), tag * 100_000 + i * 1000
+        while len(page) < SECTOR:
+            page += f"{words[n % 5]} {n} ".encode()
+            n += 1 + n % 3
+        pages.append(bytes(page[:SECTOR]))
+    return b"".join(pages)
+
+
+def zram_state(device: ServedDevice) -> dict[str, Any]:
+    control = device.control
+    return {"device": device_part(device),
+            **{name: control.get(f"zram/{name}") for name in ("mm_stat", "io_stat", "comp_algorithm",
+                                                              "recomp_algorithm")},
+            "recompressed": control.metric("blockemu_zram_recompressed_pages_total"),
+            "stored": control.metrics_text().count("blockemu_zram_stored_pages{")}
+
+
+def test_zram_pages_and_index_survive_kill_9(real_components: None, tmp_path: Path) -> None:
+    # Asynchronous compression on: a flush must include what the executor had not compressed yet.
+    raw = {"device": {"type": "zram", "name": "zram_persist", "capacity_mib": 32},
+           "zram": {"recomp_algorithms": "zstd", "cost_us": "lz4=4/1, lz4hc=20/1, zstd=15/5", "async_workers": 2,
+                    "staging_pages": 256, "batch_pages": 16}}
+    config, store = write_config(tmp_path, raw)
+    served = ServedDevice(config).start()
+    nbd, control = served.connect(), served.control
+    nbd.pwrite(os.urandom(256 * 1024), 0)  # huge pages
+    nbd.pwrite(text_pages(1, 512), MIB)  # 2 MiB compressed
+    nbd.pwrite(bytes(64 * 1024) + b"\x5a" * 64 * 1024, 4 * MIB)  # same pages
+    nbd.pwrite(b"partial!" * 64, 5 * MIB + 1024)  # read-modify-write inside a page
+    nbd.trim(64 * 1024, 2 * MIB)  # notify_free: 16 pages
+    nbd.flush()  # staged pages stored: the idle marking below sees them
+    control.put("zram/idle", "all")
+    control.put("zram/recompress", "type=idle max_pages=300")  # per-slot algorithm: zstd at priority 1
+    control.put("zram/recomp_algorithm", "algo=lz4hc priority=2")
+    control.put("zram/mem_limit", "24M")
+    nbd.pwrite(text_pages(3, 1), 7 * MIB, 1)  # LIBNBD_CMD_FLAG_FUA: a commit
+    nbd.pwrite(text_pages(2, 64), 6 * MIB)  # staged; the flush compresses and commits them
+    nbd.flush()
+    state, committed = zram_state(served), read_all(nbd)
+    stat = state["device"]["zram"]["mm_stat"]
+    assert stat["huge_pages"] == 64 and stat["same_pages"] == 32 and stat["mem_limit"] == 24 * MIB
+    assert state["io_stat"].split()[3] == "16" and state["recompressed"] > 100
+    assert state["recomp_algorithm"] == "#1: lz4 lz4hc [zstd] \n#2: lz4 [lz4hc] zstd \n"
+
+    nbd.pwrite(text_pages(4, 128), MIB)  # over committed pages
+    nbd.pwrite(os.urandom(MIB), 20 * MIB)
+    nbd.trim(MIB, 6 * MIB)
+    control.put("zram/comp_algorithm", "zstd")
+    control.put("zram/recompress", "type=huge")
+    control.put("zram/compact", "1")
+    control.put("zram/mem_limit", "0")
+    assert zram_state(served) != state
+    kill_9(served, store)
+
+    with ServedDevice(config) as again:
+        assert zram_state(again) == state
+        nbd = again.connect()
+        assert read_all(nbd) == committed
+        nbd.shutdown()
+    # The algorithms bind the store: another one is refused in one line before nbdkit starts.
+    result = subprocess.run([sys.executable, "-m", "blockemu", "serve", str(config), "--set",
+                             "zram.recomp_algorithms=lz4hc"], capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert result.stderr == (f"blockemu: {store}/state: written for [zram] recomp_algorithms = 'zstd', the "
+                             "configuration has 'lz4hc'; a store opens only with the geometry it was created with "
+                             "(use another [store] path for a new device)\n")

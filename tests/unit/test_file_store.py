@@ -15,6 +15,7 @@ from blockemu.store.file import (
     _RECORD,
     _UNDO_HEADER,
     BLOCK,
+    ByteChunks,
     FileStore,
     StoreError,
     check_store,
@@ -49,6 +50,8 @@ def arrays(seed: int = 1) -> dict[str, np.ndarray]:
         "defrag_size": np.array([2**64 - 1], dtype=np.uint64),
         "names": np.array(["ZoneFullError", "TooManyOpenZonesError"]),
         "empty": np.array([], dtype=np.int64),
+        "table": np.arange(12, dtype=np.int64).reshape(4, 3),
+        "empty_table": np.zeros((0, 3), dtype=np.int64),  # a zram pool with no objects
     }
 
 
@@ -311,3 +314,11 @@ def test_open_store_chooses_by_name(tmp_path: Path) -> None:
         open_store("file", SIZE, str(tmp_path))
     with pytest.raises(ValueError, match="allowed: memory, file"):
         open_store("tape", SIZE)
+
+
+def test_byte_chunks_are_saved_as_the_array_they_stand_for() -> None:
+    chunked = encode_checkpoint(1, {}, {"objects": ByteChunks([b"ab", b"", b"cde"]), "n": np.arange(3)})
+    joined = encode_checkpoint(1, {}, {"objects": np.frombuffer(b"abcde", dtype=np.uint8), "n": np.arange(3)})
+    assert b"".join(bytes(p) for p in chunked) == b"".join(bytes(p) for p in joined)
+    decoded = decode_checkpoint(b"".join(bytes(p) for p in chunked), "s").arrays["objects"]
+    assert decoded.dtype == np.uint8 and decoded.tobytes() == b"abcde"

@@ -16,12 +16,13 @@ import numpy as np
 import pytest
 
 from blockemu.config import config_from_mapping
+from blockemu.devices.base import ApiError, DeviceError
 from blockemu.metrics import make_registry
 from blockemu.persistence import check_config_store
 from blockemu.runtime import DeviceRuntime
 from blockemu.store import StoreError
 from blockemu.store.file import decode_checkpoint, encode_checkpoint
-from blockemu.write_cache import PowerCutLayer
+from blockemu.write_cache import CheckpointLayer, PowerCutLayer
 from tests.conftest import SMALL_UFS
 
 MIB = 1024 * 1024
@@ -312,3 +313,128 @@ def test_snapshots_leave_out_what_can_be_recomputed(tmp_path: Path) -> None:
     log_dir.mkdir()
     start(zns_ftl_raw(log_dir)).close()
     assert "log_valid" not in decode_checkpoint((log_dir / "state").read_bytes(), "s").arrays
+
+
+# ----------------------------------------------------------------------- zram
+def zram_raw(path: Path, **zram: Any) -> dict[str, Any]:
+    return {"device": {"type": "zram", "name": "zram_test", "capacity_mib": 16},
+            # Pinned costs: describe() reports them, and calibration differs run to run.
+            "zram": {"policy": "multi", "recomp_algorithms": "zstd", "cost_us": "lz4=4/1, zstd=15/5", **zram},
+            "store": {"backend": "file", "path": str(path), "fsync": False}}
+
+
+def kill_zram(runtime: DeviceRuntime) -> None:
+    layer = runtime.device
+    assert isinstance(layer, CheckpointLayer)
+    layer.durable.close()  # no commit: what a SIGKILL leaves
+
+
+def text(tag: int, pages: int = 1) -> bytes:
+    """Compressible pages that are not same pages."""
+    return b"".join((f"page {tag}.{i}: some swapped-out heap ".encode() * 200)[:SECTOR] for i in range(pages))
+
+
+def zram_view(runtime: DeviceRuntime) -> dict[str, Any]:
+    return {"device": device_part(runtime), "mm_stat": runtime.api("GET", ["zram", "mm_stat"], b""),
+            "io_stat": runtime.api("GET", ["zram", "io_stat"], b""),
+            "recomp_algorithm": runtime.api("GET", ["zram", "recomp_algorithm"], b"")}
+
+
+def test_zram_pages_index_and_counters_survive_a_kill(tmp_path: Path) -> None:
+    runtime = start(zram_raw(tmp_path))
+    assert isinstance(runtime.device, CheckpointLayer)
+    runtime.write(0, memoryview(text(1, 64)))
+    runtime.write(MIB, memoryview(random.Random(1).randbytes(16 * SECTOR)))  # huge pages
+    runtime.write(2 * MIB, memoryview(bytes(8 * SECTOR) + b"\x5a" * SECTOR))  # same pages
+    runtime.write(3 * MIB + 100, memoryview(b"partial" * 100))
+    runtime.trim(16 * SECTOR, 8 * SECTOR)
+    runtime.api("PUT", ["zram", "idle"], b"all")
+    runtime.api("PUT", ["zram", "recompress"], b"type=idle max_pages=20")
+    runtime.api("PUT", ["zram", "recomp_algorithm"], b"algo=lz4hc priority=2")
+    runtime.api("PUT", ["zram", "mem_limit"], b"1M")
+    with pytest.raises(DeviceError):  # over mem_limit: counted in io_stat failed_writes
+        runtime.write(4 * MIB, memoryview(random.Random(2).randbytes(2 * MIB)))
+    runtime.flush()
+    state, committed = zram_view(runtime), image(runtime)
+    stat = state["device"]["zram"]["mm_stat"]
+    assert stat["huge_pages"] == 16 and stat["same_pages"] == 9 and stat["mem_limit"] == MIB
+    assert state["io_stat"].split()[1] == "1" and state["io_stat"].split()[3] == "8"
+    assert runtime.describe()["store"]["checkpoints"] == 2  # the new store's, and this flush's
+
+    runtime.write(0, memoryview(text(2, 8)))  # over committed pages and into unwritten ones
+    runtime.write(5 * MIB, memoryview(text(3, 8)))
+    runtime.trim(MIB, 4 * SECTOR)
+    runtime.api("PUT", ["zram", "comp_algorithm"], b"zstd")
+    runtime.api("PUT", ["zram", "recompress"], b"type=huge")
+    runtime.api("PUT", ["zram", "compact"], b"1")
+    runtime.api("PUT", ["zram", "mem_limit"], b"0")
+    assert image(runtime) != committed and zram_view(runtime)["mm_stat"] != state["mm_stat"]
+    kill_zram(runtime)
+
+    again = start(zram_raw(tmp_path))
+    assert image(again) == committed
+    assert zram_view(again) == state
+    again.close()
+
+
+def test_zram_fua_commits_staged_pages_and_a_clean_stop_commits(tmp_path: Path) -> None:
+    raw = zram_raw(tmp_path, async_workers=2, staging_pages=64, batch_pages=4)
+    runtime = start(raw)  # not started: no executor, staged pages wait for a drain
+    runtime.write(0, memoryview(text(1, 16)))
+    assert runtime.describe()["zram"]["staged_pages"] == 16
+    runtime.write(MIB, memoryview(text(2)), fua=True)  # commits everything before it, staged pages too
+    runtime.write(2 * MIB, memoryview(text(3, 4)))
+    kill_zram(runtime)
+    again = start(raw)
+    assert read(again, 0, 16 * SECTOR) == text(1, 16) and read(again, MIB) == text(2)
+    assert read(again, 2 * MIB, 4 * SECTOR) == bytes(4 * SECTOR)
+    again.write(2 * MIB, memoryview(text(4, 4)))
+    again.close()  # an orderly stop keeps what was written, staged or not
+    third = start(raw)
+    assert read(third, 2 * MIB, 4 * SECTOR) == text(4, 4)
+    third.close()
+
+
+def test_zram_checkpoints_only_when_something_changed(tmp_path: Path) -> None:
+    runtime = start(zram_raw(tmp_path))
+    runtime.write(0, memoryview(text(1, 4)))
+    runtime.flush()
+    checkpoints = runtime.describe()["store"]["checkpoints"]
+    read(runtime, 0, 4 * SECTOR)
+    runtime.api("GET", ["zram"], b"")
+    with pytest.raises(ApiError):
+        runtime.api("PUT", ["zram", "mem_limit"], b"lots")  # refused: changes nothing
+    runtime.flush()
+    assert runtime.describe()["store"]["checkpoints"] == checkpoints
+    runtime.api("PUT", ["zram", "idle"], b"all")
+    runtime.flush()
+    assert runtime.describe()["store"]["checkpoints"] == checkpoints + 1
+    undo = runtime.describe()["store"]["undo_bytes"]
+    assert undo == 0  # the pages are in the checkpoint, not the data file: nothing to journal
+    runtime.close()
+
+
+def test_zram_settings_bind_the_store_and_a_bad_checkpoint_is_refused(tmp_path: Path) -> None:
+    runtime = start(zram_raw(tmp_path))
+    runtime.write(0, memoryview(text(1, 4)))
+    runtime.close()
+    for setting, value, was in (("recomp_algorithms", "lz4hc", "'zstd'"), ("comp_algorithm", "zstd", "'lz4'"),
+                                ("mem_limit_mib", 8, "0")):
+        with pytest.raises(StoreError, match=rf"state: written for \[zram\] {setting} = {was}, the configuration"):
+            start(zram_raw(tmp_path, **{setting: value}))
+    start(zram_raw(tmp_path, policy="single", async_workers=2, cpu_units=4)).close()  # not geometry
+    state_file = tmp_path / "state"
+    saved = decode_checkpoint(state_file.read_bytes(), "state")
+    saved.arrays["zram_slots"] = saved.arrays["zram_slots"] + 16 * MIB  # pages beyond the device
+    parts = encode_checkpoint(saved.generation, saved.geometry, saved.arrays)
+    state_file.write_bytes(b"".join(bytes(p) for p in parts))
+    message = r"state: the saved state does not fit this device \(saved zram slots reach beyond .*\); refusing"
+    with pytest.raises(StoreError, match=message):
+        check_config_store(config_from_mapping(zram_raw(tmp_path), "<test>"))
+    with pytest.raises(StoreError, match=message):
+        start(zram_raw(tmp_path))
+    blob = bytearray(state_file.read_bytes())
+    blob[-100] ^= 0x01  # in the compressed pages
+    state_file.write_bytes(bytes(blob))
+    with pytest.raises(StoreError, match=r"state: checksum mismatch .*: the checkpoint is corrupt; refusing to start"):
+        check_config_store(config_from_mapping(zram_raw(tmp_path), "<test>"))

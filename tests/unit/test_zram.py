@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from blockemu.codecs import (
@@ -668,3 +669,137 @@ def test_multi_walks_the_recompression_chain_in_priority_order() -> None:
     assert priorities <= {1, 2} and 1 in priorities
     assert dev.stats.codecs["lz4hc:12"].compress_pages == 8
     assert read(dev, 0, 8 * PAGE) == b"".join(pages)
+
+
+# --------------------------------------------------------------- persistence
+def saved_and_loaded(contents: dict[str, Any]) -> dict[str, Any]:
+    """``contents`` through the file store's checkpoint format, as a restart reads it."""
+    from blockemu.store.file import decode_checkpoint, encode_checkpoint
+
+    parts = encode_checkpoint(1, {}, contents)
+    return decode_checkpoint(b"".join(bytes(p) for p in parts), "state").arrays
+
+
+def slot_view(dev: ZramDevice) -> list[tuple[Any, ...]]:
+    """Each slot's index state, in page-table order, with times as ages (a restart's clock starts at 0)."""
+    return [(index, e.kind, e.priority, e.codec.key if e.codec else None, e.size, e.handle, e.idle,
+             e.incompressible, e.reads, dev._now - e.last_access_ns,
+             None if e.last_read_ns is None else dev._now - e.last_read_ns, e.probe_ratio, e.data, e.pattern)
+            for index, e in dev.entries.items()]
+
+
+def busy_device(**zram: Any) -> ZramDevice:
+    """A device whose index has every kind of slot, two primary algorithms, recompressed and idle pages."""
+    dev = make(policy="multi", recomp_algorithms="lz4hc,zstd", **zram)
+    now = 0
+    for i in range(40):  # compressible, then noise (huge), then same pages
+        now = write(dev, i * PAGE, text_page(i), now)
+    write(dev, 40 * PAGE, os.urandom(4 * PAGE), now)
+    write(dev, 44 * PAGE, b"\x07" * PAGE + bytes(PAGE), now)
+    write(dev, 46 * PAGE + 100, b"partial" * 10, now)  # read-modify-write of an unwritten page
+    read(dev, 0, 8 * PAGE, now + 10**9)  # read counts and times
+    dev.write_attribute("idle", "all")
+    dev.write_attribute("recompress", "type=idle max_pages=10 priority=2")  # zstd, slots 0..9
+    dev.write_attribute("recompress", "type=huge")  # noise stays huge: marked incompressible
+    dev.write_attribute("comp_algorithm", "zstd")  # pages written from now on use zstd at priority 0
+    for i in range(50, 90):  # one size class: zspages of several objects
+        write(dev, i * PAGE, text_page(7), now + 2 * 10**9)
+    for i in range(50, 90, 2):  # frees every other object: half-empty zspages to compact
+        dev.trim(i * PAGE, PAGE, now)
+    dev.trim(10 * PAGE, 5 * PAGE, now)
+    write(dev, 3 * PAGE, text_page(300), now)  # rewritten: last in the page table, which recompress follows
+    dev.write_attribute("compact", "1")
+    dev.write_attribute("mem_limit", "8M")
+    read(dev, 60 * PAGE, PAGE, now + 3 * 10**9)
+    dev.drain(now + 3 * 10**9)
+    return dev
+
+
+def test_contents_round_trip_into_a_fresh_device() -> None:
+    dev = busy_device()
+    assert {e.kind for e in dev.entries.values()} == {0, 1, 2} and dev.pool.pages_compacted > 0
+    assert any(e.incompressible for e in dev.entries.values())
+    assert {e.codec.key for e in dev.entries.values() if e.codec} == {"lz4:1", "zstd:3"}
+    fresh = make(policy="multi", recomp_algorithms="lz4hc,zstd")
+    fresh.restore_contents(saved_and_loaded(dev.snapshot_contents()))
+    fresh.restore_counters(saved_and_loaded(dev.snapshot_counters()))
+    assert slot_view(fresh) == slot_view(dev) and list(dev.entries) != sorted(dev.entries)
+    # Background recompression's queue, oldest access first (reads below reorder it).
+    assert list(fresh._idle_candidates) == list(dev._idle_candidates) != sorted(dev._idle_candidates)
+    saved_now = dev._now
+    assert read(fresh, 0, 128 * PAGE) == read(dev, 0, 128 * PAGE, saved_now)  # each at its own "now"
+    assert slot_view(fresh) == slot_view(dev)
+    for attribute in ("mm_stat", "io_stat", "comp_algorithm", "recomp_algorithm"):
+        assert fresh.read_attribute(attribute) == dev.read_attribute(attribute), attribute
+    assert fresh.snapshot() == dev.snapshot() and fresh.pages_by_algorithm() == dev.pages_by_algorithm()
+    # The pool's layout came back too: the same writes fill the same zspages.
+    # The restored device's clock starts at zero where the saved one stood.
+    for target, now in ((dev, saved_now + 10**9), (fresh, 10**9)):
+        write(target, 100 * PAGE, b"".join(text_page(i) for i in range(200, 230)), now)
+        target.trim(0, 4 * PAGE, now)
+        target.write_attribute("idle", "1")  # pages not touched in the last second: the same ones
+        target.write_attribute("recompress", "type=idle max_pages=5")
+        target.write_attribute("compact", "1")
+    assert mm_stat(fresh) == mm_stat(dev) and slot_view(fresh) == slot_view(dev)
+
+
+def test_an_empty_device_round_trips() -> None:
+    fresh = make()
+    fresh.restore_contents(saved_and_loaded(make().snapshot_contents()))
+    assert not fresh.entries and mm_stat(fresh) == mm_stat(make())
+
+
+def test_a_snapshot_includes_staged_and_in_flight_pages() -> None:
+    dev = make(async_workers=2, staging_pages=64, batch_pages=4)
+    write(dev, 0, b"".join(text_page(i) for i in range(10)))
+    job = dev.offload_take(0)  # four pages taken by a worker, still running
+    assert job is not None and len(dev.staging) == 10
+    contents = saved_and_loaded(dev.snapshot_contents())
+    assert not dev.staging and len(contents["zram_slots"]) == 10
+    job.run()
+    dev.offload_finish(job, 0)  # the worker's results arrive stale: the snapshot took its pages
+    assert dev.stats.stale_results == 4 and len(dev.entries) == 10
+    fresh = make(async_workers=2)
+    fresh.restore_contents(contents)
+    assert read(fresh, 0, 10 * PAGE) == read(dev, 0, 10 * PAGE) == b"".join(text_page(i) for i in range(10))
+
+
+def test_pool_layout_round_trips_and_refuses_inconsistency() -> None:
+    pool = ZsPool()
+    handles = [pool.malloc(size) for size in [100] * 90 + [3000] * 5 + [40] * 7]
+    for handle in handles[::4]:
+        pool.free(handle)
+    state = pool.state_arrays()
+    again = ZsPool()
+    again.load_state_arrays(state)
+    assert again.total_pages == pool.total_pages and again.objects == pool.objects
+    assert [pool.malloc(100) for _ in range(5)] == [again.malloc(100) for _ in range(5)]
+    assert pool.state_arrays()["zs_objects"].tolist() == again.state_arrays()["zs_objects"].tolist()
+    assert pool.compact() == again.compact() > 0
+    broken = dict(state, zs_partial=state["zs_partial"][1:])
+    with pytest.raises(ValueError, match="partial zspages do not match"):
+        ZsPool().load_state_arrays(broken)
+    crowded = state["zs_objects"].copy()
+    crowded[:, 2] = crowded[0, 2]  # every object in one zspage
+    with pytest.raises(ValueError, match="holds objects of two size classes"):
+        ZsPool().load_state_arrays(dict(state, zs_objects=crowded))
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda s: s.update(zram_slots=s["zram_slots"] + 10**9), "beyond the device"),
+    (lambda s: s.update(zram_kind=np.full_like(s["zram_kind"], 7)), "unknown kind"),
+    (lambda s: s.update(zram_object_offsets=s["zram_object_offsets"][:-1]), "offsets do not cover"),
+    (lambda s: s.update(zram_size=s["zram_size"] + 1), "lengths do not match"),
+    (lambda s: s.update(zram_codec_keys=np.array(["lzo:1"] * len(s["zram_codec_keys"]))), "unknown algorithm"),
+    (lambda s: s.update(zram_handle=s["zram_handle"] + 1), "slots and pool objects do not match"),
+    (lambda s: s.update(zram_algorithms=s["zram_algorithms"][:2]), "4 priorities"),
+    (lambda s: s.update(zram_idle_order=np.array([10**6])), "idle candidates"),
+    (lambda s: s.pop("zram_objects"), "zram_objects"),
+])
+def test_contents_that_do_not_fit_are_refused_and_change_nothing(change: Any, message: str) -> None:
+    contents = saved_and_loaded(busy_device().snapshot_contents())
+    change(contents)
+    fresh = make(policy="multi", recomp_algorithms="lz4hc,zstd")
+    with pytest.raises((ValueError, KeyError), match=message):
+        fresh.restore_contents(contents)
+    assert not fresh.entries and fresh.pool.objects == 0 and mm_stat(fresh) == mm_stat(make())
