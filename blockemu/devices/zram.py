@@ -777,6 +777,8 @@ class ZramDevice:
             self._account(entry, -1)
             self.entries[index] = new
             self._account(new, +1)
+            # A smaller object can still need a new zspage of its class: mem_used_max never falls behind.
+            self._note_mem_used()
             self.stats.recompressed_pages += 1
             return cost
         entry.incompressible = True

@@ -115,6 +115,7 @@ def test_model_matches_reference_and_recompression_never_changes_data(
             dev.drain(now)
         stat = [int(x) for x in dev.read_attribute("mm_stat").split()]
         assert stat[2] >= stat[1]  # mem_used_total >= compr_data_size
+        assert stat[4] >= stat[2]  # mem_used_max >= mem_used_total: the peak is never behind
         # The incrementally kept counts agree with a full recount of the page table.
         entries = dev.entries.values()
         assert stat[5] == sum(1 for e in entries if e.codec is None and e.size == 0)  # same_pages
