@@ -50,10 +50,48 @@ class OpStats:
 class IoStats:
     def __init__(self) -> None:
         self.ops = {op: OpStats() for op in OPS}
-        self.queue_depth = 0
+        # Requests counted in at arrival (under the runtime's lock) and not yet
+        # settled out; see depart() for why departures are not counted there.
+        self._in_flight = 0
+        self._departed: list[None] = []
         self.queue_depth_peak = 0
         # How many requests arrived at each queue depth (1, 2, ... n).
         self.arrivals_by_depth: dict[int, int] = {}
+
+    @property
+    def queue_depth(self) -> int:
+        """Requests in flight now."""
+        return self._in_flight - len(self._departed)
+
+    def arrive(self) -> int:
+        """Count a request in (the runtime's lock held); return the queue depth it arrived at."""
+        departed = len(self._departed)
+        if departed:
+            # Exactly the departures counted here are removed; any appended
+            # meanwhile stay for the next arrival.
+            del self._departed[:departed]
+            self._in_flight -= departed
+        self._in_flight += 1
+        depth = self._in_flight
+        if depth > self.queue_depth_peak:
+            self.queue_depth_peak = depth
+        self.arrivals_by_depth[depth] = self.arrivals_by_depth.get(depth, 0) + 1
+        return depth
+
+    def depart(self) -> None:
+        """Count a request out, without the runtime's lock.
+
+        Taking the lock a second time per request is what turns nbdkit's
+        threads into a convoy: a thread woken on the lock holds it while it
+        waits for the GIL, so every request behind it blocks on the lock and
+        hands the GIL on, two context switches per request.  ``list.append``
+        is atomic under the GIL; the next arrival settles the count.
+        """
+        self._departed.append(None)
+
+    def abandon(self) -> None:
+        """Count out a request that failed before it was served (the runtime's lock held)."""
+        self._in_flight -= 1
 
     def record(self, op: str, nbytes: int, latency_ns: int) -> None:
         stats = self.ops[op]
@@ -101,14 +139,16 @@ class DeviceRuntime:
         self.faults = FaultInjector(self.device.size_bytes)
 
     # ---------------------------------------------------------------- data path
-    def _serve(self, op: str, offset: int, nbytes: int, fua: bool, call: Callable[[int], int]) -> None:
+    def _serve(self, op: str, offset: int, nbytes: int, fua: bool, call: Callable[..., int], *args: Any) -> None:
+        """Serve ``call(*args, arrival_ns)``, which returns the modeled completion time.
+
+        The call and its arguments come separately, not as a closure: this is
+        run for every request, and under nbdkit each Python frame costs
+        several times what it does in a plain interpreter.
+        """
         stats = self.stats
         with self.lock:
-            stats.queue_depth += 1
-            depth = stats.queue_depth
-            if depth > stats.queue_depth_peak:
-                stats.queue_depth_peak = depth
-            stats.arrivals_by_depth[depth] = stats.arrivals_by_depth.get(depth, 0) + 1
+            depth = stats.arrive()
             clock = self.clock  # the one this request waits on, even if timing is switched meanwhile
             arrival = clock.now_ns()
             if self._observe_arrival is not None:
@@ -116,11 +156,12 @@ class DeviceRuntime:
             if self.trace is not None:
                 self.trace.append(arrival, op, offset, nbytes, fua, depth)
             try:
-                extra_ns = self.faults.before(op, offset, nbytes)
-                done = call(arrival) + extra_ns
+                faults = self.faults
+                extra_ns = faults.before(op, offset, nbytes) if faults.active else 0
+                done = call(*args, arrival) + extra_ns
             except Exception:
                 stats.ops[op].errors += 1
-                stats.queue_depth -= 1
+                stats.abandon()
                 raise
             stats.record(op, nbytes, done - arrival)
             if self._offload is not None:
@@ -129,25 +170,24 @@ class DeviceRuntime:
             # Outside the lock, so that other requests queue in modeled time.
             clock.wait_until(done)
         finally:
-            with self.lock:
-                stats.queue_depth -= 1
+            stats.depart()
 
     def read(self, offset: int, buf: memoryview) -> None:
-        self._serve("read", offset, len(buf), False, lambda now: self.device.read(offset, buf, now))
+        self._serve("read", offset, len(buf), False, self.device.read, offset, buf)
 
     def write(self, offset: int, data: memoryview, fua: bool = False) -> None:
-        self._serve("write", offset, len(data), fua, lambda now: self.device.write(offset, data, fua, now))
+        self._serve("write", offset, len(data), fua, self.device.write, offset, data, fua)
 
     def trim(self, offset: int, length: int) -> None:
-        self._serve("trim", offset, length, False, lambda now: self.device.trim(offset, length, now))
+        self._serve("trim", offset, length, False, self.device.trim, offset, length)
 
     def write_zeroes(self, offset: int, length: int, fua: bool = False) -> None:
-        self._serve("zero", offset, length, fua, lambda now: self.device.write_zeroes(offset, length, fua, now))
+        self._serve("zero", offset, length, fua, self.device.write_zeroes, offset, length, fua)
 
     def flush(self) -> None:
         # A device with offloaded work (zram staging) is flushed once that work is done.
         self._wait_offload_idle()
-        self._serve("flush", 0, 0, False, lambda now: self.device.flush(now))
+        self._serve("flush", 0, 0, False, self.device.flush)
 
     # ------------------------------------------------------------ control plane
     def api(self, method: str, path: list[str], body: bytes) -> Any:
