@@ -50,10 +50,15 @@ class OpStats:
 class IoStats:
     def __init__(self) -> None:
         self.ops = {op: OpStats() for op in OPS}
-        # Requests counted in at arrival (under the runtime's lock) and not yet
-        # settled out; see depart() for why departures are not counted there.
-        self._in_flight = 0
-        self._departed: list[None] = []
+        # Queue depth: a request is counted into ``in_flight`` when it arrives
+        # (under the runtime's lock) and appended to ``departed`` once its
+        # modeled wait is over, without the lock; the next arrival settles the
+        # two.  Taking the lock a second time per request is what turned
+        # nbdkit's threads into a convoy: a thread woken on the lock holds it
+        # while it waits for the GIL, so every request behind it blocks on the
+        # lock and hands the GIL on.  ``list.append`` is atomic under the GIL.
+        self.in_flight = 0
+        self.departed: list[None] = []
         self.queue_depth_peak = 0
         # How many requests arrived at each queue depth (1, 2, ... n).
         self.arrivals_by_depth: dict[int, int] = {}
@@ -61,37 +66,7 @@ class IoStats:
     @property
     def queue_depth(self) -> int:
         """Requests in flight now."""
-        return self._in_flight - len(self._departed)
-
-    def arrive(self) -> int:
-        """Count a request in (the runtime's lock held); return the queue depth it arrived at."""
-        departed = len(self._departed)
-        if departed:
-            # Exactly the departures counted here are removed; any appended
-            # meanwhile stay for the next arrival.
-            del self._departed[:departed]
-            self._in_flight -= departed
-        self._in_flight += 1
-        depth = self._in_flight
-        if depth > self.queue_depth_peak:
-            self.queue_depth_peak = depth
-        self.arrivals_by_depth[depth] = self.arrivals_by_depth.get(depth, 0) + 1
-        return depth
-
-    def depart(self) -> None:
-        """Count a request out, without the runtime's lock.
-
-        Taking the lock a second time per request is what turns nbdkit's
-        threads into a convoy: a thread woken on the lock holds it while it
-        waits for the GIL, so every request behind it blocks on the lock and
-        hands the GIL on, two context switches per request.  ``list.append``
-        is atomic under the GIL; the next arrival settles the count.
-        """
-        self._departed.append(None)
-
-    def abandon(self) -> None:
-        """Count out a request that failed before it was served (the runtime's lock held)."""
-        self._in_flight -= 1
+        return self.in_flight - len(self.departed)
 
     def record(self, op: str, nbytes: int, latency_ns: int) -> None:
         stats = self.ops[op]
@@ -148,7 +123,19 @@ class DeviceRuntime:
         """
         stats = self.stats
         with self.lock:
-            depth = stats.arrive()
+            # Count this request in and settle the departures (see IoStats).
+            departed = len(stats.departed)
+            if departed:
+                # Exactly the departures counted here are removed; any appended
+                # meanwhile stay for the next arrival.
+                del stats.departed[:departed]
+                stats.in_flight -= departed
+            stats.in_flight += 1
+            depth = stats.in_flight
+            if depth > stats.queue_depth_peak:
+                stats.queue_depth_peak = depth
+            arrivals = stats.arrivals_by_depth
+            arrivals[depth] = arrivals.get(depth, 0) + 1
             clock = self.clock  # the one this request waits on, even if timing is switched meanwhile
             arrival = clock.now_ns()
             if self._observe_arrival is not None:
@@ -161,7 +148,7 @@ class DeviceRuntime:
                 done = call(*args, arrival) + extra_ns
             except Exception:
                 stats.ops[op].errors += 1
-                stats.abandon()
+                stats.in_flight -= 1
                 raise
             stats.record(op, nbytes, done - arrival)
             if self._offload is not None:
@@ -170,7 +157,7 @@ class DeviceRuntime:
             # Outside the lock, so that other requests queue in modeled time.
             clock.wait_until(done)
         finally:
-            stats.depart()
+            stats.departed.append(None)  # counted out without the lock (see IoStats)
 
     def read(self, offset: int, buf: memoryview) -> None:
         self._serve("read", offset, len(buf), False, self.device.read, offset, buf)

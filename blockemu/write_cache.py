@@ -43,6 +43,7 @@ import argparse
 import json
 import random
 from collections.abc import Callable, Iterator
+from itertools import groupby
 from typing import Any
 
 import numpy as np
@@ -82,6 +83,7 @@ class JournaledStore:
         self.pre_images: dict[int, int] = {}
         self._slot_sectors = max(1, self.SLAB_BYTES // sector_bytes)  # slots per slab
         self._slabs: list[memoryview] = []
+        self._slots_allocated = 0  # slots in all slabs
         self._next_slot = 0  # slots below this were handed out since the last full commit
         self._free_slots: list[int] = []  # of those, the ones a range commit gave back
         # Set by the layer around a change too large for the cache: it is
@@ -105,8 +107,9 @@ class JournaledStore:
         if slot // per_slab != (slot + count - 1) // per_slab:
             slot = -(-slot // per_slab) * per_slab  # skip to the next slab's start
         end = slot + count
-        while len(self._slabs) * per_slab < end:
+        while self._slots_allocated < end:
             self._slabs.append(memoryview(bytearray(per_slab * self.sector_bytes)))
+            self._slots_allocated += per_slab
         self._next_slot = end
         return slot
 
@@ -126,15 +129,13 @@ class JournaledStore:
         if pre_images.keys().isdisjoint(sectors):  # none remembered yet (a C loop): one run
             self._remember_run(first, len(sectors))
             return
-        run_start = -1  # first sector of the run of missing sectors being gathered
-        for sector in range(first, last + 2):
-            if sector <= last and sector not in pre_images:
-                if run_start < 0:
-                    run_start = sector
-                continue
-            if run_start >= 0:
-                self._remember_run(run_start, sector - run_start)
-                run_start = -1
+        # Runs of sectors alike (remembered or not), grouped in C.
+        start = first
+        for remembered, run in groupby(sectors, key=pre_images.__contains__):
+            count = len(list(run))
+            if not remembered:
+                self._remember_run(start, count)
+            start += count
 
     def _remember_run(self, first: int, count: int) -> None:
         """Copy the pre-images of ``count`` sectors from ``first``, none of them remembered yet."""
@@ -166,7 +167,13 @@ class JournaledStore:
             # _remember's one-sector case, inline: it is most of the writes.
             if first not in self.pre_images:
                 free = self._free_slots
-                slot = free.pop() if free else self._take_slots(1)
+                slot = self._next_slot
+                if free:
+                    slot = free.pop()
+                elif slot < self._slots_allocated:  # _take_slots(1) where the slab has room
+                    self._next_slot = slot + 1
+                else:
+                    slot = self._take_slots(1)
                 slab, index = divmod(slot, self._slot_sectors)
                 self.inner.read_into(first * size, self._slabs[slab][index * size : (index + 1) * size])
                 self.pre_images[first] = slot

@@ -169,10 +169,18 @@ class UfsDevice:
         if offset < 0 or offset + length > self.size_bytes:
             raise out_of_range(offset, length, self.size_bytes)
         self.store.write(offset, data)
-        done = now_ns + self.overhead_ns
+        done = now_ns
         if length:
-            done = self._program(offset // SECTOR, (offset + length - 1) // SECTOR, now_ns) + self.overhead_ns
-        return done + (self.flush_ns if fua else 0)
+            first = offset // SECTOR
+            last = (offset + length - 1) // SECTOR
+            if first == last:  # _program's one-sector case, inline: most writes are one sector
+                self._now = now_ns
+                ppn = self.ftl.program_one(first)
+                die = (ppn // self._sectors_per_group) % self._dies
+                done = self.dies.occupy_one(now_ns, die, self._one_sector_write_ns)
+            else:
+                done = self._program(first, last, now_ns)
+        return done + self.overhead_ns + (self.flush_ns if fua else 0)
 
     def _program(self, first: int, last: int, now_ns: int) -> int:
         self._now = now_ns
