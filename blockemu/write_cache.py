@@ -81,6 +81,9 @@ class JournaledStore:
         self.sector_bytes = sector_bytes
         # sector index -> slot holding its bytes at the last commit; insertion order is write order.
         self.pre_images: dict[int, int] = {}
+        # len(pre_images) * sector_bytes, kept as a plain attribute: the layer
+        # reads it twice per write, and a property is a Python call each time.
+        self.dirty_bytes = 0
         self._slot_sectors = max(1, self.SLAB_BYTES // sector_bytes)  # slots per slab
         self._slabs: list[memoryview] = []
         self._slots_allocated = 0  # slots in all slabs
@@ -89,10 +92,6 @@ class JournaledStore:
         # Set by the layer around a change too large for the cache: it is
         # written through (durable at once), so nothing is remembered.
         self.write_through = False
-
-    @property
-    def dirty_bytes(self) -> int:
-        return len(self.pre_images) * self.sector_bytes
 
     def _slot_view(self, slot: int, count: int = 1) -> memoryview:
         """``count`` consecutive slots from ``slot``, all in one slab."""
@@ -119,12 +118,6 @@ class JournaledStore:
         size = self.sector_bytes
         first, last = offset // size, (offset + length - 1) // size
         pre_images = self.pre_images
-        if first == last:  # the common small write: one sector, one copy
-            if first not in pre_images:
-                slot = self._free_slots.pop() if self._free_slots else self._take_slots(1)
-                self.inner.read_into(first * size, self._slot_view(slot))
-                pre_images[first] = slot
-            return
         sectors = range(first, last + 1)
         if pre_images.keys().isdisjoint(sectors):  # none remembered yet (a C loop): one run
             self._remember_run(first, len(sectors))
@@ -146,6 +139,7 @@ class JournaledStore:
             slot = free.pop()
             self.inner.read_into(first * size, self._slot_view(slot))
             pre_images[first] = slot
+            self.dirty_bytes += size
             first += 1
             count -= 1
         while count:
@@ -153,6 +147,7 @@ class JournaledStore:
             slot = self._take_slots(take)
             self.inner.read_into(first * size, self._slot_view(slot, take))
             pre_images.update(zip(range(first, first + take), range(slot, slot + take), strict=True))
+            self.dirty_bytes += take * size
             first += take
             count -= take
 
@@ -177,6 +172,7 @@ class JournaledStore:
                 slab, index = divmod(slot, self._slot_sectors)
                 self.inner.read_into(first * size, self._slabs[slab][index * size : (index + 1) * size])
                 self.pre_images[first] = slot
+                self.dirty_bytes += size
         else:
             self._remember(offset, length)
         self.inner.write(offset, data)
@@ -193,6 +189,7 @@ class JournaledStore:
 
     def _forget_all(self) -> None:
         self.pre_images = {}
+        self.dirty_bytes = 0
         self._next_slot = 0
         self._free_slots = []
 
@@ -210,6 +207,7 @@ class JournaledStore:
             slot = self.pre_images.pop(sector, None)
             if slot is not None:
                 self._free_slots.append(slot)
+                self.dirty_bytes -= size
                 committed += 1
         if not self.pre_images:
             self._forget_all()
