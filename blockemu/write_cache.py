@@ -61,12 +61,12 @@ class JournaledStore:
     """A store that remembers each sector's pre-image from the first overwrite since the last commit.
 
     Pre-images are copied into slots of a few large slabs rather than into a
-    buffer each: one copy per contiguous run of sectors instead of an
-    allocation per sector, and no heap churn when a commit forgets tens of
-    thousands of them at once (that churn, malloc arenas handing memory back
-    to the kernel, cost more than the copies did under nbdkit's threads).
-    The slabs are allocated as the cache first fills and kept, like a real
-    cache's DRAM; the write cache's size bounds them.
+    buffer each: one copy per contiguous run of sectors (a 1 MiB write used
+    to allocate a span, slice it and copy each of its 256 sectors twice more),
+    no allocation per sector, and a commit forgets tens of thousands of them
+    by dropping one dict instead of freeing each buffer.  The slabs are
+    allocated as the cache first fills and kept, like a real cache's DRAM;
+    the write cache's size bounds them.
     """
 
     # Bytes per slab: large enough that a 1 MiB write's pre-images rarely
