@@ -189,7 +189,7 @@ class FaultInjector:
         self.rng = random.Random(self.settings.seed)
         self.injected: dict[tuple[str, str], int] = {}
         # False while no fault is set, so that the data path pays one test.
-        self._active = self._is_active(self.settings)
+        self.active = self._is_active(self.settings)
 
     @staticmethod
     def _is_active(settings: FaultSettings) -> bool:
@@ -205,7 +205,7 @@ class FaultInjector:
 
     def before(self, op: str, offset: int, length: int) -> int:
         """Raise the injected error for this request, or return the extra modeled ns it takes."""
-        if not self._active:
+        if not self.active:
             return 0
         settings = self.settings
         if settings.offline:
@@ -234,13 +234,13 @@ class FaultInjector:
         if isinstance(request, dict) and "seed" in request:
             self.rng = random.Random(settings.seed)
         self.settings = settings
-        self._active = self._is_active(settings)
+        self.active = self._is_active(settings)
         return self.status()
 
     def clear(self) -> dict[str, Any]:
         self.settings = FaultSettings(seed=self.settings.seed)
         self.rng = random.Random(self.settings.seed)
-        self._active = False
+        self.active = False
         return self.status()
 
     def status(self) -> dict[str, Any]:
@@ -269,7 +269,7 @@ class FaultInjector:
         yield MetricFamily("blockemu_faults_injected_total", "counter", "Requests failed or delayed by injected "
                            "faults, by operation and kind", samples)
         yield MetricFamily("blockemu_faults_active", "gauge", "1 while any fault is configured",
-                           [({}, 1.0 if self._active else 0.0)])
+                           [({}, 1.0 if self.active else 0.0)])
 
 
 # ---------------------------------------------------------------------- ctl

@@ -50,10 +50,23 @@ class OpStats:
 class IoStats:
     def __init__(self) -> None:
         self.ops = {op: OpStats() for op in OPS}
-        self.queue_depth = 0
+        # Queue depth: a request is counted into ``in_flight`` when it arrives
+        # (under the runtime's lock) and appended to ``departed`` once its
+        # modeled wait is over, without the lock; the next arrival settles the
+        # two.  Taking the lock a second time per request is what turned
+        # nbdkit's threads into a convoy: a thread woken on the lock holds it
+        # while it waits for the GIL, so every request behind it blocks on the
+        # lock and hands the GIL on.  ``list.append`` is atomic under the GIL.
+        self.in_flight = 0
+        self.departed: list[None] = []
         self.queue_depth_peak = 0
         # How many requests arrived at each queue depth (1, 2, ... n).
         self.arrivals_by_depth: dict[int, int] = {}
+
+    @property
+    def queue_depth(self) -> int:
+        """Requests in flight now."""
+        return self.in_flight - len(self.departed)
 
     def record(self, op: str, nbytes: int, latency_ns: int) -> None:
         stats = self.ops[op]
@@ -101,14 +114,32 @@ class DeviceRuntime:
         self.faults = FaultInjector(self.device.size_bytes)
 
     # ---------------------------------------------------------------- data path
-    def _serve(self, op: str, offset: int, nbytes: int, fua: bool, call: Callable[[int], int]) -> None:
+    def _serve(self, op: str, offset: int, nbytes: int, fua: bool, call: Callable[..., int], *args: Any) -> None:
+        """Serve ``call(*args, arrival_ns)``, which returns the modeled completion time.
+
+        The call and its arguments come separately, not as a closure: this is
+        run for every request, and under nbdkit each Python frame costs
+        several times what it does in a plain interpreter.
+        """
         stats = self.stats
-        with self.lock:
-            stats.queue_depth += 1
-            depth = stats.queue_depth
+        # acquire/release rather than "with": a with statement looks up __enter__
+        # and __exit__ on every request, which costs more than the two calls.
+        lock = self.lock
+        lock.acquire()
+        try:
+            # Count this request in and settle the departures (see IoStats).
+            departed = len(stats.departed)
+            if departed:
+                # Exactly the departures counted here are removed; any appended
+                # meanwhile stay for the next arrival.
+                del stats.departed[:departed]
+                stats.in_flight -= departed
+            stats.in_flight += 1
+            depth = stats.in_flight
             if depth > stats.queue_depth_peak:
                 stats.queue_depth_peak = depth
-            stats.arrivals_by_depth[depth] = stats.arrivals_by_depth.get(depth, 0) + 1
+            arrivals = stats.arrivals_by_depth
+            arrivals[depth] = arrivals.get(depth, 0) + 1
             clock = self.clock  # the one this request waits on, even if timing is switched meanwhile
             arrival = clock.now_ns()
             if self._observe_arrival is not None:
@@ -116,38 +147,40 @@ class DeviceRuntime:
             if self.trace is not None:
                 self.trace.append(arrival, op, offset, nbytes, fua, depth)
             try:
-                extra_ns = self.faults.before(op, offset, nbytes)
-                done = call(arrival) + extra_ns
+                faults = self.faults
+                extra_ns = faults.before(op, offset, nbytes) if faults.active else 0
+                done = call(*args, arrival) + extra_ns
             except Exception:
                 stats.ops[op].errors += 1
-                stats.queue_depth -= 1
+                stats.in_flight -= 1
                 raise
             stats.record(op, nbytes, done - arrival)
             if self._offload is not None:
                 self._offload_ready.notify()
+        finally:
+            lock.release()
         try:
             # Outside the lock, so that other requests queue in modeled time.
             clock.wait_until(done)
         finally:
-            with self.lock:
-                stats.queue_depth -= 1
+            stats.departed.append(None)  # counted out without the lock (see IoStats)
 
     def read(self, offset: int, buf: memoryview) -> None:
-        self._serve("read", offset, len(buf), False, lambda now: self.device.read(offset, buf, now))
+        self._serve("read", offset, len(buf), False, self.device.read, offset, buf)
 
     def write(self, offset: int, data: memoryview, fua: bool = False) -> None:
-        self._serve("write", offset, len(data), fua, lambda now: self.device.write(offset, data, fua, now))
+        self._serve("write", offset, len(data), fua, self.device.write, offset, data, fua)
 
     def trim(self, offset: int, length: int) -> None:
-        self._serve("trim", offset, length, False, lambda now: self.device.trim(offset, length, now))
+        self._serve("trim", offset, length, False, self.device.trim, offset, length)
 
     def write_zeroes(self, offset: int, length: int, fua: bool = False) -> None:
-        self._serve("zero", offset, length, fua, lambda now: self.device.write_zeroes(offset, length, fua, now))
+        self._serve("zero", offset, length, fua, self.device.write_zeroes, offset, length, fua)
 
     def flush(self) -> None:
         # A device with offloaded work (zram staging) is flushed once that work is done.
         self._wait_offload_idle()
-        self._serve("flush", 0, 0, False, lambda now: self.device.flush(now))
+        self._serve("flush", 0, 0, False, self.device.flush)
 
     # ------------------------------------------------------------ control plane
     def api(self, method: str, path: list[str], body: bytes) -> Any:

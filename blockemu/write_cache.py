@@ -63,6 +63,7 @@ import argparse
 import json
 import random
 from collections.abc import Callable, Iterator
+from itertools import groupby
 from typing import Any
 
 import numpy as np
@@ -78,7 +79,20 @@ _STATEFUL_KINDS = ("zns", "zns_ftl")
 
 
 class JournaledStore:
-    """A store that remembers each sector's pre-image from the first overwrite since the last commit."""
+    """A store that remembers each sector's pre-image from the first overwrite since the last commit.
+
+    Pre-images are copied into slots of a few large slabs rather than into a
+    buffer each: one copy per contiguous run of sectors (a 1 MiB write used
+    to allocate a span, slice it and copy each of its 256 sectors twice more),
+    no allocation per sector, and a commit forgets tens of thousands of them
+    by dropping one dict instead of freeing each buffer.  The slabs are
+    allocated as the cache first fills and kept, like a real cache's DRAM;
+    the write cache's size bounds them.
+    """
+
+    # Bytes per slab: large enough that a 1 MiB write's pre-images rarely
+    # straddle two, small enough that a cache that never fills stays small.
+    SLAB_BYTES = 4 * 1024 * 1024
 
     def __init__(self, inner: Store, sector_bytes: int) -> None:
         if sector_bytes <= 0 or inner.size_bytes % sector_bytes:
@@ -86,15 +100,38 @@ class JournaledStore:
         self.inner = inner
         self.size_bytes = inner.size_bytes
         self.sector_bytes = sector_bytes
-        # sector index -> its bytes at the last commit; insertion order is write order.
-        self.pre_images: dict[int, bytes | bytearray] = {}
+        # sector index -> slot holding its bytes at the last commit; insertion order is write order.
+        self.pre_images: dict[int, int] = {}
+        # len(pre_images) * sector_bytes, kept as a plain attribute: the layer
+        # reads it twice per write, and a property is a Python call each time.
+        self.dirty_bytes = 0
+        self._slot_sectors = max(1, self.SLAB_BYTES // sector_bytes)  # slots per slab
+        self._slabs: list[memoryview] = []
+        self._slots_allocated = 0  # slots in all slabs
+        self._next_slot = 0  # slots below this were handed out since the last full commit
+        self._free_slots: list[int] = []  # of those, the ones a range commit gave back
         # Set by the layer around a change too large for the cache: it is
         # written through (durable at once), so nothing is remembered.
         self.write_through = False
 
-    @property
-    def dirty_bytes(self) -> int:
-        return len(self.pre_images) * self.sector_bytes
+    def _slot_view(self, slot: int, count: int = 1) -> memoryview:
+        """``count`` consecutive slots from ``slot``, all in one slab."""
+        slab, index = divmod(slot, self._slot_sectors)
+        size = self.sector_bytes
+        return self._slabs[slab][index * size : (index + count) * size]
+
+    def _take_slots(self, count: int) -> int:
+        """``count`` fresh consecutive slots in one slab (a new slab if this one is too full)."""
+        per_slab = self._slot_sectors
+        slot = self._next_slot
+        if slot // per_slab != (slot + count - 1) // per_slab:
+            slot = -(-slot // per_slab) * per_slab  # skip to the next slab's start
+        end = slot + count
+        while self._slots_allocated < end:
+            self._slabs.append(memoryview(bytearray(per_slab * self.sector_bytes)))
+            self._slots_allocated += per_slab
+        self._next_slot = end
+        return slot
 
     def _remember(self, offset: int, length: int) -> None:
         if length <= 0 or self.write_through:
@@ -102,27 +139,63 @@ class JournaledStore:
         size = self.sector_bytes
         first, last = offset // size, (offset + length - 1) // size
         pre_images = self.pre_images
-        if first == last:  # the common small write: one sector, one copy
-            if first not in pre_images:
-                image = bytearray(size)
-                self.inner.read_into(first * size, memoryview(image))
-                pre_images[first] = image
+        sectors = range(first, last + 1)
+        if pre_images.keys().isdisjoint(sectors):  # none remembered yet (a C loop): one run
+            self._remember_run(first, len(sectors))
             return
-        missing = [sector for sector in range(first, last + 1) if sector not in pre_images]
-        if not missing:
-            return
-        # One read of the span the missing sectors cover, sliced per sector.
-        span = bytearray((missing[-1] - missing[0] + 1) * size)
-        self.inner.read_into(missing[0] * size, memoryview(span))
-        for sector in missing:
-            start = (sector - missing[0]) * size
-            pre_images[sector] = bytes(span[start : start + size])
+        # Runs of sectors alike (remembered or not), grouped in C.
+        start = first
+        for remembered, run in groupby(sectors, key=pre_images.__contains__):
+            count = len(list(run))
+            if not remembered:
+                self._remember_run(start, count)
+            start += count
+
+    def _remember_run(self, first: int, count: int) -> None:
+        """Copy the pre-images of ``count`` sectors from ``first``, none of them remembered yet."""
+        size = self.sector_bytes
+        pre_images = self.pre_images
+        free = self._free_slots
+        while free and count:  # slots a range commit gave back are used first, one by one
+            slot = free.pop()
+            self.inner.read_into(first * size, self._slot_view(slot))
+            pre_images[first] = slot
+            self.dirty_bytes += size
+            first += 1
+            count -= 1
+        while count:
+            take = min(count, self._slot_sectors)
+            slot = self._take_slots(take)
+            self.inner.read_into(first * size, self._slot_view(slot, take))
+            pre_images.update(zip(range(first, first + take), range(slot, slot + take), strict=True))
+            self.dirty_bytes += take * size
+            first += take
+            count -= take
 
     def read_into(self, offset: int, buf: memoryview) -> None:
         self.inner.read_into(offset, buf)
 
     def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
-        self._remember(offset, len(data))
+        length = len(data)
+        size = self.sector_bytes
+        first = offset // size
+        if first == (offset + length - 1) // size and length > 0 and not self.write_through:
+            # _remember's one-sector case, inline: it is most of the writes.
+            if first not in self.pre_images:
+                free = self._free_slots
+                slot = self._next_slot
+                if free:
+                    slot = free.pop()
+                elif slot < self._slots_allocated:  # _take_slots(1) where the slab has room
+                    self._next_slot = slot + 1
+                else:
+                    slot = self._take_slots(1)
+                slab, index = divmod(slot, self._slot_sectors)
+                self.inner.read_into(first * size, self._slabs[slab][index * size : (index + 1) * size])
+                self.pre_images[first] = slot
+                self.dirty_bytes += size
+        else:
+            self._remember(offset, length)
         self.inner.write(offset, data)
 
     def zero(self, offset: int, length: int) -> None:
@@ -135,31 +208,43 @@ class JournaledStore:
     def close(self) -> None:
         self.inner.close()
 
+    def _forget_all(self) -> None:
+        self.pre_images = {}
+        self.dirty_bytes = 0
+        self._next_slot = 0
+        self._free_slots = []
+
     def commit(self, offset: int | None = None, length: int = 0) -> int:
         """Make everything (or the sectors of one range) durable; return the sectors committed."""
         if offset is None:
             count = len(self.pre_images)
-            self.pre_images = {}
+            self._forget_all()
             return count
         if length <= 0:
             return 0
         size = self.sector_bytes
         committed = 0
         for sector in range(offset // size, (offset + length - 1) // size + 1):
-            committed += self.pre_images.pop(sector, None) is not None
+            slot = self.pre_images.pop(sector, None)
+            if slot is not None:
+                self._free_slots.append(slot)
+                self.dirty_bytes -= size
+                committed += 1
+        if not self.pre_images:
+            self._forget_all()
         return committed
 
     def revert(self, keep: Callable[[int], bool]) -> tuple[int, int]:
         """Write pre-images back for the sectors ``keep`` refuses; return (reverted, kept)."""
         reverted = kept = 0
         size = self.sector_bytes
-        for sector, image in self.pre_images.items():
+        for sector, slot in self.pre_images.items():
             if keep(sector):
                 kept += 1
                 continue
-            self.inner.write(sector * size, image)
+            self.inner.write(sector * size, self._slot_view(slot))
             reverted += 1
-        self.pre_images = {}
+        self._forget_all()
         return reverted, kept
 
 
@@ -223,7 +308,8 @@ class PowerCutLayer:
             self.writebacks += 1
             self._commit()
 
-    def _change(self, call: Callable[[], int], length: int, fua_range: tuple[int, int] | None = None) -> int:
+    def _change(self, length: int, fua_range: tuple[int, int] | None, call: Callable[..., int], *args: Any) -> int:
+        """``call(*args)``, journaled; a closure per request would cost a frame more on the data path."""
         if self.journal.dirty_bytes + length > self.cache_bytes:
             # Larger than what the cache can still hold (a discard of the
             # whole device, say): write the cache back, as a flush would, and
@@ -241,14 +327,14 @@ class PowerCutLayer:
             if unjournaled is not None:
                 unjournaled.journaling = False
             try:
-                return call()
+                return call(*args)
             finally:
                 self.journal.write_through = False
                 if unjournaled is not None:
                     unjournaled.journaling = True
                 self._commit()
         self._before_change()
-        done = call()
+        done = call(*args)
         self._after_change(fua_range)
         return done
 
@@ -257,15 +343,15 @@ class PowerCutLayer:
         return self.inner.read(offset, buf, now_ns)
 
     def write(self, offset: int, data: memoryview, fua: bool, now_ns: int) -> int:
-        return self._change(lambda: self.inner.write(offset, data, fua, now_ns), len(data),
-                            (offset, len(data)) if fua else None)
+        length = len(data)
+        return self._change(length, (offset, length) if fua else None, self.inner.write, offset, data, fua, now_ns)
 
     def trim(self, offset: int, length: int, now_ns: int) -> int:
-        return self._change(lambda: self.inner.trim(offset, length, now_ns), length)
+        return self._change(length, None, self.inner.trim, offset, length, now_ns)
 
     def write_zeroes(self, offset: int, length: int, fua: bool, now_ns: int) -> int:
-        return self._change(lambda: self.inner.write_zeroes(offset, length, fua, now_ns), length,
-                            (offset, length) if fua else None)
+        return self._change(length, (offset, length) if fua else None, self.inner.write_zeroes, offset, length, fua,
+                            now_ns)
 
     def flush(self, now_ns: int) -> int:
         done = self.inner.flush(now_ns)

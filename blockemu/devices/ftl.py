@@ -73,9 +73,11 @@ class FlashTranslationLayer:
         self.superblocks = logical_sbs + spare_sbs
         self.physical_sectors = self.superblocks * sbs
         self.gc_reserve = gc_reserve_superblocks
+        self._sbs = sbs  # a plain int: the hot path reads it on every program
         self.l2p = np.full(logical_sectors, UNMAPPED, dtype=np.int64)
         self.p2l = np.full(self.physical_sectors, UNMAPPED, dtype=np.int64)
         self.valid = np.zeros(self.superblocks, dtype=np.int64)
+        self._bind_views()
         self._free: deque[int] = deque(range(self.superblocks))
         self._is_free = np.ones(self.superblocks, dtype=bool)
         self._open = self._free.popleft()
@@ -93,9 +95,33 @@ class FlashTranslationLayer:
         # Bumped on every mapping change, so costly analyses can be cached.
         self.generation = 0
 
+    def _bind_views(self) -> None:
+        """Memoryviews of the maps, for the one-sector path.
+
+        Indexing a memoryview gives and takes plain ints, about three times
+        faster than numpy's scalar indexing; the arrays stay the maps (the
+        vectorised paths use them), the views only look at the same memory.
+        Called again whenever an array is replaced.
+        """
+        self._l2p_view = self.l2p.data
+        self._p2l_view = self.p2l.data
+        self._valid_view = self.valid.data
+
+    def __getstate__(self) -> dict[str, object]:
+        # Memoryviews cannot be copied (copy.deepcopy of a device, as the
+        # PM-QoS experiment does); they are bound again on the copy.
+        state = self.__dict__.copy()
+        for name in ("_l2p_view", "_p2l_view", "_valid_view"):
+            del state[name]
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self._bind_views()
+
     # ------------------------------------------------------------------ lookup
     def lookup(self, lpn: int) -> int:
-        return int(self.l2p[lpn])
+        return self._l2p_view[lpn]
 
     def lookup_range(self, first_lpn: int, count: int) -> np.ndarray:
         return self.l2p[first_lpn : first_lpn + count]
@@ -110,19 +136,22 @@ class FlashTranslationLayer:
     # ---------------------------------------------------------------- program
     def program_one(self, lpn: int, internal: bool = False) -> int:
         """Map one LPN to the next physical sector (the 4 KiB hot path)."""
-        if self._open_offset == self.geometry.sectors_per_superblock:
+        sbs = self._sbs
+        if self._open_offset == sbs:
             self._advance_open()
-        sbs = self.geometry.sectors_per_superblock
         ppn = self._open * sbs + self._open_offset
-        old = int(self.l2p[lpn])
+        l2p = self._l2p_view
+        p2l = self._p2l_view
+        valid = self._valid_view
+        old = l2p[lpn]
         if old >= 0:
-            self.p2l[old] = UNMAPPED
-            self.valid[old // sbs] -= 1
+            p2l[old] = UNMAPPED
+            valid[old // sbs] -= 1
         else:
             self.mapped_sectors += 1
-        self.l2p[lpn] = ppn
-        self.p2l[ppn] = lpn
-        self.valid[self._open] += 1
+        l2p[lpn] = ppn
+        p2l[ppn] = lpn
+        valid[self._open] += 1
         self._open_offset += 1
         self.generation += 1
         if internal:
@@ -251,6 +280,7 @@ class FlashTranslationLayer:
         self.p2l[self.l2p[mapped]] = mapped
         sbs = self.geometry.sectors_per_superblock
         self.valid = np.bincount(self.l2p[mapped] // sbs, minlength=self.superblocks).astype(np.int64)
+        self._bind_views()
         self._free = deque(int(sb) for sb in state["free"])
         self._is_free = np.zeros(self.superblocks, dtype=bool)
         self._is_free[list(self._free)] = True

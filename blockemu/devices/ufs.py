@@ -84,6 +84,9 @@ class UfsDevice:
         self.erase_ns = int(ufs.erase_us * 1000)
         self._one_sector_read_ns = int(self.tr_ns + self.read_ns_per_sector)
         self._one_sector_write_ns = int(self.write_ns_per_sector)
+        # Plain ints for the one-sector paths (a dataclass property per use adds up).
+        self._sectors_per_group = self.geometry.sectors_per_group
+        self._dies = ufs.dies
 
         self.hid_config = config.hid
         self.window_sectors = config.hid.window_kib * 1024 // SECTOR
@@ -138,20 +141,21 @@ class UfsDevice:
 
     def read(self, offset: int, buf: memoryview, now_ns: int) -> int:
         length = len(buf)
-        self._check(offset, length)
+        if offset < 0 or offset + length > self.size_bytes:
+            raise out_of_range(offset, length, self.size_bytes)
         self.store.read_into(offset, buf)
         if length == 0:
             return now_ns + self.overhead_ns
         first = offset // SECTOR
         last = (offset + length - 1) // SECTOR
         if first == last:
-            ppn = int(self.ftl.l2p[first])
+            ppn = self.ftl.lookup(first)
             if ppn < 0:
                 return now_ns + self.overhead_ns
             self.reads_with_media += 1
             self.read_physical_runs += 1
             self.read_tr_total += 1
-            die = (ppn // self.geometry.sectors_per_group) % self.geometry.dies
+            die = (ppn // self._sectors_per_group) % self._dies
             return self.dies.occupy_one(now_ns, die, self._one_sector_read_ns) + self.overhead_ns
         ppns = self.ftl.l2p[first : last + 1]
         runs = self.ftl.physical_runs(ppns)
@@ -162,18 +166,27 @@ class UfsDevice:
 
     def write(self, offset: int, data: memoryview, fua: bool, now_ns: int) -> int:
         length = len(data)
-        self._check(offset, length)
+        if offset < 0 or offset + length > self.size_bytes:
+            raise out_of_range(offset, length, self.size_bytes)
         self.store.write(offset, data)
-        done = now_ns + self.overhead_ns
+        done = now_ns
         if length:
-            done = self._program(offset // SECTOR, (offset + length - 1) // SECTOR, now_ns) + self.overhead_ns
-        return done + (self.flush_ns if fua else 0)
+            first = offset // SECTOR
+            last = (offset + length - 1) // SECTOR
+            if first == last:  # _program's one-sector case, inline: most writes are one sector
+                self._now = now_ns
+                ppn = self.ftl.program_one(first)
+                die = (ppn // self._sectors_per_group) % self._dies
+                done = self.dies.occupy_one(now_ns, die, self._one_sector_write_ns)
+            else:
+                done = self._program(first, last, now_ns)
+        return done + self.overhead_ns + (self.flush_ns if fua else 0)
 
     def _program(self, first: int, last: int, now_ns: int) -> int:
         self._now = now_ns
         if first == last:
             ppn = self.ftl.program_one(first)
-            die = (ppn // self.geometry.sectors_per_group) % self.geometry.dies
+            die = (ppn // self._sectors_per_group) % self._dies
             return self.dies.occupy_one(now_ns, die, self._one_sector_write_ns)
         ppns = self.ftl.program(np.arange(first, last + 1, dtype=np.int64))
         return self.dies.occupy(now_ns, self._write_costs(ppns))

@@ -40,6 +40,8 @@ _control: ControlServer | None = None
 
 
 _nbdkit_module: Any = None
+# nbdkit.FLAG_FUA, set in get_ready: pwrite, which runs for every write, then reads a global.
+_flag_fua = 0
 
 
 def _nbdkit() -> Any:
@@ -90,8 +92,9 @@ def thread_model() -> int:
 
 
 def get_ready() -> None:
-    global _runtime, _control
+    global _runtime, _control, _flag_fua
     assert _config is not None
+    _flag_fua = int(_nbdkit().FLAG_FUA)
     _runtime = DeviceRuntime(_config)
     if _trace:
         _runtime.start_trace(_trace)
@@ -185,7 +188,7 @@ def pread(h: int, buf: bytearray, offset: int, flags: int) -> None:
 def pwrite(h: int, buf: bytes, offset: int, flags: int) -> None:
     assert _runtime is not None
     try:
-        _runtime.write(offset, memoryview(buf), bool(flags & _nbdkit().FLAG_FUA))
+        _runtime.write(offset, memoryview(buf), bool(flags & _flag_fua))
     except Exception as err:
         _fail(err)
         raise

@@ -282,3 +282,47 @@ def test_a_change_larger_than_the_cache_is_written_through_not_remembered() -> N
     cut(runtime, mode="drop")
     assert read(runtime, 0) == bytes(SECTOR)  # the trim was durable
     assert read(runtime, 8 * SECTOR) == bytes(SECTOR)  # the later write was not
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_journal_slots_match_a_reference_of_pre_images(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Slabs of three sectors: runs straddle slabs, range commits free slots
+    # that later writes reuse.  The reference keeps each pre-image as bytes.
+    monkeypatch.setattr(JournaledStore, "SLAB_BYTES", 3 * SECTOR)
+    rng = random.Random(seed)
+    sectors = 24
+    journal = JournaledStore(MemoryStore(sectors * SECTOR), SECTOR)
+    disk = bytearray(sectors * SECTOR)
+    reference: dict[int, bytes] = {}
+    for step in range(300):
+        action = rng.random()
+        if action < 0.7:
+            offset = rng.randrange(sectors * SECTOR - 1)
+            length = rng.randrange(1, min(8 * SECTOR, sectors * SECTOR - offset) + 1)
+            for sector in range(offset // SECTOR, (offset + length - 1) // SECTOR + 1):
+                reference.setdefault(sector, bytes(disk[sector * SECTOR : (sector + 1) * SECTOR]))
+            data = bytes([step % 251 + 1]) * length
+            journal.write(offset, data)
+            disk[offset : offset + length] = data
+        elif action < 0.85:
+            offset = rng.randrange(sectors * SECTOR)
+            length = rng.randrange(1, 4 * SECTOR)
+            expected = 0
+            for sector in range(offset // SECTOR, (offset + length - 1) // SECTOR + 1):
+                expected += reference.pop(sector, None) is not None
+            assert journal.commit(offset, length) == expected
+        elif action < 0.9:
+            assert journal.commit() == len(reference)
+            reference = {}
+        assert list(journal.pre_images) == list(reference)  # same sectors, in first-write order
+        assert journal.dirty_bytes == len(reference) * SECTOR
+    keep = random.Random(seed)
+    kept = {sector for sector in reference if keep.random() < 0.5}
+    decide = random.Random(seed)
+    assert journal.revert(lambda sector: decide.random() < 0.5) == (len(reference) - len(kept), len(kept))
+    for sector, image in reference.items():
+        if sector not in kept:
+            disk[sector * SECTOR : (sector + 1) * SECTOR] = image
+    buf = bytearray(sectors * SECTOR)
+    journal.read_into(0, memoryview(buf))
+    assert buf == disk
