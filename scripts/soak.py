@@ -93,8 +93,8 @@ def fio_loop(served: ServedDevice, tally: Tally, deadline: float, seed: int, out
         report_path = out / f"fio-{tally.device}-{passes}.json"
         argv = ["fio", "--name=soak", "--ioengine=nbd", f"--uri={served.uri}", "--rw=randwrite", "--bs=4k",
                 "--iodepth=8", "--size=32M", f"--offset={(passes % 4) * 32}M", "--verify=crc32c",
-                "--verify_fatal=1", f"--randseed={seed * 1000 + passes}", "--output-format=json",
-                f"--output={report_path}"]
+                "--verify_fatal=1", "--verify_state_save=0", f"--randseed={seed * 1000 + passes}",
+                "--output-format=json", f"--output={report_path}"]
         run = subprocess.run(argv, capture_output=True, text=True, timeout=max(60.0, deadline - time.monotonic()
                                                                                + 120))
         try:
