@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from blockemu.config import load_config  # noqa: E402
+from blockemu.experiments.report import format_table  # noqa: E402
 from blockemu.runtime import DeviceRuntime  # noqa: E402
 from blockemu.write_cache import PowerCutLayer  # noqa: E402
 
@@ -143,9 +144,7 @@ def main() -> int:
                      f"{time.perf_counter() - started:.2f} s"))
         again.close()
         memory.close()
-    width = max(len(name) for name, _ in rows)
-    for name, value in rows:
-        print(f"{name:<{width}}  {value}")
+    print(format_table([{"measured": name, "value": value} for name, value in rows], ["measured", "value"]))
     return 0
 
 

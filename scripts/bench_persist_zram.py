@@ -35,6 +35,7 @@ sys.path.insert(0, str(REPO))
 
 from blockemu.codecs import PAGE, Codec, calibration_pages  # noqa: E402
 from blockemu.config import load_config  # noqa: E402
+from blockemu.experiments.report import format_table  # noqa: E402
 from blockemu.persistence import check_config_store, device_state  # noqa: E402
 from blockemu.runtime import DeviceRuntime  # noqa: E402
 from blockemu.write_cache import CheckpointLayer  # noqa: E402
@@ -139,9 +140,7 @@ def main() -> int:
         rows.append(("restart: open the store and restore the model", f"{time.perf_counter() - started:.2f} s"))
         assert again.describe()["zram"]["mm_stat"]["orig_data_size"] == WRITTEN_MIB * MIB
         again.close()
-    width = max(len(name) for name, _ in rows)
-    for name, value in rows:
-        print(f"{name:<{width}}  {value}")
+    print(format_table([{"measured": name, "value": value} for name, value in rows], ["measured", "value"]))
     return 0
 
 

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import os
 import shutil
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from blockemu.config import Config, config_from_mapping
+
+if TYPE_CHECKING:
+    from blockemu.runtime import DeviceRuntime
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -59,3 +62,14 @@ def toml_text(raw: dict[str, dict[str, Any]]) -> str:
             else:
                 lines.append(f"{key} = {value}")
     return "\n".join(lines) + "\n"
+
+
+def pattern(tag: int, length: int = 4096) -> bytes:
+    """A recognisable block: every byte the same, never zero."""
+    return bytes([tag % 251 + 1]) * length
+
+
+def read(runtime: DeviceRuntime, offset: int, length: int = 4096) -> bytes:
+    buf = bytearray(length)
+    runtime.read(offset, memoryview(buf))
+    return bytes(buf)

@@ -23,7 +23,7 @@ from blockemu.runtime import DeviceRuntime
 from blockemu.store import StoreError
 from blockemu.store.file import decode_checkpoint, encode_checkpoint
 from blockemu.write_cache import CheckpointLayer, PowerCutLayer
-from tests.conftest import SMALL_UFS
+from tests.conftest import SMALL_UFS, pattern, read
 
 MIB = 1024 * 1024
 SECTOR = 4096
@@ -62,16 +62,6 @@ def kill(runtime: DeviceRuntime) -> None:
     layer = runtime.device
     assert isinstance(layer, PowerCutLayer) and layer.durable is not None
     layer.durable.close()  # no commit, nothing written back: what a SIGKILL leaves
-
-
-def pattern(tag: int, length: int = SECTOR) -> bytes:
-    return bytes([tag % 251 + 1]) * length
-
-
-def read(runtime: DeviceRuntime, offset: int, length: int = SECTOR) -> bytes:
-    buf = bytearray(length)
-    runtime.read(offset, memoryview(buf))
-    return bytes(buf)
 
 
 def image(runtime: DeviceRuntime) -> bytes:

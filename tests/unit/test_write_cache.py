@@ -12,20 +12,10 @@ from blockemu.devices.base import ApiError
 from blockemu.runtime import DeviceRuntime
 from blockemu.store import MemoryStore
 from blockemu.write_cache import JournaledStore, PowerCutLayer
-from tests.conftest import small_ufs_config
+from tests.conftest import pattern, read, small_ufs_config
 
 MIB = 1024 * 1024
 SECTOR = 4096
-
-
-def pattern(tag: int, length: int = SECTOR) -> bytes:
-    return bytes([tag % 251 + 1]) * length
-
-
-def read(runtime: DeviceRuntime, offset: int, length: int = SECTOR) -> bytes:
-    buf = bytearray(length)
-    runtime.read(offset, memoryview(buf))
-    return bytes(buf)
 
 
 def cut(runtime: DeviceRuntime, **request: object) -> dict[str, object]:
