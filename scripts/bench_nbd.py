@@ -1,16 +1,20 @@
 #!/usr/bin/env python3
-"""NBD throughput of blockemu's UFS model against two baselines, in one run.
+"""NBD throughput of blockemu's UFS model against three baselines, in one run.
 
 Targets, all 1 GiB, all served by nbdkit on a unix socket with 16 threads:
   ufs        blockemu serve configs/ufs41.toml (virtual timing)
   bytearray  the least a python plugin can do (scripts/bench_plugins/)
+  bytearray-kept
+             the same plugin keeping its thread states between requests
+             as blockemu's does (blockemu/frontends/nbdkit_threads.py), so
+             that ufs/bytearray-kept is the cost of the model alone
   memory     nbdkit's C memory plugin
 
 Workloads (fio's nbd engine), after one untimed fill of the whole device:
 1 MiB sequential write/read, 4 KiB random write/read at QD1 and QD16 over
 256 MiB.  The targets take turns on every workload for --rounds rounds and
-the medians are printed: IOPS and MB/s per target and the ratios
-ufs/bytearray and ufs/memory.  Usage:
+the medians are printed: IOPS and MB/s per target and the ratios of ufs
+to each baseline.  Usage:
 
     .venv/bin/python scripts/bench_nbd.py [--runtime 5] [--rounds 3] [--csv results/bench.csv]
 """
@@ -34,8 +38,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from blockemu.cli import plugin_environment  # noqa: E402
+from blockemu.experiments.report import format_table  # noqa: E402
 
 SIZE = 1024 * 1024 * 1024
+TARGETS = ("ufs", "bytearray", "bytearray-kept", "memory")
 WORKLOADS = [
     # name, rw, block size, iodepth
     ("seq-write-1M", "write", "1M", 4),
@@ -55,9 +61,10 @@ def serve(target: str, sock: Path) -> Iterator[None]:
     if target == "ufs":
         argv = [sys.executable, "-m", "blockemu", "serve", str(REPO / "configs" / "ufs41.toml"), "--unix", str(sock),
                 "--http", "", "--set", "device.capacity_mib=1024", "--set", "timing.mode=virtual"]
-    elif target == "bytearray":
+    elif target in ("bytearray", "bytearray-kept"):
         argv = [nbdkit, "--foreground", "--threads", "16", "--unix", str(sock), "python",
-                str(REPO / "scripts" / "bench_plugins" / "bytearray_plugin.py"), f"size={SIZE}"]
+                str(REPO / "scripts" / "bench_plugins" / "bytearray_plugin.py"), f"size={SIZE}",
+                f"keep_thread_state={int(target == 'bytearray-kept')}"]
     else:
         argv = [nbdkit, "--foreground", "--threads", "16", "--unix", str(sock), "memory", str(SIZE)]
     process = subprocess.Popen(argv, env=plugin_environment(), stdout=subprocess.DEVNULL)
@@ -93,11 +100,15 @@ def main() -> int:
                         help="each workload runs this many times per target, targets interleaved; "
                              "the median is reported (default 3)")
     parser.add_argument("--csv", type=Path, help="also write the results as CSV")
-    parser.add_argument("--targets", default="ufs,bytearray,memory")
+    parser.add_argument("--targets", default=",".join(TARGETS),
+                        help=f"comma-separated subset of {','.join(TARGETS)}")
     args = parser.parse_args()
     if shutil.which("fio") is None:
         sys.exit("bench: fio not found; run 'make setup'")
     targets = args.targets.split(",")
+    unknown = sorted(set(targets) - set(TARGETS))
+    if unknown:
+        sys.exit(f"bench: unknown target {unknown[0]!r} in --targets; allowed: {', '.join(TARGETS)}")
     samples: dict[tuple[str, str], list[tuple[float, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="blockemu-bench-") as tmp, ExitStack() as servers:
         sockets = {target: Path(tmp) / f"{target}.sock" for target in targets}
@@ -120,24 +131,17 @@ def main() -> int:
                     samples.setdefault((target, name), []).append(run_fio(sock, rw, bs, depth, args.runtime))
     results = {key: (statistics.median(s[0] for s in runs), statistics.median(s[1] for s in runs))
                for key, runs in samples.items()}
-    header = f"{'workload':22s}" + "".join(f"{t + ' IOPS':>16s}{t + ' MB/s':>14s}" for t in targets)
     ratios = [t for t in targets if t != "ufs"] if "ufs" in targets else []
-    header += "".join(f"{'ufs/' + t:>16s}" for t in ratios)
-    print(header)
     rows = []
     for name, *_ in WORKLOADS:
-        line = f"{name:22s}"
         row: dict[str, object] = {"workload": name}
         for t in targets:
             iops, mbps = results[(t, name)]
-            line += f"{iops:16.0f}{mbps:14.1f}"
             row[f"{t}_iops"], row[f"{t}_mbps"] = round(iops), round(mbps, 1)
         for t in ratios:
-            ratio = results[("ufs", name)][0] / results[(t, name)][0]
-            line += f"{ratio:16.2f}"
-            row[f"ufs_over_{t}"] = round(ratio, 3)
-        print(line)
+            row[f"ufs/{t}"] = f"{results[('ufs', name)][0] / results[(t, name)][0]:.2f}"
         rows.append(row)
+    print(format_table(rows, list(rows[0])))
     if args.csv:
         args.csv.parent.mkdir(parents=True, exist_ok=True)
         with args.csv.open("w", newline="") as f:

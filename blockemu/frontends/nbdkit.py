@@ -25,6 +25,7 @@ from blockemu.auth import TOKEN_ENV, check_binding, validate_token
 from blockemu.config import Config, ConfigError, load_config, parse_http_address
 from blockemu.control import ControlServer
 from blockemu.devices.base import DeviceError
+from blockemu.frontends.nbdkit_threads import keep_thread_state
 from blockemu.runtime import DeviceRuntime
 
 API_VERSION = 2
@@ -176,7 +177,12 @@ def _fail(err: Exception) -> None:
     nbdkit.set_error(err.errno if isinstance(err, DeviceError) else errno.EIO)
 
 
+# Every data callback starts with keep_thread_state(): without it each request
+# pays for a new Python thread state (blockemu/frontends/nbdkit_threads.py).
+
+
 def pread(h: int, buf: bytearray, offset: int, flags: int) -> None:
+    keep_thread_state()
     assert _runtime is not None
     try:
         _runtime.read(offset, memoryview(buf))
@@ -186,6 +192,7 @@ def pread(h: int, buf: bytearray, offset: int, flags: int) -> None:
 
 
 def pwrite(h: int, buf: bytes, offset: int, flags: int) -> None:
+    keep_thread_state()
     assert _runtime is not None
     try:
         _runtime.write(offset, memoryview(buf), bool(flags & _flag_fua))
@@ -195,6 +202,7 @@ def pwrite(h: int, buf: bytes, offset: int, flags: int) -> None:
 
 
 def flush(h: int, flags: int) -> None:
+    keep_thread_state()
     assert _runtime is not None
     try:
         _runtime.flush()
@@ -204,6 +212,7 @@ def flush(h: int, flags: int) -> None:
 
 
 def trim(h: int, count: int, offset: int, flags: int) -> None:
+    keep_thread_state()
     assert _runtime is not None
     try:
         _runtime.trim(offset, count)
@@ -215,6 +224,7 @@ def trim(h: int, count: int, offset: int, flags: int) -> None:
 
 
 def zero(h: int, count: int, offset: int, flags: int) -> None:
+    keep_thread_state()
     assert _runtime is not None
     try:
         _runtime.write_zeroes(offset, count, bool(flags & _nbdkit().FLAG_FUA))
