@@ -13,8 +13,9 @@ Targets, all 1 GiB, all served by nbdkit on a unix socket with 16 threads:
 Workloads (fio's nbd engine), after one untimed fill of the whole device:
 1 MiB sequential write/read, 4 KiB random write/read at QD1 and QD16 over
 256 MiB.  The targets take turns on every workload for --rounds rounds and
-the medians are printed: IOPS and MB/s per target and the ratios of ufs
-to each baseline.  Usage:
+the medians are printed: IOPS and MB/s per target, the ratios of ufs to
+each baseline, and each server's CPU time (all its threads, user + system)
+per request.  Usage:
 
     .venv/bin/python scripts/bench_nbd.py [--runtime 5] [--rounds 3] [--csv results/bench.csv]
 """
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -54,7 +56,7 @@ WORKLOADS = [
 
 
 @contextmanager
-def serve(target: str, sock: Path) -> Iterator[None]:
+def serve(target: str, sock: Path) -> Iterator[int]:
     nbdkit = shutil.which("nbdkit")
     if nbdkit is None:
         sys.exit("bench: nbdkit not found; run 'make setup'")
@@ -74,23 +76,42 @@ def serve(target: str, sock: Path) -> Iterator[None]:
             if process.poll() is not None or time.monotonic() > deadline:
                 sys.exit(f"bench: {target} server did not start")
             time.sleep(0.05)
-        yield
+        yield process.pid
     finally:
         process.terminate()
         process.wait(timeout=30)
         sock.unlink(missing_ok=True)
 
 
-def run_fio(sock: Path, rw: str, bs: str, iodepth: int, runtime_s: int) -> tuple[float, float]:
+def server_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process and its descendants (nbdkit under ``blockemu serve``)."""
+    ticks = 0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except FileNotFoundError:  # exited meanwhile
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime (proc(5) fields 14 and 15)
+        pending.extend(int(child) for child in children)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def run_fio(sock: Path, rw: str, bs: str, iodepth: int, runtime_s: int, server_pid: int) -> tuple[float, float, float]:
+    """IOPS, MB/s and the server's CPU µs per request."""
     argv = ["fio", "--name=bench", "--ioengine=nbd", f"--uri=nbd+unix:///?socket={sock}", f"--rw={rw}",
             f"--bs={bs}", f"--iodepth={iodepth}", "--size=256M", "--time_based", f"--runtime={runtime_s}",
             "--randrepeat=1", "--norandommap", "--output-format=json"]
     if rw in ("read", "write"):
         argv[argv.index("--size=256M")] = "--size=1G"
+    cpu_before = server_cpu_s(server_pid)
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    cpu_s = server_cpu_s(server_pid) - cpu_before
     job = json.loads(out[out.index("{"):])["jobs"][0]
     side = job["read"] if "read" in rw else job["write"]
-    return float(side["iops"]), float(side["bw_bytes"]) / 1e6
+    return float(side["iops"]), float(side["bw_bytes"]) / 1e6, cpu_s / max(1, int(side["total_ios"])) * 1e6
 
 
 def main() -> int:
@@ -109,11 +130,12 @@ def main() -> int:
     unknown = sorted(set(targets) - set(TARGETS))
     if unknown:
         sys.exit(f"bench: unknown target {unknown[0]!r} in --targets; allowed: {', '.join(TARGETS)}")
-    samples: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    samples: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="blockemu-bench-") as tmp, ExitStack() as servers:
         sockets = {target: Path(tmp) / f"{target}.sock" for target in targets}
+        pids = {}
         for target, sock in sockets.items():
-            servers.enter_context(serve(target, sock))
+            pids[target] = servers.enter_context(serve(target, sock))
             # Fill the device once, untimed: every target then measures its
             # steady state (memory allocated, FTL mapped) rather than
             # first-touch page faults, which the bytearray baseline pays at
@@ -128,20 +150,27 @@ def main() -> int:
             for name, rw, bs, depth in WORKLOADS:
                 for target, sock in sockets.items():
                     print(f"bench: round {round_number} {target:9s} {name} ...", file=sys.stderr, flush=True)
-                    samples.setdefault((target, name), []).append(run_fio(sock, rw, bs, depth, args.runtime))
-    results = {key: (statistics.median(s[0] for s in runs), statistics.median(s[1] for s in runs))
-               for key, runs in samples.items()}
+                    samples.setdefault((target, name), []).append(
+                        run_fio(sock, rw, bs, depth, args.runtime, pids[target]))
+    results = {key: tuple(statistics.median(s[i] for s in runs) for i in range(3)) for key, runs in samples.items()}
     ratios = [t for t in targets if t != "ufs"] if "ufs" in targets else []
     rows = []
     for name, *_ in WORKLOADS:
         row: dict[str, object] = {"workload": name}
         for t in targets:
-            iops, mbps = results[(t, name)]
+            iops, mbps, _ = results[(t, name)]
             row[f"{t}_iops"], row[f"{t}_mbps"] = round(iops), round(mbps, 1)
         for t in ratios:
             row[f"ufs/{t}"] = f"{results[('ufs', name)][0] / results[(t, name)][0]:.2f}"
         rows.append(row)
     print(format_table(rows, list(rows[0])))
+    # Where the time goes: server CPU (all threads, user + system) per request.
+    cpu_rows = [{"workload": name, **{f"{t}_cpu_us_per_request": f"{results[(t, name)][2]:.1f}" for t in targets}}
+                for name, *_ in WORKLOADS]
+    print()
+    print(format_table(cpu_rows, list(cpu_rows[0])))
+    for row, cpu_row in zip(rows, cpu_rows, strict=True):
+        row.update(cpu_row)
     if args.csv:
         args.csv.parent.mkdir(parents=True, exist_ok=True)
         with args.csv.open("w", newline="") as f:
