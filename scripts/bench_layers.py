@@ -7,9 +7,10 @@ entering at each layer in turn, from the outside in: the runtime (lock, queue
 depth, clock, statistics), the power-cut layer, the UFS model on its
 journaled store (the pre-image copy), the journaled store alone, the memory
 store alone (the one copy every plugin pays), and the FTL's mapping alone.
-Each is the best of --rounds passes; the differences between lines are what
-each layer adds.  No nbdkit: this is the model's share of a request, which
-scripts/bench_nbd.py measures end to end.
+Each is the best of --rounds passes, each pass after a flush (an empty write
+cache); the differences between lines are what each layer adds.  No nbdkit:
+this is the model's share of a request, which scripts/bench_nbd.py measures
+end to end.
 
     .venv/bin/python scripts/bench_layers.py [--writes 100000] [--rounds 3]
 """
@@ -35,10 +36,14 @@ MIB = 1024 * 1024
 PAGE = 4096
 
 
-def best_us(call: Callable[..., Any], offsets: list[int], rounds: int, *extra: Any) -> float:
+def best_us(flush: Callable[[], None], call: Callable[..., Any], offsets: list[int], rounds: int,
+            *extra: Any) -> float:
     page = memoryview(bytes(PAGE))
     best = float("inf")
     for _ in range(rounds):
+        # Every pass starts with an empty write cache, so that each pays the
+        # same pre-image copies whichever layer it enters at.
+        flush()
         start = time.perf_counter()
         for offset in offsets:
             call(offset, page, *extra)
@@ -78,7 +83,8 @@ def main() -> int:
     rows = []
     for name, call, extra in layers:
         print(f"bench_layers: {name} ...", file=sys.stderr, flush=True)
-        rows.append({"layer": name, "us_per_write": f"{best_us(call, offsets, args.rounds, *extra):.2f}"})
+        cost_us = best_us(runtime.flush, call, offsets, args.rounds, *extra)
+        rows.append({"layer": name, "us_per_write": f"{cost_us:.2f}"})
     print(format_table(rows, ["layer", "us_per_write"]))
     runtime.close()
     return 0
