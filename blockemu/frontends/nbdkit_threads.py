@@ -48,6 +48,8 @@ def _python_api() -> tuple[Any, Any, Any, Any] | None:
 
 
 _api = _python_api()
+# The threading module's own registry of the threads it manages, by ident.
+_python_threads: dict[int, threading.Thread] = getattr(threading, "_active", {})
 
 
 def keep_thread_state() -> None:
@@ -59,23 +61,41 @@ def keep_thread_state() -> None:
 
 
 def _register() -> None:
+    global _api
     _local.kept = True
     if _api is None:
         return
+    if threading.get_ident() in _python_threads:
+        # A thread the threading module started (or the main thread) frees
+        # its own state when it ends, whatever its reference count: keeping
+        # a pointer to it here would outlive it.  Only nbdkit's threads qualify.
+        return
     ensure, get, _, _ = _api
     with _kept_lock:
-        _collect_exited()
+        alive = _alive_thread_ids()
+        if alive is None:
+            # Without /proc the exited threads' states could never be freed:
+            # do without keeping rather than leak a state per worker thread.
+            _api = None
+            return
+        _collect_exited(alive)
         ensure()
         state = get()
         assert state is not None
         _kept[state] = threading.get_native_id()
 
 
-def _collect_exited() -> None:
-    """Free the kept states of threads that have exited; called with ``_kept_lock`` held."""
+def _alive_thread_ids() -> set[int] | None:
+    try:
+        return {int(name) for name in os.listdir("/proc/self/task")}
+    except OSError:
+        return None
+
+
+def _collect_exited(alive: set[int]) -> None:
+    """Free the kept states of threads not in ``alive``; called with ``_kept_lock`` held."""
     assert _api is not None
     _, _, clear, delete = _api
-    alive = {int(name) for name in os.listdir("/proc/self/task")}
     for state, thread_id in list(_kept.items()):
         if thread_id not in alive:
             del _kept[state]
