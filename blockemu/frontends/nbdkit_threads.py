@@ -6,8 +6,8 @@ Ensure creates a fresh thread state and each Release destroys it again: every
 request allocates and frees a thread state and its frame stack (an mmap and a
 munmap, whose TLB shootdown interrupts the other cores).  Measured with fio's
 nbd engine on a 2-core machine, that churn is most of the server's CPU: a
-trivial bytearray plugin spends about 55 µs per 4 KiB write at QD16 with it
-and about 8 µs without it (scripts/bench_nbd.py compares both).
+trivial bytearray plugin spends 55-60 µs of CPU per 4 KiB write at QD16 with
+it and about 8 µs without it (scripts/bench_nbd.py compares both).
 
 :func:`keep_thread_state` takes one extra ``PyGILState_Ensure`` reference the
 first time a worker thread runs Python.  nbdkit's own Release then only drops
