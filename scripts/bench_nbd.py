@@ -56,13 +56,14 @@ WORKLOADS = [
 
 
 @contextmanager
-def serve(target: str, sock: Path) -> Iterator[int]:
+def serve(target: str, sock: Path, ufs_threads: int = 16) -> Iterator[int]:
     nbdkit = shutil.which("nbdkit")
     if nbdkit is None:
         sys.exit("bench: nbdkit not found; run 'make setup'")
     if target == "ufs":
         argv = [sys.executable, "-m", "blockemu", "serve", str(REPO / "configs" / "ufs41.toml"), "--unix", str(sock),
-                "--http", "", "--set", "device.capacity_mib=1024", "--set", "timing.mode=virtual"]
+                "--http", "", "--set", "device.capacity_mib=1024", "--set", "timing.mode=virtual",
+                "--threads", str(ufs_threads)]
     elif target in ("bytearray", "bytearray-kept"):
         argv = [nbdkit, "--foreground", "--threads", "16", "--unix", str(sock), "python",
                 str(REPO / "scripts" / "bench_plugins" / "bytearray_plugin.py"), f"size={SIZE}",
@@ -121,12 +122,16 @@ def main() -> int:
                         help="each workload runs this many times per target, targets interleaved; "
                              "the median is reported (default 3)")
     parser.add_argument("--csv", type=Path, help="also write the results as CSV")
+    parser.add_argument("--ufs-threads", type=int, default=16,
+                        help="nbdkit worker threads for the ufs target (default 16, as every target)")
     parser.add_argument("--targets", default=",".join(TARGETS),
                         help=f"comma-separated subset of {','.join(TARGETS)}")
     args = parser.parse_args()
     if shutil.which("fio") is None:
         sys.exit("bench: fio not found; run 'make setup'")
     targets = args.targets.split(",")
+    if args.ufs_threads <= 0:
+        sys.exit(f"bench: --ufs-threads must be > 0, got {args.ufs_threads}")
     unknown = sorted(set(targets) - set(TARGETS))
     if unknown:
         sys.exit(f"bench: unknown target {unknown[0]!r} in --targets; allowed: {', '.join(TARGETS)}")
@@ -135,7 +140,7 @@ def main() -> int:
         sockets = {target: Path(tmp) / f"{target}.sock" for target in targets}
         pids = {}
         for target, sock in sockets.items():
-            pids[target] = servers.enter_context(serve(target, sock))
+            pids[target] = servers.enter_context(serve(target, sock, args.ufs_threads))
             # Fill the device once, untimed: every target then measures its
             # steady state (memory allocated, FTL mapped) rather than
             # first-touch page faults, which the bytearray baseline pays at
