@@ -18,6 +18,7 @@ each baseline, and each server's CPU time (all its threads, user + system)
 per request.  Usage:
 
     .venv/bin/python scripts/bench_nbd.py [--runtime 5] [--rounds 3] [--csv results/bench.csv]
+        [--targets ufs,bytearray,bytearray-kept,memory] [--ufs-threads 16]
 """
 
 from __future__ import annotations
