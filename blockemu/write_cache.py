@@ -333,9 +333,14 @@ class PowerCutLayer:
                 if unjournaled is not None:
                     unjournaled.journaling = True
                 self._commit()
-        self._before_change()
+        # _before_change and _after_change, inline for the common case: one
+        # request in the cache, no FUA, no state to roll back.
+        self._changed = True
+        if self.rolls_back_state and self._state is None:
+            self._state = self.inner.snapshot_state()  # type: ignore[attr-defined]
         done = call(*args)
-        self._after_change(fua_range)
+        if fua_range is not None or self.journal.dirty_bytes > self.cache_bytes:
+            self._after_change(fua_range)
         return done
 
     # --------------------------------------------------------------- data path
