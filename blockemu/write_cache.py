@@ -333,8 +333,8 @@ class PowerCutLayer:
                 if unjournaled is not None:
                     unjournaled.journaling = True
                 self._commit()
-        # _before_change and _after_change, inline for the common case: one
-        # request in the cache, no FUA, no state to roll back.
+        # _before_change and _after_change, inline: most requests need no
+        # state snapshot, no FUA commit and no write-back.
         self._changed = True
         if self.rolls_back_state and self._state is None:
             self._state = self.inner.snapshot_state()  # type: ignore[attr-defined]
