@@ -239,7 +239,7 @@ def test_zram_pages_and_index_survive_kill_9(real_components: None, tmp_path: Pa
     nbd.pwrite(text_pages(1, 512), MIB)  # 2 MiB compressed
     nbd.pwrite(bytes(64 * 1024) + b"\x5a" * 64 * 1024, 4 * MIB)  # same pages
     nbd.pwrite(b"partial!" * 64, 5 * MIB + 1024)  # read-modify-write inside a page
-    nbd.trim(64 * 1024, 2 * MIB)  # notify_free: 16 pages
+    nbd.trim(64 * 1024, 2 * MIB)  # 16 pages, still staged or not: notify_free 16 either way
     nbd.flush()  # staged pages stored: the idle marking below sees them
     control.put("zram/idle", "all")
     control.put("zram/recompress", "type=idle max_pages=300")  # per-slot algorithm: zstd at priority 1

@@ -205,6 +205,15 @@ def test_mm_stat_has_the_kernel_layout_and_mem_used_covers_compressed_data() -> 
     assert dev.read_attribute("io_stat") == "       0        0 0        0\n"
 
 
+def test_notify_free_does_not_depend_on_whether_pages_were_compressed_yet() -> None:
+    dev = make(async_workers=1, staging_pages=64)
+    write(dev, 0, b"".join(text_page(i) for i in range(8)))  # staged, not compressed: no executor here
+    assert dev.offload_pending()
+    dev.trim(0, 8 * PAGE, 0)
+    assert dev.read_attribute("io_stat").split()[3] == "8"
+    assert read(dev, 0, 8 * PAGE) == bytes(8 * PAGE)
+
+
 def test_trim_frees_whole_pages_and_counts_notify_free() -> None:
     dev = make()
     write(dev, 0, b"".join(text_page(i) for i in range(4)))
@@ -212,6 +221,8 @@ def test_trim_frees_whole_pages_and_counts_notify_free() -> None:
     assert read(dev, 2 * PAGE, PAGE) == bytes(PAGE)
     assert read(dev, PAGE, PAGE) == text_page(1) and read(dev, 3 * PAGE, PAGE) == text_page(3)
     assert dev.read_attribute("io_stat").split()[3] == "1"
+    dev.trim(10 * PAGE, 3 * PAGE, 0)  # never written: the kernel counts these too
+    assert dev.read_attribute("io_stat").split()[3] == "4"
     dev.write_zeroes(100, PAGE, False, 0)
     assert read(dev, 0, 2 * PAGE) == text_page(0)[:100] + bytes(PAGE) + text_page(1)[100:]
 
