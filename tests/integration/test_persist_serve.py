@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,20 @@ MIB = 1024 * 1024
 SECTOR = 4096
 # Parts of GET /api/v1/device that belong to the running server, not the device.
 RUNTIME_KEYS = ("timing", "faults", "io", "queue_depth", "store", "write_cache")
+
+
+@pytest.fixture
+def start_server(real_components: None) -> Iterator[Callable[..., ServedDevice]]:
+    """``ServedDevice(...).start()``, stopped at teardown even when the test failed before killing it."""
+    started: list[ServedDevice] = []
+
+    def start(*args: Any) -> ServedDevice:
+        started.append(ServedDevice(*args).start())
+        return started[-1]
+
+    yield start
+    for device in started:
+        device.stop()  # after kill_9 this only reaps
 
 
 def write_config(tmp_path: Path, raw: dict[str, Any]) -> tuple[Path, Path]:
@@ -76,9 +91,10 @@ def read_all(nbd: Any) -> bytes:
     return b"".join(bytes(nbd.pread(min(8 * MIB, size - at), at)) for at in range(0, size, 8 * MIB))
 
 
-def test_ufs_survives_kill_9_and_a_corrupt_checkpoint_is_refused(real_components: None, tmp_path: Path) -> None:
+def test_ufs_survives_kill_9_and_a_corrupt_checkpoint_is_refused(start_server: Callable[..., ServedDevice],
+                                                                  tmp_path: Path) -> None:
     config, store = write_config(tmp_path, SMALL_UFS)
-    served = ServedDevice(config).start()
+    served = start_server(config)
     nbd = served.connect()
     nbd.pwrite(os.urandom(MIB), 0)
     for i in range(64):  # 8 files of 256 KiB written interleaved: fragmented
@@ -134,13 +150,13 @@ def test_ufs_survives_kill_9_and_a_corrupt_checkpoint_is_refused(real_components
         assert again.connect().pread(SECTOR, 40 * MIB) == b"F" * SECTOR
 
 
-def test_zns_zones_survive_kill_9(real_components: None, tmp_path: Path) -> None:
+def test_zns_zones_survive_kill_9(start_server: Callable[..., ServedDevice], tmp_path: Path) -> None:
     zone = 2 * MIB
     raw = {"device": {"type": "zns", "name": "zns_persist", "capacity_mib": 20},
            "zns": {"zone_size_mib": 2, "zone_capacity_mib": 1, "conventional_zones": 1, "max_open_zones": 3,
                    "max_active_zones": 4}}
     config, store = write_config(tmp_path, raw)
-    served = ServedDevice(config).start()
+    served = start_server(config)
     nbd, control = served.connect(), served.control
     nbd.pwrite(os.urandom(256 * 1024), 0)  # conventional zone
     nbd.pwrite(os.urandom(64 * 1024), zone)  # zone 1: implicitly open
@@ -175,12 +191,12 @@ def test_zns_zones_survive_kill_9(real_components: None, tmp_path: Path) -> None
         nbd.shutdown()
 
 
-def test_zns_ftl_map_survives_kill_9(real_components: None, tmp_path: Path) -> None:
+def test_zns_ftl_map_survives_kill_9(start_server: Callable[..., ServedDevice], tmp_path: Path) -> None:
     raw = {"device": {"type": "zns_ftl", "name": "log_persist", "capacity_mib": 32},
            "zns": {"zone_size_mib": 1, "max_open_zones": 6, "max_active_zones": 8},
            "zns_ftl": {"gc_policy": "zone_aware", "overprovision_percent": 25.0, "gc_start_free_zones": 3}}
     config, store = write_config(tmp_path, raw)
-    served = ServedDevice(config, ["store.fsync=false"]).start()
+    served = start_server(config, ["store.fsync=false"])
     nbd = served.connect()
     size = nbd.get_size()
     for at in range(0, size, MIB):
@@ -227,13 +243,13 @@ def zram_state(device: ServedDevice) -> dict[str, Any]:
             "stored": control.metrics_text().count("blockemu_zram_stored_pages{")}
 
 
-def test_zram_pages_and_index_survive_kill_9(real_components: None, tmp_path: Path) -> None:
+def test_zram_pages_and_index_survive_kill_9(start_server: Callable[..., ServedDevice], tmp_path: Path) -> None:
     # Asynchronous compression on: a flush must include what the executor had not compressed yet.
     raw = {"device": {"type": "zram", "name": "zram_persist", "capacity_mib": 32},
            "zram": {"recomp_algorithms": "zstd", "cost_us": "lz4=4/1, lz4hc=20/1, zstd=15/5", "async_workers": 2,
                     "staging_pages": 256, "batch_pages": 16}}
     config, store = write_config(tmp_path, raw)
-    served = ServedDevice(config).start()
+    served = start_server(config)
     nbd, control = served.connect(), served.control
     nbd.pwrite(os.urandom(256 * 1024), 0)  # huge pages
     nbd.pwrite(text_pages(1, 512), MIB)  # 2 MiB compressed
