@@ -47,7 +47,6 @@ class OpStats:
     # One count per bucket of LATENCY_BUCKETS plus +Inf (not cumulative).
     latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
 
-
     @property
     def latency_sum_s(self) -> float:
         return self.latency_sum_ns / 1e9

@@ -58,21 +58,28 @@ def _result(results: Path, boot_s: float | None, tail: str, exit_code: int = 0) 
     return vm.VmResult(exit_code=exit_code, results_dir=results, console_tail=tail, boot_s=boot_s)
 
 
+def _run_with_boots(outcomes: list[vm.VmResult], tmp_path: Path,
+                    monkeypatch: pytest.MonkeyPatch) -> tuple[vm.VmResult, int]:
+    """vm.run with each boot replaced by the next of ``outcomes``; its result and how many boots it made."""
+    boots = 0
+
+    def fake_run_vm(*args: object) -> vm.VmResult:
+        nonlocal boots
+        (tmp_path / vm.CONSOLE_LOG).write_text(f"boot {boots}\n")
+        boots += 1
+        return outcomes[boots - 1]
+
+    monkeypatch.setattr(vm, "_prepare", lambda *args: (Path("vng"), Path("vmlinuz"), tmp_path))
+    monkeypatch.setattr(vm, "_run_vm", fake_run_vm)
+    return vm.run([REPO / "configs" / "ufs41.toml"], ["true"], stream=False), boots
+
+
 def test_a_guest_that_panics_before_the_harness_is_booted_once_more(tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     panic = "[    1.59] Kernel panic - not syncing: Fatal exception in interrupt"
     outcomes = [_result(tmp_path, None, panic, vm.EXIT_HARNESS_ERROR), _result(tmp_path, 9.5, "ok")]
-    boots: list[tuple[object, ...]] = []
-
-    def fake_run_vm(*args: object) -> vm.VmResult:
-        (tmp_path / vm.CONSOLE_LOG).write_text(f"boot {len(boots)}\n")
-        boots.append(args)
-        return outcomes[len(boots) - 1]
-
-    monkeypatch.setattr(vm, "_prepare", lambda *args: (Path("vng"), Path("vmlinuz"), tmp_path))
-    monkeypatch.setattr(vm, "_run_vm", fake_run_vm)
-    result = vm.run([REPO / "configs" / "ufs41.toml"], ["true"], stream=False)
-    assert len(boots) == 2 and result.exit_code == 0
+    result, boots = _run_with_boots(outcomes, tmp_path, monkeypatch)
+    assert boots == 2 and result.exit_code == 0
     assert (tmp_path / "console.attempt1.log").read_text() == "boot 0\n"
 
 
@@ -82,13 +89,6 @@ def test_a_guest_that_panics_before_the_harness_is_booted_once_more(tmp_path: Pa
 ])
 def test_other_failures_are_not_retried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, boot_s: float | None,
                                         tail: str) -> None:
-    boots: list[tuple[object, ...]] = []
-
-    def fake_run_vm(*args: object) -> vm.VmResult:
-        boots.append(args)
-        return _result(tmp_path, boot_s, tail, vm.EXIT_HARNESS_ERROR)
-
-    monkeypatch.setattr(vm, "_prepare", lambda *args: (Path("vng"), Path("vmlinuz"), tmp_path))
-    monkeypatch.setattr(vm, "_run_vm", fake_run_vm)
-    assert vm.run([REPO / "configs" / "ufs41.toml"], ["true"], stream=False).exit_code == vm.EXIT_HARNESS_ERROR
-    assert len(boots) == 1
+    failed = _result(tmp_path, boot_s, tail, vm.EXIT_HARNESS_ERROR)
+    result, boots = _run_with_boots([failed, failed], tmp_path, monkeypatch)
+    assert boots == 1 and result.exit_code == vm.EXIT_HARNESS_ERROR
