@@ -4,7 +4,7 @@ PY := .venv/bin/python
 CONFIG ?= configs/ufs41.toml
 PYTEST_ARGS ?=
 
-.PHONY: setup kernel run test unit lint bench clean
+.PHONY: setup kernel doctor run test unit lint bench clean
 
 setup:
 	@scripts/setup.sh
@@ -12,6 +12,11 @@ setup:
 kernel: setup
 	@scripts/fetch_kernel.sh
 	@scripts/fetch_ublk_header.sh
+
+# Lists every external program and file the project and its tests use
+# (scripts/dependencies.txt) with its version; fails naming what is missing.
+doctor:
+	@scripts/doctor.sh
 
 run: setup
 	.venv/bin/blockemu serve $(CONFIG)
@@ -23,7 +28,7 @@ lint: setup
 unit: setup
 	$(PY) -m pytest -q tests/unit tests/property $(PYTEST_ARGS)
 
-test: setup kernel lint
+test: setup kernel doctor lint
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
 
 bench: setup

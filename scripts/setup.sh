@@ -1,16 +1,13 @@
 #!/usr/bin/env bash
 # Install what blockemu needs on Debian 12, skipping what is already there:
-# the Debian packages (nbdkit with its python plugin, libnbd, fio, qemu, ...)
-# and .venv, made from Debian's own python3 -- the interpreter nbdkit's python
-# plugin embeds -- with --system-site-packages so it sees libnbd's module.
+# the Debian packages named in scripts/dependencies.txt (the one list that
+# scripts/doctor.sh checks too) and .venv, made from Debian's own python3 --
+# the interpreter nbdkit's python plugin embeds -- with --system-site-packages
+# so it sees libnbd's module.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(
-  nbdkit nbdkit-plugin-python libnbd-bin python3-libnbd python3-venv python3-dev
-  fio nbd-client f2fs-tools btrfs-progs e2fsprogs util-linux kmod
-  qemu-system-x86 qemu-utils file gcc libc6-dev
-)
+mapfile -t packages < <(awk -F'|' '!/^#/ && NF {gsub(/ /, "", $1); if ($1 !~ /^setup:/) print $1}' scripts/dependencies.txt)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
