@@ -1,6 +1,6 @@
 """The control API's OpenAPI 3.1 description, served at ``GET /api/v1/openapi.json``.
 
-Written by hand next to the routes it describes (runtime.py, control.py,
+Written by hand next to the routes it describes (runtime.py, control/server.py,
 write_cache.py, faults.py, power.py and each device's ``api``); only the
 routes of the device being served are listed.  Tests fuzz the API from it.
 """
