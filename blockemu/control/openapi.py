@@ -44,7 +44,7 @@ def _attribute_path(name: str, enum: tuple[str, ...]) -> dict[str, Any]:
 def openapi_document(device_kind: str, power: bool, token_required: bool = False) -> dict[str, Any]:
     """The description for a served device of ``device_kind`` (with the power layer or not).
 
-    ``token_required``: the server was given a bearer token (blockemu/auth.py),
+    ``token_required``: the server was given a bearer token (blockemu/control/auth.py),
     which every operation but GET needs.
     """
     from blockemu.faults import FAULT_ERRNOS, FAULT_OPS
