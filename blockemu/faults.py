@@ -21,7 +21,6 @@ ZNS zones also go read-only or offline one by one: ``POST /api/v1/zones/N/fault`
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import errno
 import json
@@ -270,88 +269,3 @@ class FaultInjector:
                            "faults, by operation and kind", samples)
         yield MetricFamily("blockemu_faults_active", "gauge", "1 while any fault is configured",
                            [({}, 1.0 if self.active else 0.0)])
-
-
-# ---------------------------------------------------------------------- ctl
-def _on_off(text: str) -> bool:
-    if text not in ("on", "off"):
-        raise argparse.ArgumentTypeError(f"expected on or off, got {text!r}")
-    return text == "on"
-
-
-def _op_rate(text: str) -> tuple[str, dict[str, Any]]:
-    op, sep, rest = text.partition("=")
-    rate, _, name = rest.partition(":")
-    try:
-        value: dict[str, Any] = {"error_rate": float(rate)}
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected OP=RATE[:ERRNO], e.g. read=0.01:EIO, got {text!r}") from None
-    if not sep or op not in FAULT_OPS:
-        raise argparse.ArgumentTypeError(f"expected OP=RATE[:ERRNO] with OP one of {', '.join(FAULT_OPS)}")
-    if name:
-        value["errno"] = name
-    return op, value
-
-
-def _bad_range_arg(text: str) -> dict[str, Any]:
-    parts = text.split(":")
-    try:
-        entry: dict[str, Any] = {"offset": int(parts[0]), "length": int(parts[1])}
-    except (ValueError, IndexError):
-        raise argparse.ArgumentTypeError(
-            f"expected OFFSET:LENGTH[:OPS[:ERRNO]] in bytes, e.g. 0:4096:read,write:EIO, got {text!r}") from None
-    if len(parts) > 2 and parts[2]:
-        entry["ops"] = parts[2].split(",")
-    if len(parts) > 3:
-        entry["errno"] = parts[3]
-    return entry
-
-
-def _spike_arg(text: str) -> dict[str, float]:
-    probability, _, extra = text.partition(":")
-    try:
-        return {"probability": float(probability), "extra_us": float(extra)}
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected PROBABILITY:EXTRA_US, e.g. 0.01:5000, got {text!r}") from None
-
-
-def _ctl_faults(args: argparse.Namespace, base: str) -> int:
-    from blockemu.cli import http_request, print_result
-
-    url = base + "/api/v1/faults"
-    if args.faults_action == "show":
-        print_result(http_request(url))
-    elif args.faults_action == "clear":
-        print_result(http_request(url, "DELETE", b""))
-    else:
-        change: dict[str, Any] = {}
-        for key in ("seed", "offline", "read_only", "latency_spike"):
-            if getattr(args, key) is not None:
-                change[key] = getattr(args, key)
-        if args.error_rate:
-            change["ops"] = dict(args.error_rate)
-        if args.bad_range is not None:
-            change["bad_ranges"] = args.bad_range
-        print_result(http_request(url, "PUT", json.dumps(change).encode()))
-    return 0
-
-
-def add_ctl(ctl_subparsers: Any) -> None:
-    faults = ctl_subparsers.add_parser("faults", help="inject errors, bad ranges, latency spikes, read-only/offline")
-    faults.set_defaults(ctl_func=_ctl_faults)
-    sub = faults.add_subparsers(dest="faults_action", required=True)
-    sub.add_parser("show", help="current faults and how many were injected")
-    sub.add_parser("clear", help="remove every fault")
-    put = sub.add_parser("set", help="change some faults; the others stay as they are")
-    put.add_argument("--seed", type=int, help="restart the fault decisions from this seed")
-    put.add_argument("--offline", type=_on_off, metavar="on|off", help="fail every request with EIO")
-    put.add_argument("--read-only", dest="read_only", type=_on_off, metavar="on|off",
-                     help="fail writes, trims and zeroes with EPERM")
-    put.add_argument("--error-rate", action="append", type=_op_rate, metavar="OP=RATE[:ERRNO]",
-                     help=f"fail a share of OP ({', '.join(FAULT_OPS)}) requests; repeatable")
-    put.add_argument("--bad-range", action="append", type=_bad_range_arg, metavar="OFFSET:LENGTH[:OPS[:ERRNO]]",
-                     help="fail requests touching these bytes (replaces all bad ranges; repeatable)")
-    put.add_argument("--no-bad-ranges", dest="bad_range", action="store_const", const=[],
-                     help="remove every bad range")
-    put.add_argument("--latency-spike", dest="latency_spike", type=_spike_arg, metavar="PROBABILITY:EXTRA_US",
-                     help="delay a share of requests by EXTRA_US modeled microseconds")

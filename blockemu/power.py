@@ -39,9 +39,7 @@ at the caller's time.
 
 from __future__ import annotations
 
-import argparse
 import heapq
-import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -502,34 +500,3 @@ def wrap_device(device: Device, section: PowerSection, now_ns: Callable[[], int]
     if not section.enabled or isinstance(device, PowerModel):
         return device
     return PowerModel(device, section, now_ns)
-
-
-# ---------------------------------------------------------------------- ctl
-def _ctl_power(args: argparse.Namespace, base: str) -> int:
-    from blockemu.cli import http_request, print_result
-
-    api = base + "/api/v1/power"
-    if args.power == "show":
-        print_result(http_request(api))
-    elif args.power == "get":
-        print_result(http_request(f"{api}/{args.attribute}"))
-    elif args.power == "set":
-        print_result(http_request(f"{api}/{args.attribute}", "PUT", args.value.encode()))
-    elif args.power == "governor":
-        result = http_request(api + "/governor", "PUT", args.name.encode())
-        print(json.dumps({"governor": result["governor"], "cur_freq": result["cur_freq"]}))
-    return 0
-
-
-def add_ctl(ctl_subparsers: Any) -> None:
-    power = ctl_subparsers.add_parser("power", help="frequency governor and energy, with devfreq's attribute names")
-    power.set_defaults(ctl_func=_ctl_power)
-    sub = power.add_subparsers(dest="power", required=True)
-    sub.add_parser("show", help="all attributes and statistics (JSON)")
-    get = sub.add_parser("get", help="read one attribute as devfreq's sysfs file, e.g. 'get trans_stat'")
-    get.add_argument("attribute", choices=POWER_ATTRIBUTES)
-    put = sub.add_parser("set", help="write one attribute, e.g. 'set upthreshold 80'")
-    put.add_argument("attribute")
-    put.add_argument("value")
-    governor = sub.add_parser("governor", help="switch governor, e.g. 'governor pmqos_qd'")
-    governor.add_argument("name", choices=tuple(GOVERNORS))

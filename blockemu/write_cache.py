@@ -59,7 +59,6 @@ A kill loses everything since the last one, as a drop power cut would.
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 from collections.abc import Callable, Iterator
@@ -639,26 +638,3 @@ def create_cached_device(config: Config) -> Device:
             device.close()
             raise
     return layer
-
-
-# ---------------------------------------------------------------------- ctl
-def _ctl_powercut(args: argparse.Namespace, base: str) -> int:
-    from blockemu.cli import http_request, print_result
-
-    url = base + "/api/v1/powercut"
-    if args.status:
-        print_result(http_request(url))
-        return 0
-    body = json.dumps({"mode": args.mode, "seed": args.seed}).encode()
-    print_result(http_request(url, "POST", body))
-    return 0
-
-
-def add_ctl(ctl_subparsers: Any) -> None:
-    cut = ctl_subparsers.add_parser(
-        "powercut", help="lose every write since the last completed flush, then serve on")
-    cut.set_defaults(ctl_func=_ctl_powercut)
-    cut.add_argument("--mode", choices=POWERCUT_MODES, default="drop",
-                     help="drop: undo all unflushed writes; torn: keep a seeded random half of their sectors")
-    cut.add_argument("--seed", type=int, default=1, help="which sectors a torn cut keeps (default 1)")
-    cut.add_argument("--status", action="store_true", help="show the write cache's state instead of cutting")

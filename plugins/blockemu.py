@@ -1,7 +1,7 @@
 """nbdkit entry point: ``nbdkit python plugins/blockemu.py config=DEVICE.toml``.
 
-All logic lives in blockemu.frontends.nbdkit; ``blockemu serve`` sets
+All logic lives in blockemu.frontends.nbdkit.plugin; ``blockemu serve`` sets
 PYTHONPATH so that nbdkit's embedded interpreter finds the package.
 """
 
-from blockemu.frontends.nbdkit import *  # noqa: F403
+from blockemu.frontends.nbdkit.plugin import *  # noqa: F403

@@ -6,7 +6,7 @@ Targets, all 1 GiB, all served by nbdkit on a unix socket with 16 threads:
   bytearray  the least a python plugin can do (scripts/bench_plugins/)
   bytearray-kept
              the same plugin keeping its thread states between requests
-             as blockemu's does (blockemu/frontends/nbdkit_threads.py), so
+             as blockemu's does (blockemu/frontends/nbdkit/threads.py), so
              that ufs/bytearray-kept is the cost of the model alone
   memory     nbdkit's C memory plugin
 
@@ -40,8 +40,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from blockemu.cli import plugin_environment  # noqa: E402
 from blockemu.experiments.report import format_table  # noqa: E402
+from blockemu.frontends.nbdkit.launcher import plugin_environment  # noqa: E402
 
 SIZE = 1024 * 1024 * 1024
 TARGETS = ("ufs", "bytearray", "bytearray-kept", "memory")

@@ -5,22 +5,12 @@ Same as ``blockemu experiment gc``; see blockemu/experiments/gc.py for the
 workload.  Usage: scripts/gc_experiment.py [--quick] [--out DIR] [--seed N]
 """
 
-from __future__ import annotations
-
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from blockemu.experiments import gc
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    gc.add_arguments(parser)
-    return gc.main(parser.parse_args())
-
+from blockemu.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["experiment", "gc", *sys.argv[1:]]))

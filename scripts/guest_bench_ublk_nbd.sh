@@ -2,7 +2,7 @@
 # Runs INSIDE the VM: the same model over NBD ($BLOCKEMU_DEV0) and over ublk
 # ($BLOCKEMU_DEV1), measured with fio in the same boot.  Started by
 #
-#   .venv/bin/python -m blockemu.vm run --transport nbd,ublk,auto \
+#   .venv/bin/python -m blockemu vm run --transport nbd,ublk,auto \
 #       configs/ufs41.toml configs/ufs41.toml configs/zns.toml -- sh scripts/guest_bench_ublk_nbd.sh
 #
 # (the third device, ZNS with the default transport, checks that zoned

@@ -6,6 +6,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from blockemu.experiments.hid import main
+from blockemu.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main(["experiment", "hid", *sys.argv[1:]]))

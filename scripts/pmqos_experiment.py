@@ -6,7 +6,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from blockemu.experiments.pmqos import main
+from blockemu.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["experiment", "pmqos", *sys.argv[1:]]))

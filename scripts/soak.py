@@ -42,8 +42,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from blockemu.cli import ControlClientError  # noqa: E402
-from blockemu.client import ServedDevice  # noqa: E402
+from blockemu.control.client import ControlClientError, ServedDevice  # noqa: E402
 
 MIB = 1024 * 1024
 BLOCK = 4096

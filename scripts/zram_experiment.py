@@ -5,22 +5,12 @@ Same as ``blockemu experiment zram``; see blockemu/experiments/zram.py for the
 workload.  Usage: scripts/zram_experiment.py [--quick] [--out DIR] [--seed N]
 """
 
-from __future__ import annotations
-
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from blockemu.experiments import zram
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    zram.add_arguments(parser)
-    return zram.main(parser.parse_args())
-
+from blockemu.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["experiment", "zram", *sys.argv[1:]]))

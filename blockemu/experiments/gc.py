@@ -343,16 +343,3 @@ def main(args: argparse.Namespace) -> int:
     print(format_table(rows))
     print(f"\nwrote {out_dir}/gc_results.csv, gc_params.txt, gc.png")
     return 0
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--quick", action="store_true", help="a short run (fewer zones, fewer overwrites)")
-    parser.add_argument("--out", help="output directory (default results/gc-<timestamp>)")
-    parser.add_argument("--seed", type=int, help="workload seed")
-
-
-def add_experiment(experiment_subparsers: Any) -> None:
-    parser = experiment_subparsers.add_parser(
-        "gc", help="zoned-log GC: policies × copy methods, write amplification and latency")
-    add_arguments(parser)
-    parser.set_defaults(func=main)

@@ -145,7 +145,7 @@ def _timed_copy(control: Any, source: Path, dest: Path, trace: Path, time_scale:
 
 
 def guest_main(args: argparse.Namespace) -> int:
-    from blockemu.client import ControlClient
+    from blockemu.control.client import ControlClient
 
     device = os.environ["BLOCKEMU_DEV0"]
     control = ControlClient(os.environ["BLOCKEMU_HTTP0"])
@@ -311,7 +311,7 @@ def host_main(args: argparse.Namespace) -> int:
     mem_mib = args.mem_mib or max(2048, capacity_mib + 1536)
     overrides = [f"device.capacity_mib={capacity_mib}"]
     serve_args = [arg for item in overrides for arg in ("--set", item)]
-    command = [sys.executable, "-m", "blockemu.experiments.hid", "_guest", "--size-mib", str(size_mib),
+    command = [sys.executable, "-m", "blockemu", "experiment", "hid", "--guest", "--size-mib", str(size_mib),
                "--levels", levels, "--time-scale", str(time_scale), "--seed", str(args.seed),
                "--fragment-kib", str(args.fragment_kib), "--rewrite-fraction", str(args.rewrite_fraction)]
     _say(f"{size_mib} MiB file, levels {levels}, time_scale {time_scale}, device {capacity_mib} MiB, "
@@ -351,50 +351,3 @@ def host_main(args: argparse.Namespace) -> int:
     print(format_table(rows))
     print(f"results: {out / 'hid.csv'}, {out / 'hid.png'}")
     return 0 if all(r["checksums_ok"] for r in rows) else 1
-
-
-# ----------------------------------------------------------------------- cli
-def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--quick", action="store_true", help=f"a small run: {QUICK}")
-    parser.add_argument("--size-mib", type=int, help=f"source file size (default {FULL.size_mib})")
-    parser.add_argument("--levels", help=f"fragmentation levels, %% (default {FULL.levels})")
-    parser.add_argument("--time-scale", type=float, help="realtime slow-down during the timed copies")
-    parser.add_argument("--fragment-kib", type=int, default=4, help="size of the scattered pieces (default 4)")
-    parser.add_argument("--rewrite-fraction", type=float, default=0.05,
-                        help="share of the source rewritten in place during churn (default 0.05)")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--config", default=str(DEFAULT_CONFIG))
-    parser.add_argument("--mem-mib", type=int, help="guest memory (default: enough for the device)")
-    parser.add_argument("--timeout", type=float, default=7200.0, help="VM timeout, seconds")
-    parser.add_argument("--out", help="output folder (default results/hid-<timestamp>)")
-    parser.add_argument("--analyse-only", action="store_true",
-                        help="skip the VM: replay and report the guest results already in --out")
-
-
-def add_experiment(experiment_subparsers: argparse._SubParsersAction) -> None:
-    parser = experiment_subparsers.add_parser("hid", help="copy a file on fragmented UFS before/after HID (VM)")
-    _add_arguments(parser)
-    parser.set_defaults(func=host_main)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="hid_experiment", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="part")
-    guest = sub.add_parser("_guest", help=argparse.SUPPRESS)
-    guest.add_argument("--size-mib", type=int, required=True)
-    guest.add_argument("--levels", required=True)
-    guest.add_argument("--time-scale", type=float, required=True)
-    guest.add_argument("--seed", type=int, default=1)
-    guest.add_argument("--fragment-kib", type=int, default=4)
-    guest.add_argument("--rewrite-fraction", type=float, default=0.05)
-    guest.set_defaults(func=guest_main)
-    _add_arguments(parser)
-    args = parser.parse_args(argv)
-    if args.part is None:
-        return host_main(args)
-    return int(args.func(args))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

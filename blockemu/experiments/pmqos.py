@@ -384,18 +384,6 @@ def plot(path: Path, comparison: list[dict[str, Any]], threshold_rows: list[dict
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="pmqos_experiment", description=__doc__.split("\n")[0])
-    configure_parser(parser)
-    return run_from_args(parser.parse_args(argv))
-
-
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--quick", action="store_true", help="short run (seconds) that still prints the table")
-    parser.add_argument("--out", help="results folder (default results/pmqos-<UTC timestamp>)")
-    parser.add_argument("--seed", type=int, default=Workloads.seed)
-
-
 def run_from_args(args: argparse.Namespace) -> int:
     workloads = replace(QUICK if args.quick else Workloads(), seed=args.seed)
     out = report.results_dir("pmqos", args.out)
@@ -423,14 +411,3 @@ def run_from_args(args: argparse.Namespace) -> int:
     print_table(hold_rows, f"pmqos_qd hold_ms sweep; ratios vs {BASELINE}")
     print(f"\nwrote {', '.join(str(path) for path in files.values())}")
     return 0
-
-
-def add_experiment(experiment_subparsers: Any) -> None:
-    parser = experiment_subparsers.add_parser(
-        "pmqos", help="queue-depth PM-QoS boost vs simple_ondemand: latency, bandwidth, energy")
-    configure_parser(parser)
-    parser.set_defaults(func=run_from_args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -39,7 +39,7 @@ def _say(message: str) -> None:
 
 
 def guest_main(args: argparse.Namespace) -> int:
-    from blockemu.client import ControlClient
+    from blockemu.control.client import ControlClient
 
     device = os.environ["BLOCKEMU_DEV0"]
     control = ControlClient(os.environ["BLOCKEMU_HTTP0"])
@@ -126,7 +126,7 @@ def host_main(args: argparse.Namespace) -> int:
     out = report.results_dir("pmqos-vm", args.out).resolve()
     overrides = ["device.capacity_mib=1024", "power.enabled=true", "timing.mode=realtime",
                  f"timing.time_scale={args.time_scale}"]
-    command = [sys.executable, "-m", "blockemu.experiments.pmqos_vm", "_guest", "--bursts", str(bursts),
+    command = [sys.executable, "-m", "blockemu", "experiment", "pmqos-vm", "--guest", "--bursts", str(bursts),
                "--burst", str(args.burst), "--think-ms", str(args.think_ms)]
     result = vm.run([REPO / "configs" / "ufs41.toml"], command, timeout_s=args.timeout, results_dir=out / "vm",
                     extra_serve_args=[a for item in overrides for a in ("--set", item)])
@@ -155,38 +155,3 @@ def host_main(args: argparse.Namespace) -> int:
               f"{r['mean_vs_ondemand']:8.3f}{r['device_mean_vs_ondemand']:8.3f}{r['energy_vs_ondemand']:10.3f}")
     print(f"results: {out / 'pmqos-vm.csv'}, {out / 'pmqos-vm.png'}")
     return 0
-
-
-def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--quick", action="store_true", help="12 bursts per governor instead of 60")
-    parser.add_argument("--bursts", type=int, help="bursts per governor")
-    parser.add_argument("--burst", type=int, default=8, help="reads per burst (default 8)")
-    parser.add_argument("--think-ms", type=float, default=600.0,
-                        help="real think time between bursts (default 600 = 30 modeled ms at time_scale 20)")
-    parser.add_argument("--time-scale", type=float, default=20.0, help="realtime slow-down (default 20)")
-    parser.add_argument("--timeout", type=float, default=1800.0)
-    parser.add_argument("--out", help="output folder (default results/pmqos-vm-<timestamp>)")
-
-
-def add_experiment(experiment_subparsers: argparse._SubParsersAction) -> None:
-    parser = experiment_subparsers.add_parser("pmqos-vm", help="PM-QoS vs ondemand on F2FS in the VM (realtime)")
-    _add_arguments(parser)
-    parser.set_defaults(func=host_main)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="pmqos_vm", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="part")
-    guest = sub.add_parser("_guest", help=argparse.SUPPRESS)
-    guest.add_argument("--bursts", type=int, required=True)
-    guest.add_argument("--burst", type=int, required=True)
-    guest.add_argument("--think-ms", type=float, required=True)
-    guest.set_defaults(func=guest_main)
-    _add_arguments(parser)
-    args = parser.parse_args(argv)
-    return int(args.func(args)) if args.part else host_main(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -509,18 +509,3 @@ def main(args: argparse.Namespace) -> int:
     print(format_table(rows))
     print(f"\nwrote {out_dir}/zram_results.csv, zram_launches.csv, zram_params.txt, zram.png")
     return 0
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--quick", action="store_true", help="a short run (fewer apps, pages and rounds)")
-    parser.add_argument("--out", help="output directory (default results/zram-<timestamp>)")
-    parser.add_argument("--seed", type=int, help="workload and corpus seed")
-    parser.add_argument("--cost-us", metavar="COSTS",
-                        help="pin the cost model, e.g. 'lz4=4.8/1.5, zstd=14/5.6' (µs per page, compress/decompress); "
-                             "default: calibrate on this host at start-up")
-
-
-def add_experiment(experiment_subparsers: Any) -> None:
-    parser = experiment_subparsers.add_parser("zram", help="zram: launch latency, memory and CPU per policy")
-    add_arguments(parser)
-    parser.set_defaults(func=main)

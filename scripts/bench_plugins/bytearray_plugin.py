@@ -3,7 +3,7 @@
 A bytearray, parallel thread model, no locking (the GIL serialises the copies).
 With ``keep_thread_state=1`` it also keeps each nbdkit worker thread's Python
 thread state between requests, as blockemu's plugin does
-(blockemu/frontends/nbdkit_threads.py), so that the two pay the same frontend
+(blockemu/frontends/nbdkit/threads.py), so that the two pay the same frontend
 cost and their ratio is the cost of the model alone.
 """
 
@@ -31,7 +31,7 @@ def config(key: str, value: str) -> None:
         if value not in ("0", "1"):
             raise ValueError(f"keep_thread_state must be 0 or 1, got {value!r}")
         if value == "1":
-            from blockemu.frontends.nbdkit_threads import keep_thread_state
+            from blockemu.frontends.nbdkit.threads import keep_thread_state
 
             _keep_thread_state = keep_thread_state
     else:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from blockemu.client import ServedDevice
+from blockemu.control.client import ServedDevice
 from tests.conftest import SMALL_UFS, require, require_tool, toml_text
 
 

@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 
-from blockemu.cli import ControlClientError, http_request
-from blockemu.client import ServedDevice
+from blockemu.control.client import ControlClientError, ServedDevice, http_request
 
 pytestmark = pytest.mark.integration
 SECTOR = 4096

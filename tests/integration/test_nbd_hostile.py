@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from blockemu.client import ServedDevice
+from blockemu.control.client import ServedDevice
 
 pytestmark = pytest.mark.integration
 MIB = 1024 * 1024

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from blockemu.cli import plugin_environment
+from blockemu.frontends.nbdkit.launcher import plugin_environment
 
 pytestmark = pytest.mark.integration
 PLUGIN = Path(__file__).parent / "plugins" / "threadstate_plugin.py"

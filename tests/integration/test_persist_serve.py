@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from blockemu.client import ServedDevice
+from blockemu.control.client import ServedDevice
 from tests.conftest import SMALL_UFS, toml_text
 
 pytestmark = pytest.mark.integration

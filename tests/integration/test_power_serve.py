@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from blockemu.client import ServedDevice
+from blockemu.control.client import ServedDevice
 from tests.conftest import SMALL_UFS, toml_text
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from blockemu.client import ServedDevice
+from blockemu.control.client import ServedDevice
 
 pytestmark = pytest.mark.integration
 MIB = 1024 * 1024

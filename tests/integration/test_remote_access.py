@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from blockemu.auth import TOKEN_ENV
-from blockemu.cli import ControlClientError
-from blockemu.client import ControlClient, ServedDevice
+from blockemu.control.auth import TOKEN_ENV
+from blockemu.control.client import ControlClient, ControlClientError, ServedDevice
 
 pytestmark = pytest.mark.integration
 TOKEN = "Zm9yLXRlc3RzLW9ubHktMDEyMzQ1Njc4OQ"

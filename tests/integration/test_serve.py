@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from blockemu.cli import ControlClientError
-from blockemu.client import ServedDevice
+from blockemu.control.client import ControlClientError, ServedDevice
 
 pytestmark = pytest.mark.integration
 MIB = 1024 * 1024

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from blockemu.client import ServedDevice
 from blockemu.config import load_config
+from blockemu.control.client import ServedDevice
 from blockemu.replay import replay
 from blockemu.trace import OP_CODES, read_trace
 

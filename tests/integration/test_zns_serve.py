@@ -15,8 +15,7 @@ from typing import Any
 
 import pytest
 
-from blockemu.cli import ControlClientError
-from blockemu.client import ServedDevice
+from blockemu.control.client import ControlClientError, ServedDevice
 from tests.conftest import toml_text
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from blockemu.client import ServedDevice
+from blockemu.control.client import ServedDevice
 from tests.conftest import require_tool, toml_text
 
 pytestmark = pytest.mark.integration

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from blockemu import vm
+from blockemu.vm import host
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 UFS_CONFIG = REPO_ROOT / "configs" / "ufs41.toml"
@@ -151,7 +152,7 @@ def test_missing_pieces_name_their_setup_step(
         kernel = tmp_path / "vmlinuz"
         kernel.write_bytes(b"")
         monkeypatch.setenv("BLOCKEMU_KERNEL", str(kernel))
-        monkeypatch.setattr(vm, "find_vng", lambda: Path("/nonexistent/vng"))
+        monkeypatch.setattr(host, "find_vng", lambda: Path("/nonexistent/vng"))
         monkeypatch.setenv("PATH", str(tmp_path))
         expected = "apt-get install qemu-system-x86"
     with pytest.raises(vm.VmError) as err:
@@ -161,7 +162,7 @@ def test_missing_pieces_name_their_setup_step(
 
 
 def test_cli_splits_configs_from_command(monkeypatch: pytest.MonkeyPatch) -> None:
-    import argparse
+    from blockemu.cli import build_parser
 
     calls: list[tuple[list[Path], list[str], str]] = []
 
@@ -170,8 +171,7 @@ def test_cli_splits_configs_from_command(monkeypatch: pytest.MonkeyPatch) -> Non
         return vm.VmResult(exit_code=3, results_dir=Path("."), console_tail="")
 
     monkeypatch.setattr(vm, "run", fake_run)
-    parser = argparse.ArgumentParser()
-    vm.add_cli(parser.add_subparsers(dest="command"))
+    parser = build_parser("vm")
     args = parser.parse_args(["vm", "run", "--mem", "1G", "a.toml", "b.toml", "--", "sh", "-c", "exit 3", "--x"])
     assert args.func(args) == 3
     assert calls == [([Path("a.toml"), Path("b.toml")], ["sh", "-c", "exit 3", "--x"], "1G")]

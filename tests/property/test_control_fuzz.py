@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from blockemu.config import config_from_mapping
-from blockemu.control import MAX_BODY_BYTES, ControlServer
+from blockemu.control.server import MAX_BODY_BYTES, ControlServer
 from blockemu.runtime import DeviceRuntime
 from tests.conftest import small_ufs_config
 

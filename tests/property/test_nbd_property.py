@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from blockemu.client import ServedDevice
+from blockemu.control.client import ServedDevice
 from tests.conftest import SMALL_UFS, require, require_tool, toml_text
 
 SPAN = 1024 * 1024

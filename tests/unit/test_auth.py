@@ -1,4 +1,4 @@
-"""The control API's bearer-token rules (blockemu/auth.py)."""
+"""The control API's bearer-token rules (blockemu/control/auth.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from blockemu.auth import TokenError, authorized, check_binding, is_loopback, read_token_file, validate_token
+from blockemu.control.auth import TokenError, authorized, check_binding, is_loopback, read_token_file, validate_token
 
 TOKEN = "s3cret-token_0123456789"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from blockemu.frontends import nbdkit_threads
+from blockemu.frontends.nbdkit import threads as nbdkit_threads
 
 
 def test_python_threads_are_not_kept() -> None:

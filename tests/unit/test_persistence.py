@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from blockemu.config import config_from_mapping
+from blockemu.control.metrics import make_registry
 from blockemu.devices.base import ApiError, DeviceError
-from blockemu.metrics import make_registry
 from blockemu.persistence import check_config_store
 from blockemu.runtime import DeviceRuntime
 from blockemu.store import StoreError

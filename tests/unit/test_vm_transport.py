@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from blockemu import vm
+from blockemu.vm import host
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -29,10 +30,10 @@ def test_unknown_transport_is_refused() -> None:
 
 def test_one_transport_per_config() -> None:
     configs = [REPO / "configs" / "ufs41.toml"] * 2
-    assert vm._per_device("ublk", configs) == ["ublk", "ublk"]
-    assert vm._per_device("nbd,ublk", configs) == ["nbd", "ublk"]
+    assert host._per_device("ublk", configs) == ["ublk", "ublk"]
+    assert host._per_device("nbd,ublk", configs) == ["nbd", "ublk"]
     with pytest.raises(vm.VmError, match="3 transports for 2 configs"):
-        vm._per_device("nbd,ublk,nbd", configs)
+        host._per_device("nbd,ublk,nbd", configs)
 
 
 def test_server_argv_per_transport() -> None:
@@ -69,8 +70,8 @@ def _run_with_boots(outcomes: list[vm.VmResult], tmp_path: Path,
         boots += 1
         return outcomes[boots - 1]
 
-    monkeypatch.setattr(vm, "_prepare", lambda *args: (Path("vng"), Path("vmlinuz"), tmp_path))
-    monkeypatch.setattr(vm, "_run_vm", fake_run_vm)
+    monkeypatch.setattr(host, "_prepare", lambda *args: (Path("vng"), Path("vmlinuz"), tmp_path))
+    monkeypatch.setattr(host, "_run_vm", fake_run_vm)
     return vm.run([REPO / "configs" / "ufs41.toml"], ["true"], stream=False), boots
 
 

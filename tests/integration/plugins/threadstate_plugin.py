@@ -1,4 +1,4 @@
-"""A test plugin for blockemu/frontends/nbdkit_threads.py: every read returns a status line.
+"""A test plugin for blockemu/frontends/nbdkit/threads.py: every read returns a status line.
 
 The status, JSON padded with spaces to the read's length, says whether the
 worker thread's Python state survived from an earlier request (a
@@ -12,7 +12,7 @@ import threading
 
 import nbdkit  # only exists inside nbdkit
 
-from blockemu.frontends.nbdkit_threads import keep_thread_state, kept_thread_states
+from blockemu.frontends.nbdkit.threads import keep_thread_state, kept_thread_states
 
 API_VERSION = 2
 _local = threading.local()

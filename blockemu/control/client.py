@@ -6,7 +6,10 @@
         dev.control.put("hid/defrag_trigger", "enable")
         dev.control.wait_hid("defrag_completed")
 
-Experiments and tests use this instead of hand-written HTTP and subprocess code.
+Experiments and tests use this instead of hand-written HTTP and subprocess code;
+``blockemu ctl`` sends its requests with :func:`http_request` and prints the
+answers with :func:`print_result`.  Only the standard library is imported, so
+a client needs none of the device models.
 """
 
 from __future__ import annotations
@@ -22,12 +25,53 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections import deque
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from blockemu.cli import ControlClientError, http_request
+from blockemu.control.auth import TOKEN_ENV
+
+
+class ControlClientError(Exception):
+    """A control API request failed: refused (4xx/5xx, with the server's message) or no server there."""
+
+
+def http_request(url: str, method: str = "GET", body: bytes | None = None, timeout_s: float = 30.0,
+                 token: str | None = None) -> Any:
+    """One control API request; ``token`` (default $BLOCKEMU_HTTP_TOKEN) is sent as a bearer token."""
+    request = urllib.request.Request(url, data=body, method=method)
+    token = token if token is not None else os.environ.get(TOKEN_ENV)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            payload = response.read()
+            ctype = response.headers.get("Content-Type", "")
+    except urllib.error.HTTPError as err:
+        text = err.read().decode(errors="replace")
+        try:
+            message = json.loads(text)["error"]
+        except (ValueError, KeyError, TypeError):
+            message = text.strip()
+        raise ControlClientError(f"{method} {url}: {err.code} {message}") from None
+    except urllib.error.URLError as err:
+        raise ControlClientError(
+            f"{method} {url}: cannot connect ({err.reason}); is 'blockemu serve' running?"
+        ) from None
+    if ctype.startswith("application/json"):
+        return json.loads(payload)
+    return payload.decode()
+
+
+def print_result(result: Any) -> None:
+    """An answer on stdout: text as the sysfs file reads, anything else as indented JSON."""
+    if isinstance(result, str):
+        print(result, end="" if result.endswith("\n") else "\n")
+    else:
+        print(json.dumps(result, indent=1))
 
 
 def free_port() -> int:
@@ -238,4 +282,4 @@ class ServedDevice:
         self.stop()
 
 
-__all__ = ["ControlClient", "ControlClientError", "ServedDevice", "free_port"]
+__all__ = ["ControlClient", "ControlClientError", "ServedDevice", "free_port", "http_request", "print_result"]

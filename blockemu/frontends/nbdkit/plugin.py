@@ -7,7 +7,7 @@ Loaded inside nbdkit's embedded interpreter by ``plugins/blockemu.py``; the
   set=SECTION.KEY=VALUE  override, repeatable
   http=HOST:PORT         control API and /metrics; empty to disable.  Off
                          loopback it needs a bearer token in $BLOCKEMU_HTTP_TOKEN
-                         (blockemu/auth.py), which then guards every change
+                         (blockemu/control/auth.py), which then guards every change
   trace=PATH             record every request from the start (blockemu.trace)
 
 The lifecycle follows nbdkit's: configuration is read and validated in
@@ -21,11 +21,11 @@ import errno
 import os
 from typing import Any
 
-from blockemu.auth import TOKEN_ENV, check_binding, validate_token
 from blockemu.config import Config, ConfigError, load_config, parse_http_address
-from blockemu.control import ControlServer
+from blockemu.control.auth import TOKEN_ENV, check_binding, validate_token
 from blockemu.devices.base import DeviceError
-from blockemu.frontends.nbdkit_threads import keep_thread_state
+from blockemu.frontends.nbdkit.threads import keep_thread_state
+from blockemu.frontends.serve import ServedRuntime, bring_up
 from blockemu.runtime import DeviceRuntime
 
 API_VERSION = 2
@@ -36,8 +36,9 @@ _http: str = ""
 _token: str | None = None
 _trace: str = ""
 _config: Config | None = None
+_served: ServedRuntime | None = None
+# _served.runtime, kept in a global of its own: every request reads it.
 _runtime: DeviceRuntime | None = None
-_control: ControlServer | None = None
 
 
 _nbdkit_module: Any = None
@@ -93,29 +94,21 @@ def thread_model() -> int:
 
 
 def get_ready() -> None:
-    global _runtime, _control, _flag_fua
+    global _served, _runtime, _flag_fua
     assert _config is not None
     _flag_fua = int(_nbdkit().FLAG_FUA)
-    _runtime = DeviceRuntime(_config)
-    if _trace:
-        _runtime.start_trace(_trace)
-    if _http:
-        host, port = parse_http_address(_http)
-        _control = ControlServer(_runtime, host, port, _token)
+    _served = bring_up(_config, parse_http_address(_http) if _http else None, _token, _trace or None)
+    _runtime = _served.runtime
 
 
 def after_fork() -> None:
-    assert _runtime is not None
-    _runtime.start()
-    if _control is not None:
-        _control.start()
+    assert _served is not None
+    _served.start()
 
 
 def cleanup() -> None:
-    if _control is not None:
-        _control.stop()
-    if _runtime is not None:
-        _runtime.close()
+    if _served is not None:
+        _served.close()
 
 
 def open(readonly: bool) -> int:  # noqa: A001 - the name nbdkit calls
@@ -178,7 +171,7 @@ def _fail(err: Exception) -> None:
 
 
 # Every data callback starts with keep_thread_state(): without it each request
-# pays for a new Python thread state (blockemu/frontends/nbdkit_threads.py).
+# pays for a new Python thread state (blockemu/frontends/nbdkit/threads.py).
 
 
 def pread(h: int, buf: bytearray, offset: int, flags: int) -> None:

@@ -1,6 +1,6 @@
 """The control API's OpenAPI 3.1 description, served at ``GET /api/v1/openapi.json``.
 
-Written by hand next to the routes it describes (runtime.py, control.py,
+Written by hand next to the routes it describes (runtime.py, control/server.py,
 write_cache.py, faults.py, power.py and each device's ``api``); only the
 routes of the device being served are listed.  Tests fuzz the API from it.
 """
@@ -44,7 +44,7 @@ def _attribute_path(name: str, enum: tuple[str, ...]) -> dict[str, Any]:
 def openapi_document(device_kind: str, power: bool, token_required: bool = False) -> dict[str, Any]:
     """The description for a served device of ``device_kind`` (with the power layer or not).
 
-    ``token_required``: the server was given a bearer token (blockemu/auth.py),
+    ``token_required``: the server was given a bearer token (blockemu/control/auth.py),
     which every operation but GET needs.
     """
     from blockemu.faults import FAULT_ERRNOS, FAULT_OPS

@@ -9,7 +9,7 @@ open, so Prometheus can scrape ``/metrics`` without the secret.
 The token comes from a file (``--http-token-file``), never from the command
 line, where every local user could read it in ``ps``.  The server hands it
 to nbdkit's plugin in the environment variable :data:`TOKEN_ENV`, which only
-the same user can read; clients (``blockemu ctl``, :class:`blockemu.client.ControlClient`)
+the same user can read; clients (``blockemu ctl``, :class:`blockemu.control.client.ControlClient`)
 take it from the same variable or from ``--token-file``.
 """
 

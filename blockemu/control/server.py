@@ -3,7 +3,7 @@
 Routes:
   GET  /metrics                  Prometheus text format
   GET  /api/v1/device            description and live statistics (JSON)
-  GET  /api/v1/openapi.json      the OpenAPI description of these routes (blockemu/openapi.py)
+  GET  /api/v1/openapi.json      the OpenAPI description of these routes (blockemu/control/openapi.py)
   *    /api/v1/<device routes>   handled by the device model (HID, aging, ...)
 
 Answers are JSON, except attribute reads that mirror a sysfs file, which are
@@ -22,10 +22,10 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from blockemu.auth import authorized
+from blockemu.control.auth import authorized
+from blockemu.control.metrics import make_registry
+from blockemu.control.openapi import openapi_document
 from blockemu.devices.base import ApiError
-from blockemu.metrics import make_registry
-from blockemu.openapi import openapi_document
 from blockemu.power import PowerModel
 from blockemu.runtime import DeviceRuntime
 
@@ -36,7 +36,7 @@ API_PREFIX = "/api/v1/"
 class ControlServer:
     def __init__(self, runtime: DeviceRuntime, host: str, port: int, token: str | None = None) -> None:
         self.runtime = runtime
-        # When set, every request but GET/HEAD must carry it (blockemu/auth.py).
+        # When set, every request but GET/HEAD must carry it (blockemu/control/auth.py).
         self.token = token or None
         self.registry = make_registry(runtime)
         handler = type("Handler", (_Handler,), {"control": self})
@@ -59,7 +59,10 @@ class ControlServer:
         self._thread.start()
 
     def stop(self) -> None:
-        self.httpd.shutdown()
+        # shutdown() waits for serve_forever to return: forever, if it never ran.
+        if self._thread is not None:
+            self.httpd.shutdown()
+            self._thread = None
         self.httpd.server_close()
 
 

@@ -1,0 +1,25 @@
+"""What every command module shares: the table entry's shape, error exits, default addresses."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+DEFAULT_HTTP = "127.0.0.1:9250"
+DEFAULT_URL = "http://" + DEFAULT_HTTP
+
+
+@dataclass(frozen=True)
+class Command:
+    """One row of the command table: ``configure`` adds the arguments and sets ``func`` on the parser."""
+
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
+
+
+def fail(message: str, code: int = 2) -> int:
+    """Print ``blockemu: MESSAGE`` on stderr; returns ``code`` (2: usage or configuration, 1: it failed)."""
+    print(f"blockemu: {message}", file=sys.stderr)
+    return code

@@ -1,0 +1,82 @@
+"""``blockemu experiment NAME``: the studies' parsers; each study's module keeps its run functions.
+
+The two studies that boot a VM (``hid``, ``pmqos-vm``) run their guest half
+as the same command with a hidden ``--guest`` flag and the same options, e.g.
+``python -m blockemu experiment hid --guest --size-mib 48 ...``, started by
+their host half inside the VM.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    # Here, not at the top: the studies import numpy, the device models and
+    # matplotlib, which only `blockemu experiment` needs.
+    from blockemu.experiments import gc, hid, pmqos, zram
+
+    sub = parser.add_subparsers(dest="experiment", required=True)
+
+    study = sub.add_parser("pmqos", help="queue-depth PM-QoS boost vs simple_ondemand: latency, bandwidth, energy")
+    study.add_argument("--quick", action="store_true", help="short run (seconds) that still prints the table")
+    study.add_argument("--out", help="results folder (default results/pmqos-<UTC timestamp>)")
+    study.add_argument("--seed", type=int, default=pmqos.Workloads.seed)
+    study.set_defaults(func=pmqos.run_from_args)
+
+    study = sub.add_parser("hid", help="copy a file on fragmented UFS before/after HID (VM)")
+    study.add_argument("--quick", action="store_true", help=f"a small run: {hid.QUICK}")
+    study.add_argument("--size-mib", type=int, help=f"source file size (default {hid.FULL.size_mib})")
+    study.add_argument("--levels", help=f"fragmentation levels, %% (default {hid.FULL.levels})")
+    study.add_argument("--time-scale", type=float, help="realtime slow-down during the timed copies")
+    study.add_argument("--fragment-kib", type=int, default=4, help="size of the scattered pieces (default 4)")
+    study.add_argument("--rewrite-fraction", type=float, default=0.05,
+                       help="share of the source rewritten in place during churn (default 0.05)")
+    study.add_argument("--seed", type=int, default=1)
+    study.add_argument("--config", default=str(hid.DEFAULT_CONFIG))
+    study.add_argument("--mem-mib", type=int, help="guest memory (default: enough for the device)")
+    study.add_argument("--timeout", type=float, default=7200.0, help="VM timeout, seconds")
+    study.add_argument("--out", help="output folder (default results/hid-<timestamp>)")
+    study.add_argument("--analyse-only", action="store_true",
+                       help="skip the VM: replay and report the guest results already in --out")
+    study.add_argument("--guest", action="store_true", help=argparse.SUPPRESS)
+    study.set_defaults(func=_run_hid)
+
+    study = sub.add_parser("zram", help="zram: launch latency, memory and CPU per policy")
+    study.add_argument("--quick", action="store_true", help="a short run (fewer apps, pages and rounds)")
+    study.add_argument("--out", help="output directory (default results/zram-<timestamp>)")
+    study.add_argument("--seed", type=int, help="workload and corpus seed")
+    study.add_argument("--cost-us", metavar="COSTS",
+                       help="pin the cost model, e.g. 'lz4=4.8/1.5, zstd=14/5.6' (µs per page, "
+                            "compress/decompress); default: calibrate on this host at start-up")
+    study.set_defaults(func=zram.main)
+
+    study = sub.add_parser("gc", help="zoned-log GC: policies × copy methods, write amplification and latency")
+    study.add_argument("--quick", action="store_true", help="a short run (fewer zones, fewer overwrites)")
+    study.add_argument("--out", help="output directory (default results/gc-<timestamp>)")
+    study.add_argument("--seed", type=int, help="workload seed")
+    study.set_defaults(func=gc.main)
+
+    study = sub.add_parser("pmqos-vm", help="PM-QoS vs ondemand on F2FS in the VM (realtime)")
+    study.add_argument("--quick", action="store_true", help="12 bursts per governor instead of 60")
+    study.add_argument("--bursts", type=int, help="bursts per governor")
+    study.add_argument("--burst", type=int, default=8, help="reads per burst (default 8)")
+    study.add_argument("--think-ms", type=float, default=600.0,
+                       help="real think time between bursts (default 600 = 30 modeled ms at time_scale 20)")
+    study.add_argument("--time-scale", type=float, default=20.0, help="realtime slow-down (default 20)")
+    study.add_argument("--timeout", type=float, default=1800.0)
+    study.add_argument("--out", help="output folder (default results/pmqos-vm-<timestamp>)")
+    study.add_argument("--guest", action="store_true", help=argparse.SUPPRESS)
+    study.set_defaults(func=_run_pmqos_vm)
+
+
+def _run_hid(args: argparse.Namespace) -> int:
+    from blockemu.experiments import hid
+
+    return int(hid.guest_main(args) if args.guest else hid.host_main(args))
+
+
+def _run_pmqos_vm(args: argparse.Namespace) -> int:
+    from blockemu.experiments import pmqos_vm
+
+    return int(pmqos_vm.guest_main(args) if args.guest else pmqos_vm.host_main(args))

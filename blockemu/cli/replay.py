@@ -1,0 +1,40 @@
+"""``blockemu replay``: a recorded trace or fio iolog through a device model, in virtual time."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from blockemu.cli.common import fail
+from blockemu.config import ConfigError, load_config
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="device configuration (TOML)")
+    parser.add_argument("trace", help="a 'blockemu serve --trace' file or a fio version 2/3 iolog")
+    parser.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value")
+    parser.add_argument("--engine", choices=("auto", "scalar", "vector"), default="auto",
+                        help="vector (UFS, fast) or scalar (any device, the reference); default auto")
+    loop = parser.add_mutually_exclusive_group()
+    loop.add_argument("--closed-loop", dest="closed_loop", action="store_true", default=None,
+                      help="issue each request when the previous completes (default for fio v2 iologs)")
+    loop.add_argument("--open-loop", dest="closed_loop", action="store_false",
+                      help="issue requests at their recorded times (default for traces with times)")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.set_defaults(func=cmd_replay)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    # Imported here: the replay engines import numpy and every device model.
+    from blockemu.replay import format_summary, print_progress, replay
+    from blockemu.trace import TraceError, read_trace
+
+    try:
+        config = load_config(args.config, args.set or [])
+        trace = read_trace(args.trace)
+        result = replay(config, trace, engine=args.engine, closed_loop=args.closed_loop, progress=print_progress)
+    except (ConfigError, TraceError, ValueError) as err:
+        return fail(str(err))
+    summary = result.summary()
+    print(json.dumps(summary, indent=1) if args.json else format_summary(summary))
+    return 0

@@ -1,0 +1,52 @@
+"""The command line: one table of command groups, light to start, a client that agrees with the server."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from blockemu.cli import COMMANDS, build_parser, ctl
+
+
+def test_every_group_is_in_the_table_in_order() -> None:
+    assert list(COMMANDS) == ["serve", "replay", "ctl", "experiment", "vm"]
+    parser = build_parser()
+    for words in (["serve", "c.toml"], ["replay", "c.toml", "t.trace"], ["ctl", "device"],
+                  ["experiment", "gc", "--quick"], ["vm", "shell"]):
+        assert callable(parser.parse_args(words).func)
+
+
+@pytest.mark.parametrize("command", ["serve", "ctl", "vm", "replay"])
+def test_a_command_but_experiment_starts_without_the_models(command: str) -> None:
+    # `serve` starts inside slow VMs, `ctl` is the guest's client: neither may pay for numpy and the models.
+    code = (f"import sys; from blockemu.cli import build_parser; build_parser({command!r}); "
+            "heavy = [m for m in ('numpy', 'blockemu.devices', 'blockemu.runtime', 'prometheus_client') "
+            "if m in sys.modules]; print(heavy); sys.exit(bool(heavy))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_vm_studies_run_their_guest_half_as_the_same_command(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = build_parser("experiment")
+    args = parser.parse_args(["experiment", "hid", "--guest", "--size-mib", "48", "--levels", "0,100",
+                              "--time-scale", "25"])
+    assert args.guest and args.size_mib == 48 and args.levels == "0,100"
+    assert not parser.parse_args(["experiment", "pmqos-vm", "--quick"]).guest
+    with pytest.raises(SystemExit):
+        parser.parse_args(["experiment", "hid", "--help"])
+    assert "--guest" not in capsys.readouterr().out  # the flag is for the host half, not for people
+
+
+def test_the_ctl_client_knows_the_servers_vocabularies() -> None:
+    """The client imports no model; its argparse choices are pinned to the server's lists here."""
+    from blockemu.devices.zns import FAULT_CONDITIONS
+    from blockemu.faults import FAULT_OPS
+    from blockemu.power import POWER_ATTRIBUTES
+    from blockemu.write_cache import POWERCUT_MODES
+
+    assert ctl.POWER_ATTRIBUTES == POWER_ATTRIBUTES
+    assert ctl.POWERCUT_MODES == POWERCUT_MODES
+    assert ctl.FAULT_OPS == FAULT_OPS
+    assert ctl.ZONE_FAULT_CONDITIONS == FAULT_CONDITIONS
