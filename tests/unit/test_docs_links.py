@@ -2,12 +2,14 @@
 
 Every relative Markdown link must name an existing file and, with ``#anchor``,
 a heading of that page (GitHub's anchor rules); every ``blockemu/...`` or
-``plugins/...`` path quoted in the docs must exist, so that moving a module
-without updating the docs fails here rather than misleading a reader.
+``plugins/...`` path and every ``blockemu.module.name`` quoted in the docs
+(``from blockemu.x import Y`` in examples included) must exist, so that moving
+a module without updating the docs fails here rather than misleading a reader.
 """
 
 from __future__ import annotations
 
+import importlib
 import re
 from pathlib import Path
 
@@ -20,6 +22,8 @@ CODE_SPAN = re.compile(r"(`+)(.+?)\1")
 HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 # Quoted repository paths that the docs promise exist (globs and placeholders excluded).
 QUOTED_PATH = re.compile(r"^(?:blockemu|plugins)/[\w./-]*$")
+DOTTED_NAME = re.compile(r"\bblockemu(?:\.[A-Za-z_]\w*)+")
+FROM_IMPORT = re.compile(r"\bfrom\s+(blockemu(?:\.\w+)*)\s+import\s+([\w, ]+)")
 
 
 def doc_files(root: Path = REPO) -> list[Path]:
@@ -92,6 +96,33 @@ def missing_quoted_paths(path: Path, root: Path = REPO) -> list[str]:
     return problems
 
 
+def resolves(dotted: str) -> bool:
+    """Whether a dotted name is a blockemu module, or an attribute reached from the longest importable one."""
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            found: object = importlib.import_module(".".join(parts[:cut]))
+        except ModuleNotFoundError:
+            continue
+        for attribute in parts[cut:]:
+            if not hasattr(found, attribute):
+                return False
+            found = getattr(found, attribute)
+        return True
+    return False
+
+
+def missing_python_names(path: Path) -> list[str]:
+    """One line per `blockemu.x.y` name (module, class, function) in PATH, code blocks included, that is not there."""
+    problems = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        names = [f"{module}.{name.strip()}" for module, imported in FROM_IMPORT.findall(line)
+                 for name in imported.split(",") if name.strip()]
+        names += [name for name in DOTTED_NAME.findall(line) if not name.endswith(".py")]
+        problems += [f"{path.name}:{number}: {name} does not exist" for name in names if not resolves(name)]
+    return problems
+
+
 @pytest.mark.parametrize("path", doc_files(), ids=lambda p: str(p.relative_to(REPO)))
 def test_relative_links_and_anchors_resolve(path: Path) -> None:
     assert broken_links(path) == []
@@ -100,6 +131,11 @@ def test_relative_links_and_anchors_resolve(path: Path) -> None:
 @pytest.mark.parametrize("path", doc_files(), ids=lambda p: str(p.relative_to(REPO)))
 def test_quoted_package_paths_exist(path: Path) -> None:
     assert missing_quoted_paths(path) == []
+
+
+@pytest.mark.parametrize("path", doc_files(), ids=lambda p: str(p.relative_to(REPO)))
+def test_quoted_python_names_exist(path: Path) -> None:
+    assert missing_python_names(path) == []
 
 
 def test_docs_folder_is_linked_from_readme() -> None:
@@ -125,4 +161,14 @@ def test_the_checker_finds_what_is_broken(tmp_path: Path) -> None:
     assert missing_quoted_paths(page, root=tmp_path) == [
         "a.md:10: `blockemu/no_such_module.py` does not exist",
         "a.md:10: `blockemu/` does not exist",
+    ]
+    page.write_text(
+        "`blockemu.clock.VirtualClock`, `python -m blockemu.vm`, plugins/blockemu.py\n"
+        "`blockemu.clock.NoSuchClock` and `blockemu.no_such_module`\n"
+        "```python\nfrom blockemu.clock import VirtualClock, NoSuchClock\n```\n"
+    )
+    assert missing_python_names(page) == [
+        "a.md:2: blockemu.clock.NoSuchClock does not exist",
+        "a.md:2: blockemu.no_such_module does not exist",
+        "a.md:4: blockemu.clock.NoSuchClock does not exist",
     ]
