@@ -93,7 +93,7 @@ def openapi_document(device_kind: str, power: bool, token_required: bool = False
                 errors=(400, 405, 409)),
         }
     if device_kind == "ufs":
-        from blockemu.devices.hid import HID_ATTRIBUTES
+        from blockemu.devices.ufs.hid import HID_ATTRIBUTES
 
         paths["/api/v1/hid"] = {"get": _op("HID attributes and state")}
         paths["/api/v1/hid/{attribute}"] = {
