@@ -32,7 +32,7 @@ CLI_EXTENSIONS: tuple[str, ...] = (
     "blockemu.experiments.hid",
     "blockemu.zram_ctl",
     "blockemu.experiments.zram",
-    "blockemu.devices.zns",
+    "blockemu.devices.zns.ctl",
     "blockemu.experiments.gc",
     "blockemu.vm",
     "blockemu.write_cache",

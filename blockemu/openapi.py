@@ -108,7 +108,7 @@ def openapi_document(device_kind: str, power: bool, token_required: bool = False
             required=("fragmentation_percent",)), errors=(400, 404, 405, 409))}
         paths["/api/v1/fragmentation"] = {"get": _op("Fragmentation summary")}
     if device_kind == "zns":
-        from blockemu.devices.zns import ZONE_ACTIONS
+        from blockemu.devices.zns.device import ZONE_ACTIONS
 
         index = {"name": "index", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}}
         paths["/api/v1/zones"] = {"get": _op("Zone report")}

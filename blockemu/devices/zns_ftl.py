@@ -38,7 +38,8 @@ from blockemu.devices.base import (
     describe_identity,
     out_of_range,
 )
-from blockemu.devices.zns import CopySource, ZnsDevice, ZoneCondition
+from blockemu.devices.zns.device import CopySource, ZnsDevice
+from blockemu.devices.zns.zones import ZoneCondition
 from blockemu.policies.gc import GcPolicy, ZoneView, make_policy
 from blockemu.store import Store
 
