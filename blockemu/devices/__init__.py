@@ -8,7 +8,7 @@ from blockemu.config import Config
 from blockemu.devices.base import ApiError, Capabilities, Device, DeviceError, MetricFamily
 from blockemu.devices.ufs.device import UfsDevice
 from blockemu.devices.zns.device import ZnsDevice
-from blockemu.devices.zns_ftl import ZnsFtlDevice
+from blockemu.devices.zns_log.device import ZnsFtlDevice
 from blockemu.devices.zram import ZramDevice
 from blockemu.store import Store, open_store
 

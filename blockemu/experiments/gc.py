@@ -35,7 +35,8 @@ from typing import Any
 import numpy as np
 
 from blockemu.config import COPY_METHODS, GC_POLICIES, config_from_mapping
-from blockemu.devices.zns_ftl import BLOCK, ZnsFtlDevice
+from blockemu.devices.zns_log.device import ZnsFtlDevice
+from blockemu.devices.zns_log.log import BLOCK
 from blockemu.experiments import report
 from blockemu.store import MemoryStore
 
