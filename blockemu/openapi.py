@@ -123,7 +123,7 @@ def openapi_document(device_kind: str, power: bool, token_required: bool = False
                                                            "length": {"type": "integer"}})},
             "dest_zone": {"type": "integer"}}, required=("sources", "dest_zone")), errors=(400, 405, 409))}
     if device_kind == "zram":
-        from blockemu.devices.zram import ATTRIBUTES
+        from blockemu.devices.zram.sysfs import ATTRIBUTES
 
         paths["/api/v1/zram"] = {"get": _op("zram attributes and statistics")}
         paths["/api/v1/zram/{attribute}"] = {
