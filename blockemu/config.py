@@ -366,7 +366,7 @@ class ZramSection:
     # ALGO or ALGO:LEVEL, e.g. "zstd" or "lz4hc:12,zstd:9"; "" = none.
     recomp_algorithms: str = "zstd"
     # Per-page algorithm choice: single, multi or heuristic
-    # (blockemu/policies/compression.py documents each).
+    # (blockemu/devices/zram/policy.py documents each).
     policy: str = "single"
     # mem_limit; 0 = no limit (zram's default).
     mem_limit_mib: int = 0
@@ -423,7 +423,7 @@ class ZramSection:
 
 
 # zram algorithm names this model implements, with (min, max) levels; kept
-# here so that config stays import-free (blockemu/codecs.py has the codecs).
+# here so that config stays import-free (blockemu/devices/zram/codecs.py has the codecs).
 ZRAM_LEVELS = {"lz4": (1, 65537), "lz4hc": (1, 12), "zstd": (1, 22)}
 ZRAM_ALGORITHMS = tuple(ZRAM_LEVELS)
 ZRAM_POLICIES = ("single", "multi", "heuristic")

@@ -34,8 +34,8 @@ import numpy as np
 
 from blockemu.config import Config
 from blockemu.devices import DEVICE_FACTORIES, Device
-from blockemu.devices.ftl import SECTOR
-from blockemu.devices.ufs import UfsDevice
+from blockemu.devices.ufs.device import UfsDevice
+from blockemu.devices.ufs.ftl import SECTOR
 from blockemu.store.null import NullStore
 from blockemu.trace import FLAG_FUA, OP_CODES, OPS, Trace
 

@@ -33,8 +33,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from blockemu.codecs import PAGE, Codec, calibration_pages  # noqa: E402
 from blockemu.config import load_config  # noqa: E402
+from blockemu.devices.zram.codecs import PAGE, Codec, calibration_pages  # noqa: E402
 from blockemu.experiments.report import format_table  # noqa: E402
 from blockemu.persistence import check_config_store, device_state  # noqa: E402
 from blockemu.runtime import DeviceRuntime  # noqa: E402

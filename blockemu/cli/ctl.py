@@ -36,7 +36,7 @@ POWER_ATTRIBUTES = (
 POWERCUT_MODES = ("drop", "torn")
 # The operations a fault can fail (blockemu/faults.py FAULT_OPS).
 FAULT_OPS = ("read", "write", "flush", "trim", "zero")
-# The conditions POST /api/v1/zones/N/fault can set (blockemu/devices/zns.py FAULT_CONDITIONS).
+# The conditions POST /api/v1/zones/N/fault can set (blockemu/devices/zns/device.py FAULT_CONDITIONS).
 ZONE_FAULT_CONDITIONS = ("read_only", "offline")
 
 CtlFunc = Callable[[argparse.Namespace, str], int]

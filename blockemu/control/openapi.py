@@ -93,7 +93,7 @@ def openapi_document(device_kind: str, power: bool, token_required: bool = False
                 errors=(400, 405, 409)),
         }
     if device_kind == "ufs":
-        from blockemu.devices.hid import HID_ATTRIBUTES
+        from blockemu.devices.ufs.hid import HID_ATTRIBUTES
 
         paths["/api/v1/hid"] = {"get": _op("HID attributes and state")}
         paths["/api/v1/hid/{attribute}"] = {
@@ -108,7 +108,7 @@ def openapi_document(device_kind: str, power: bool, token_required: bool = False
             required=("fragmentation_percent",)), errors=(400, 404, 405, 409))}
         paths["/api/v1/fragmentation"] = {"get": _op("Fragmentation summary")}
     if device_kind == "zns":
-        from blockemu.devices.zns import ZONE_ACTIONS
+        from blockemu.devices.zns.device import ZONE_ACTIONS
 
         index = {"name": "index", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}}
         paths["/api/v1/zones"] = {"get": _op("Zone report")}
@@ -123,7 +123,7 @@ def openapi_document(device_kind: str, power: bool, token_required: bool = False
                                                            "length": {"type": "integer"}})},
             "dest_zone": {"type": "integer"}}, required=("sources", "dest_zone")), errors=(400, 405, 409))}
     if device_kind == "zram":
-        from blockemu.devices.zram import ATTRIBUTES
+        from blockemu.devices.zram.sysfs import ATTRIBUTES
 
         paths["/api/v1/zram"] = {"get": _op("zram attributes and statistics")}
         paths["/api/v1/zram/{attribute}"] = {

@@ -1,4 +1,4 @@
-"""Device models, created by name from ``[device] type``."""
+"""Device models, created by name from ``[device] type``: one package per device (ufs, zns, zns_log, zram)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ from collections.abc import Callable
 
 from blockemu.config import Config
 from blockemu.devices.base import ApiError, Capabilities, Device, DeviceError, MetricFamily
-from blockemu.devices.ufs import UfsDevice
-from blockemu.devices.zns import ZnsDevice
-from blockemu.devices.zns_ftl import ZnsFtlDevice
-from blockemu.devices.zram import ZramDevice
-from blockemu.store import Store, open_store
+from blockemu.devices.ufs.device import UfsDevice
+from blockemu.devices.zns.device import ZnsDevice
+from blockemu.devices.zns_log.device import ZnsFtlDevice
+from blockemu.devices.zram.device import ZramDevice
+from blockemu.store import Store
 
 DEVICE_FACTORIES: dict[str, Callable[[Config, Store], Device]] = {
     "ufs": UfsDevice,
@@ -19,10 +19,4 @@ DEVICE_FACTORIES: dict[str, Callable[[Config, Store], Device]] = {
     "zram": ZramDevice,
 }
 
-
-def create_device(config: Config) -> Device:
-    store = open_store(config.store.backend, config.capacity_bytes, config.store.path)
-    return DEVICE_FACTORIES[config.device.type](config, store)
-
-
-__all__ = ["ApiError", "Capabilities", "Device", "DeviceError", "MetricFamily", "create_device"]
+__all__ = ["DEVICE_FACTORIES", "ApiError", "Capabilities", "Device", "DeviceError", "MetricFamily"]

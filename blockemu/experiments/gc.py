@@ -4,7 +4,7 @@ Setup (all in :class:`Params`; modeled time, the models driven directly so
 runs repeat exactly for a seed):
 
 * A ZNS device of ``zones`` zones of 1 MiB (256 blocks of 4 KiB), under the
-  host-side zoned log (:mod:`blockemu.devices.zns_ftl`) exporting
+  host-side zoned log (:mod:`blockemu.devices.zns_log`) exporting
   ``100 - overprovision_percent`` % of the zones' capacity: the utilisation.
 * The log is filled sequentially, then the measured phase issues
   ``overwrite_factor`` × (exported blocks) random 4 KiB overwrites, mixed with
@@ -35,7 +35,8 @@ from typing import Any
 import numpy as np
 
 from blockemu.config import COPY_METHODS, GC_POLICIES, config_from_mapping
-from blockemu.devices.zns_ftl import BLOCK, ZnsFtlDevice
+from blockemu.devices.zns_log.device import ZnsFtlDevice
+from blockemu.devices.zns_log.log import BLOCK
 from blockemu.experiments import report
 from blockemu.store import MemoryStore
 

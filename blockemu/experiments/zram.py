@@ -47,9 +47,9 @@ from typing import Any
 
 import numpy as np
 
-from blockemu.codecs import PAGE, Codec, CodecError, CostModel, parse_cost_overrides
 from blockemu.config import config_from_mapping
-from blockemu.devices.zram import ZramDevice
+from blockemu.devices.zram.codecs import PAGE, Codec, CodecError, CostModel, parse_cost_overrides
+from blockemu.devices.zram.device import ZramDevice
 from blockemu.experiments import report
 from blockemu.store import MemoryStore
 

@@ -8,7 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from blockemu.config import config_from_mapping
-from blockemu.devices.zns_ftl import BLOCK, ZnsFtlDevice
+from blockemu.devices.zns_log.device import ZnsFtlDevice
+from blockemu.devices.zns_log.log import BLOCK
 from blockemu.store import MemoryStore
 
 # 16 zones of 1 MiB, 40 % kept back: 2457 exported blocks, so large writes

@@ -18,19 +18,18 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from blockemu.config import config_from_mapping
 from blockemu.devices.base import DeviceError
-from blockemu.devices.zns import (
-    CopySource,
+from blockemu.devices.zns.device import CopySource, ZnsDevice
+from blockemu.devices.zns.errors import (
     InvalidZoneStateTransitionError,
     TooManyActiveZonesError,
     TooManyOpenZonesError,
-    ZnsDevice,
     ZoneBoundaryError,
-    ZoneCondition,
     ZoneFullError,
     ZoneInvalidWriteError,
     ZoneOfflineError,
     ZoneReadOnlyError,
 )
+from blockemu.devices.zns.zones import ZoneCondition
 from blockemu.store import MemoryStore
 
 BLOCK = 4096

@@ -9,10 +9,11 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from blockemu.codecs import CODEC_NAMES, LEVEL_RANGES, PAGE, Codec
 from blockemu.config import config_from_mapping
 from blockemu.devices.base import DeviceError
-from blockemu.devices.zram import ATTRIBUTES, ZramDevice, ZramValueError
+from blockemu.devices.zram.codecs import CODEC_NAMES, LEVEL_RANGES, PAGE, Codec
+from blockemu.devices.zram.device import ZramDevice
+from blockemu.devices.zram.sysfs import ATTRIBUTES, ZramValueError
 from blockemu.store import MemoryStore
 
 SPAN_PAGES = 24

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from blockemu.devices.ftl import UNMAPPED, FlashTranslationLayer, Geometry
+from blockemu.devices.ufs.ftl import UNMAPPED, FlashTranslationLayer, Geometry
 
 GEOMETRY = Geometry(dies=2, planes_per_die=1, sectors_per_nand_page=4, pages_per_block=4)  # 32-sector superblocks
 

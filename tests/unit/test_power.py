@@ -396,7 +396,7 @@ def test_power_overrides_round_trip() -> None:
 
 
 def test_zns_composes_without_knowing() -> None:
-    from blockemu.devices.zns import ZnsDevice
+    from blockemu.devices.zns.device import ZnsDevice
     from blockemu.store import MemoryStore
 
     raw = {"device": {"type": "zns", "name": "zns_test", "capacity_mib": 16},

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from blockemu.devices.base import DeviceError
-from blockemu.devices.ftl import SECTOR
-from blockemu.devices.hid import HidState, HidTransitionError, HidValueError
-from blockemu.devices.ufs import UfsDevice
+from blockemu.devices.ufs.device import UfsDevice
+from blockemu.devices.ufs.ftl import SECTOR
+from blockemu.devices.ufs.hid import HidState, HidTransitionError, HidValueError
 from blockemu.store import MemoryStore
 from tests.conftest import small_ufs_config
 

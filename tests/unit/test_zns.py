@@ -11,15 +11,13 @@ import pytest
 
 from blockemu.config import ConfigError, config_from_mapping
 from blockemu.devices.base import ApiError, DeviceError
-from blockemu.devices.zns import (
-    CopySource,
+from blockemu.devices.zns.device import CopySource, ZnsDevice
+from blockemu.devices.zns.errors import (
     InvalidZoneStateTransitionError,
     ReadBeyondWritePointerError,
     TooManyActiveZonesError,
     TooManyOpenZonesError,
-    ZnsDevice,
     ZoneBoundaryError,
-    ZoneCondition,
     ZoneError,
     ZoneFullError,
     ZoneInvalidWriteError,
@@ -27,6 +25,7 @@ from blockemu.devices.zns import (
     ZoneReadOnlyError,
     ZoneRequestError,
 )
+from blockemu.devices.zns.zones import ZoneCondition
 from blockemu.store import MemoryStore
 
 MIB = 1024 * 1024

@@ -9,7 +9,8 @@ import pytest
 
 from blockemu.config import ConfigError, config_from_mapping
 from blockemu.devices.base import ApiError
-from blockemu.devices.zns_ftl import BLOCK, ZnsFtlDevice
+from blockemu.devices.zns_log.device import ZnsFtlDevice
+from blockemu.devices.zns_log.log import BLOCK
 from blockemu.policies.gc import (
     CostBenefitPolicy,
     GreedyPolicy,

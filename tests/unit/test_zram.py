@@ -13,7 +13,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from blockemu.codecs import (
+from blockemu.config import ConfigError, config_from_mapping
+from blockemu.devices.base import ApiError, DeviceError
+from blockemu.devices.zram.codecs import (
     CODEC_NAMES,
     PAGE,
     Codec,
@@ -22,11 +24,9 @@ from blockemu.codecs import (
     ThreadPoolBatchCompressor,
     parse_cost_overrides,
 )
-from blockemu.config import ConfigError, config_from_mapping
-from blockemu.devices.base import ApiError, DeviceError
-from blockemu.devices.zram import ZramDevice, ZramValueError, memparse, same_pattern
-from blockemu.devices.zsmalloc import ZsPool
-from blockemu.policies.compression import (
+from blockemu.devices.zram.core import same_pattern
+from blockemu.devices.zram.device import ZramDevice
+from blockemu.devices.zram.policy import (
     DeviceSignals,
     HeuristicPolicy,
     MultiPolicy,
@@ -35,6 +35,8 @@ from blockemu.policies.compression import (
     SinglePolicy,
     create_policy,
 )
+from blockemu.devices.zram.sysfs import ZramValueError, memparse
+from blockemu.devices.zram.zsmalloc import ZsPool
 from blockemu.runtime import DeviceRuntime
 from blockemu.store import MemoryStore
 

@@ -7,7 +7,7 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from blockemu.codecs import PAGE
+from blockemu.devices.zram.codecs import PAGE
 from blockemu.experiments import zram as experiment
 
 TINY = replace(experiment.QUICK, apps=2, pages_per_app=48, rounds=3, child_processes=1, idle_gap_s=3.0)

@@ -144,7 +144,7 @@ def device_params(runtime: DeviceRuntime, max_io_buf_bytes: int) -> uapi.UblkPar
     basic.max_sectors = max_io_buf_bytes >> uapi.SECTOR_SHIFT
     basic.dev_sectors = device.size_bytes >> uapi.SECTOR_SHIFT
     if caps.zoned:
-        zns: Any = device  # the zoned model's attributes (blockemu/devices/zns.py)
+        zns: Any = device  # the zoned model's attributes (blockemu/devices/zns/)
         zone_size: int = zns.zone_size
         _shift(zone_size >> uapi.SECTOR_SHIFT, "the zone size in sectors (Linux needs it)")
         params.types |= uapi.UBLK_PARAM_TYPE_ZONED

@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
+
+from blockemu.devices.base import ApiError
 
 
 class HidState(enum.Enum):
@@ -147,6 +149,31 @@ class HidController:
             self.set_operation(HidOperation.ANALYSIS)
         else:
             self.set_operation(HidOperation.ANALYSIS_AND_DEFRAG)
+
+    def api(self, method: str, rest: list[str], body: bytes) -> Any:
+        """The control API's /api/v1/hid[/<attribute>] (``rest`` is the path after ``hid``)."""
+        if not rest:
+            if method != "GET":
+                raise ApiError(405, "use GET /api/v1/hid, or PUT /api/v1/hid/<attribute>")
+            return self.snapshot()
+        if len(rest) != 1 or rest[0] not in HID_ATTRIBUTES:
+            raise ApiError(404, f"no HID attribute {'/'.join(rest)!r}; allowed: {', '.join(HID_ATTRIBUTES)}")
+        attribute = rest[0]
+        try:
+            if method == "GET":
+                return self.read(attribute) + "\n"
+            if method == "PUT":
+                try:
+                    text = body.decode("ascii")
+                except UnicodeDecodeError:
+                    raise HidValueError(f"{attribute}: value must be ASCII text") from None
+                self.write(attribute, text)
+                return self.snapshot()
+        except HidValueError as err:
+            raise ApiError(400, str(err)) from None
+        except HidTransitionError as err:
+            raise ApiError(409, str(err)) from None
+        raise ApiError(405, f"{method} is not allowed on a HID attribute; use GET or PUT")
 
     # ---------------------------------------------------------------- state
     def state_arrays(self) -> dict[str, np.ndarray]:

@@ -33,14 +33,11 @@ from blockemu.devices.base import (
     describe_identity,
     out_of_range,
 )
-from blockemu.devices.ftl import SECTOR, FlashTranslationLayer, Geometry
-from blockemu.devices.hid import (
-    HID_ATTRIBUTES,
+from blockemu.devices.ufs.ftl import SECTOR, FlashTranslationLayer, Geometry
+from blockemu.devices.ufs.hid import (
     AnalysisResult,
     HidController,
     HidState,
-    HidTransitionError,
-    HidValueError,
 )
 from blockemu.store import Store
 from blockemu.timing import UnitTimeline
@@ -397,7 +394,7 @@ class UfsDevice:
     def api(self, method: str, path: list[str], body: bytes) -> Any:
         head = path[0] if path else ""
         if head == "hid":
-            return self._api_hid(method, path[1:], body)
+            return self.hid.api(method, path[1:], body)
         if head == "age" and method == "POST":
             return self._api_age(body)
         if head == "fragmentation" and method == "GET" and len(path) == 1:
@@ -405,30 +402,6 @@ class UfsDevice:
         if head in ("hid", "age", "fragmentation"):
             raise ApiError(405, f"{method} is not allowed on /api/v1/{'/'.join(path)}")
         raise ApiError(404, f"no such endpoint /api/v1/{'/'.join(path)}; ufs has: hid, age, fragmentation")
-
-    def _api_hid(self, method: str, rest: list[str], body: bytes) -> Any:
-        if not rest:
-            if method != "GET":
-                raise ApiError(405, "use GET /api/v1/hid, or PUT /api/v1/hid/<attribute>")
-            return self.hid.snapshot()
-        if len(rest) != 1 or rest[0] not in HID_ATTRIBUTES:
-            raise ApiError(404, f"no HID attribute {'/'.join(rest)!r}; allowed: {', '.join(HID_ATTRIBUTES)}")
-        attribute = rest[0]
-        try:
-            if method == "GET":
-                return self.hid.read(attribute) + "\n"
-            if method == "PUT":
-                try:
-                    text = body.decode("ascii")
-                except UnicodeDecodeError:
-                    raise HidValueError(f"{attribute}: value must be ASCII text") from None
-                self.hid.write(attribute, text)
-                return self.hid.snapshot()
-        except HidValueError as err:
-            raise ApiError(400, str(err)) from None
-        except HidTransitionError as err:
-            raise ApiError(409, str(err)) from None
-        raise ApiError(405, f"{method} is not allowed on a HID attribute; use GET or PUT")
 
     def _api_age(self, body: bytes) -> Any:
         try:

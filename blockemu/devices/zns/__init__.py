@@ -1,0 +1,1 @@
+"""The NVMe ZNS device: zones and their state machine (zones), the block-device model (device), zone errors (errors)."""
