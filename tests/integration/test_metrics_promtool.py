@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from blockemu.client import ServedDevice
+from blockemu.control.client import ServedDevice
 from tests.conftest import require_tool
 
 pytestmark = pytest.mark.integration
