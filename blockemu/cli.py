@@ -27,7 +27,7 @@ DEFAULT_HTTP = "127.0.0.1:9250"
 DEFAULT_URL = "http://" + DEFAULT_HTTP
 # Modules that add commands to the CLI (see build_parser).
 CLI_EXTENSIONS: tuple[str, ...] = (
-    "blockemu.power",
+    "blockemu.layers.power",
     "blockemu.experiments.pmqos",
     "blockemu.experiments.hid",
     "blockemu.zram_ctl",
@@ -35,8 +35,8 @@ CLI_EXTENSIONS: tuple[str, ...] = (
     "blockemu.devices.zns",
     "blockemu.experiments.gc",
     "blockemu.vm",
-    "blockemu.write_cache",
-    "blockemu.faults",
+    "blockemu.layers.write_cache",
+    "blockemu.layers.faults",
     "blockemu.experiments.pmqos_vm",
 )
 # Commands that need none of the extensions.  `serve` is started inside VMs
@@ -105,7 +105,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if config.store.backend == "file":
         # Refused here, a damaged or mismatched store is one line and exit 2,
         # not a traceback from inside nbdkit.
-        from blockemu.persistence import check_config_store
+        from blockemu.stack import check_config_store
         from blockemu.store import StoreError
 
         try:

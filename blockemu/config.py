@@ -565,7 +565,7 @@ class PowerSection:
 
 @dataclass(frozen=True)
 class WriteCacheSection:
-    """The volatile write cache that power-cut emulation can lose (blockemu/write_cache.py)."""
+    """The volatile write cache that power-cut emulation can lose (blockemu/layers/write_cache.py)."""
 
     # Most bytes written since the last flush that a power cut may lose;
     # when more are pending the cache is written back, as by a flush.  Real

@@ -24,9 +24,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from blockemu.auth import authorized
 from blockemu.devices.base import ApiError
+from blockemu.layers.power import PowerModel
 from blockemu.metrics import make_registry
 from blockemu.openapi import openapi_document
-from blockemu.power import PowerModel
 from blockemu.runtime import DeviceRuntime
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -129,7 +129,7 @@ class _Handler(BaseHTTPRequestHandler):
                 if self.command != "GET":
                     raise ApiError(405, "use GET /api/v1/openapi.json")
                 kind = str(getattr(runtime.device, "kind", ""))
-                self._send(200, openapi_document(kind, power=isinstance(runtime.device, PowerModel),
+                self._send(200, openapi_document(kind, power=runtime.stack.find(PowerModel) is not None,
                                                  token_required=self.control.token is not None))
                 return
             if path in ("/api/v1/device", "/api/v1/device/"):

@@ -1,7 +1,7 @@
 """Frequency governors with Linux devfreq's names and decisions, plus ``pmqos_qd``.
 
 A governor only proposes a frequency in Hz, as devfreq governors do; the
-power layer (blockemu/power.py) clamps it to the operating-point table, picks
+power layer (blockemu/layers/power.py) clamps it to the operating-point table, picks
 the highest point not above it (devfreq's default rounding), and charges the
 transition.  Governors are called at four kinds of moments:
 

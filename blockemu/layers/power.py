@@ -1,9 +1,8 @@
 """The power layer: controller frequency, governors and energy around any device.
 
-:class:`PowerModel` has the same interface as the device it wraps (see
-blockemu/devices/base.py), so UFS, ZNS and zram need not know about it;
-:class:`~blockemu.runtime.DeviceRuntime` wraps its device when ``[power]
-enabled = true``.
+:class:`PowerModel` is a layer (blockemu/layers/base.py) with the interface
+of the device below it, so UFS, ZNS and zram need not know about it; the
+stack builder (blockemu/stack.py) puts it in when ``[power] enabled = true``.
 
 Service time.  The wrapped device's timing describes it at the highest
 operating point.  At frequency f, the controller-bound share ``s`` of the time
@@ -33,8 +32,8 @@ Approximations, on purpose: one frequency domain for the whole device; a
 decision taken while a transition is under way waits for it to end; the
 governor's busy time excludes transitions (requests are not yet issued to the
 controller then); device-specific operations outside the Device protocol
-(ZNS zone management, zram's offloaded compression) pass through unscaled,
-at the caller's time.
+(ZNS zone management, zram's offloaded compression) reach the model without
+this layer, unscaled, at the caller's time.
 """
 
 from __future__ import annotations
@@ -48,6 +47,7 @@ from typing import Any
 
 from blockemu.config import PowerSection
 from blockemu.devices.base import ApiError, Device, MetricFamily
+from blockemu.layers.base import Layer
 from blockemu.policies.governors import (
     GOVERNORS,
     MAX_FREQ,
@@ -82,15 +82,12 @@ POWER_ATTRIBUTES = ("governor", "trans_stat", "min_freq", "max_freq", *READ_ONLY
                     *GovernorTunables.WRITABLE)
 
 
-class PowerModel:
-    """Wraps a :class:`Device`: frequency-scaled service time, governor, energy, devfreq statistics."""
+class PowerModel(Layer):
+    """A layer around a :class:`Device`: frequency-scaled service time, governor, energy, devfreq statistics."""
 
     def __init__(self, inner: Device, section: PowerSection, now_ns: Callable[[], int] | None = None,
                  start_ns: int = 0) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.size_bytes = inner.size_bytes
-        self.capabilities = inner.capabilities
+        super().__init__(inner)
         self.section = section
         self.opps = [
             OperatingPoint(f, busy / 1000, idle / 1000)
@@ -318,19 +315,19 @@ class PowerModel:
         return done
 
     def read(self, offset: int, buf: memoryview, now_ns: int) -> int:
-        return self._request(now_ns, lambda t: self.inner.read(offset, buf, t))
+        return self._request(now_ns, lambda t: self.next.read(offset, buf, t))
 
     def write(self, offset: int, data: memoryview, fua: bool, now_ns: int) -> int:
-        return self._request(now_ns, lambda t: self.inner.write(offset, data, fua, t))
+        return self._request(now_ns, lambda t: self.next.write(offset, data, fua, t))
 
     def trim(self, offset: int, length: int, now_ns: int) -> int:
-        return self._request(now_ns, lambda t: self.inner.trim(offset, length, t))
+        return self._request(now_ns, lambda t: self.next.trim(offset, length, t))
 
     def write_zeroes(self, offset: int, length: int, fua: bool, now_ns: int) -> int:
-        return self._request(now_ns, lambda t: self.inner.write_zeroes(offset, length, fua, t))
+        return self._request(now_ns, lambda t: self.next.write_zeroes(offset, length, fua, t))
 
     def flush(self, now_ns: int) -> int:
-        return self._request(now_ns, self.inner.flush)
+        return self._request(now_ns, self.next.flush)
 
     def _request(self, now_ns: int, call: Callable[[int], int]) -> int:
         done = self._serve(now_ns, call, request=True)
@@ -338,7 +335,7 @@ class PowerModel:
         return done
 
     def background_step(self, now_ns: int) -> int | None:
-        return self._serve(now_ns, self.inner.background_step, request=False)
+        return self._serve(now_ns, self.next.background_step, request=False)
 
     # ------------------------------------------------------------ governors
     def set_governor(self, name: str, now_ns: int) -> None:
@@ -410,7 +407,7 @@ class PowerModel:
 
     def api(self, method: str, path: list[str], body: bytes) -> Any:
         if not path or path[0] != "power":
-            return self.inner.api(method, path, body)
+            return self.next.api(method, path, body)
         rest = path[1:]
         self.advance(max(self._now(), self._accounted_ns))
         if not rest:
@@ -451,7 +448,7 @@ class PowerModel:
     # ------------------------------------------------------------ device protocol
     def describe(self) -> dict[str, Any]:
         self.advance(max(self._now(), self._accounted_ns))
-        description = self.inner.describe()
+        description = self.next.describe()
         description["power"] = self.snapshot()
         return description
 
@@ -484,24 +481,7 @@ class PowerModel:
         boosts = getattr(self.governor, "boosts", 0)
         yield MetricFamily("blockemu_power_boosts", "counter", "pmqos_qd boosts since the governor was selected",
                            [({}, boosts)])
-        yield from self.inner.metrics()
-
-    def close(self) -> None:
-        self.inner.close()
-
-    def __getattr__(self, name: str) -> Any:
-        # Device-specific extras (ZNS zone management, trace snapshots) pass
-        # through to the wrapped device unchanged, at the caller's time.
-        if name == "inner":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
-
-
-def wrap_device(device: Device, section: PowerSection, now_ns: Callable[[], int] | None = None) -> Device:
-    """The device itself, or wrapped in a PowerModel when ``[power] enabled``."""
-    if not section.enabled or isinstance(device, PowerModel):
-        return device
-    return PowerModel(device, section, now_ns)
+        yield from self.next.metrics()
 
 
 # ---------------------------------------------------------------------- ctl
