@@ -100,11 +100,7 @@ class PowerModel(Layer):
         self.transition_ns = int(section.transition_latency_us * 1000)
         # Where "now" comes from for control reads; data calls bring their own time.
         self._clock = now_ns
-        self.tunables = GovernorTunables(
-            opp_freq_hz=tuple(self.freqs), polling_ms=section.polling_ms, upthreshold=section.upthreshold,
-            downdifferential=section.downdifferential, set_freq=section.set_freq,
-            qd_threshold=section.qd_threshold, boost_freq=section.boost_freq, hold_ms=section.hold_ms,
-        )
+        self.tunables = GovernorTunables(tuple(self.freqs), section)
         n = len(self.opps)
         # Like UFS after probe: the controller starts at full speed.
         self.cur = n - 1
@@ -187,7 +183,7 @@ class PowerModel(Layer):
         governor = self.governor
         self._window_start_ns = now_ns
         self._window_busy_ns = 0
-        self._next_poll_ns = now_ns + self.tunables.polling_ms * 1_000_000 if governor.polling else None
+        self._next_poll_ns = now_ns + self.tunables.section.polling_ms * 1_000_000 if governor.polling else None
         self._decide(governor.on_start(now_ns, self.cur_freq), now_ns)
 
     # ---------------------------------------------------------------- events
@@ -233,7 +229,7 @@ class PowerModel(Layer):
     def _poll(self, at: int, limit_ns: int) -> None:
         assert self._next_poll_ns is not None
         busy = self._window_busy_ns
-        polling_ns = self.tunables.polling_ms * 1_000_000
+        polling_ns = self.tunables.section.polling_ms * 1_000_000
         before = self.cur
         self._decide(self.governor.on_poll(at, busy, at - self._window_start_ns, self.cur_freq), at)
         self._window_start_ns = at
@@ -350,7 +346,7 @@ class PowerModel(Layer):
         self.tunables.set(name, text)  # raises TunableError and changes nothing
         if name == "polling_ms" and self._next_poll_ns is not None:
             # devfreq restarts its timer with the new interval.
-            self._next_poll_ns = now_ns + self.tunables.polling_ms * 1_000_000
+            self._next_poll_ns = now_ns + self.tunables.section.polling_ms * 1_000_000
         self._decide(self.governor.on_tunable_change(now_ns, self.cur_freq), now_ns)
 
     # ------------------------------------------------------------ statistics
@@ -478,9 +474,8 @@ class PowerModel(Layer):
                            [({}, self.energy_joules / (elapsed / 1e9) if elapsed else 0.0)])
         yield MetricFamily("blockemu_power_governor_queue_depth", "gauge",
                            "Queue depth the governor saw at the last arrival", [({}, self.last_queue_depth)])
-        boosts = getattr(self.governor, "boosts", 0)
         yield MetricFamily("blockemu_power_boosts", "counter", "pmqos_qd boosts since the governor was selected",
-                           [({}, boosts)])
+                           [({}, self.governor.boosts)])
         yield from self.next.metrics()
 
 
