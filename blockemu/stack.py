@@ -55,7 +55,11 @@ class Stack:
 
     @property
     def parts(self) -> tuple[Device, ...]:
-        """The layers, outermost first, then the model: where to look for an optional hook."""
+        """The layers, outermost first, then the model: where to look for an optional hook.
+
+        A hook is a Protocol (blockemu/devices/base.py), which mypy does not
+        take as a ``type[T]``: ask each part with isinstance, not :meth:`find`.
+        """
         return (*self.layers, self.model)
 
     def find(self, kind: type[T]) -> T | None:

@@ -266,7 +266,7 @@ class PowerCutLayer(Layer):
                  durable: FileStore | None = None) -> None:
         super().__init__(inner)
         capabilities = inner.capabilities
-        if journal.write_through:  # the model was built on it before its unit was known
+        if not journal.sector_bytes:  # not started: the model was built on it before saying its unit
             journal.start(capabilities.atomic_write_bytes)
         self.journal = journal
         self.cache_bytes = cache_bytes
