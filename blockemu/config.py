@@ -3,7 +3,7 @@
 Every key a user can set lives in exactly one section dataclass below, with its
 unit in its name and a comment saying where its default comes from.  The same
 ``section.key`` names are used by TOML files, ``--set`` overrides, the control
-API and the README.  Validation happens once, in :func:`load_config`; a bad
+API and the docs.  Validation happens once, in :func:`load_config`; a bad
 value raises :class:`ConfigError` whose message is a single line naming the
 file, the key and what is allowed.
 """
@@ -66,7 +66,7 @@ class StoreSection:
     """Where the bytes (and, for "file", the device's state) live; blockemu/store/."""
 
     # "memory": a sparse anonymous mapping, gone when the server stops.
-    # "file": data and device state persist in ``path`` (README, Persistence).
+    # "file": data and device state persist in ``path`` (docs/persistence.md).
     backend: str = "memory"
     # backend = "file": an existing, writable directory for this one device;
     # relative paths are taken from the directory blockemu serve runs in.
@@ -479,9 +479,60 @@ GC_POLICIES = ("greedy", "cost_benefit", "zone_aware")
 COPY_METHODS = ("host", "simple_copy")
 STORE_BACKENDS = ("memory", "file")
 TIMING_MODES = ("virtual", "realtime")
-# devfreq's governor names plus pmqos_qd; blockemu/policies/governors.py
-# implements them (kept here so that config stays import-free).
+# devfreq's governor names plus pmqos_qd: the one list.  Each names a class in
+# blockemu/policies/governors.py, which checks at import that it has exactly
+# these (config stays import-free, so it cannot ask there).
 POWER_GOVERNORS = ("performance", "powersave", "userspace", "simple_ondemand", "pmqos_qd")
+
+
+@dataclass(frozen=True)
+class Tunable:
+    """A governor tunable: a ``[power]`` key at start-up, a devfreq-style attribute written at run time.
+
+    :data:`GOVERNOR_TUNABLES` lists them, read from :class:`PowerSection`'s
+    fields (name, type, default) and their metadata (bounds, source): the
+    configuration and the governors (blockemu/policies/governors.py) check
+    the same rule.
+    """
+
+    name: str
+    type: type  # int or float
+    default: float
+    # Where the default comes from.
+    source: str
+    # Bounds; a str bound names another tunable, whose current value it is.
+    above: float | None = None  # exclusive
+    minimum: float | None = None
+    maximum: float | str | None = None
+    at_least: str | None = None
+    # 0 or one of the operating points (opp_freq_hz).
+    in_opp_table: bool = False
+
+    def problem(self, value: float, section: PowerSection, opp_table: str) -> str | None:
+        """What is wrong with ``value`` next to ``section``'s other values; ``opp_table`` names the points."""
+        if self.in_opp_table:
+            return None if value == 0 or value in section.opp_freq_hz else f"must be 0 or one of {opp_table}"
+        if self.above is not None:
+            return None if value > self.above else f"must be > {self.above:g}"
+        low = self.minimum if self.minimum is not None else float("-inf")
+        high, high_text = float("inf"), ""
+        if isinstance(self.maximum, str):
+            high = getattr(section, self.maximum)
+            high_text = f"{self.maximum} ({high:g})"
+        elif self.maximum is not None:
+            high, high_text = self.maximum, f"{self.maximum:g}"
+        floor = getattr(section, self.at_least) if self.at_least is not None else low
+        if low <= value <= high and value >= floor:
+            return None
+        rule = f"in {low:g}..{high_text}" if high_text else f">= {low:g}"
+        if self.at_least is not None:
+            rule += f" and >= {self.at_least} ({floor:g})"
+        return f"must be {rule}"
+
+
+def _tunable(source: str, **bounds: Any) -> dict[str, Any]:
+    """Field metadata that makes a [power] key a governor tunable (see Tunable)."""
+    return {"tunable": {"source": source, **bounds}}
 
 
 @dataclass(frozen=True)
@@ -515,18 +566,23 @@ class PowerSection:
     transition_latency_us: float = 100.0
     # One of POWER_GOVERNORS, switchable at run time.
     governor: str = "simple_ondemand"
-    # simple_ondemand (devfreq's names); UFS hosts have used 60 ms / 70 / 5.
-    polling_ms: int = 60
-    upthreshold: int = 70
-    downdifferential: int = 5
+    # The governor tunables, writable at run time (GOVERNOR_TUNABLES below).
+    # simple_ondemand (devfreq's names and rules).
+    polling_ms: int = field(default=60, metadata=_tunable("UFS hosts' devfreq polling interval", above=0))
+    upthreshold: int = field(default=70, metadata=_tunable(
+        "UFS hosts' simple_ondemand upthreshold", minimum=1, maximum=100, at_least="downdifferential"))
+    downdifferential: int = field(default=5, metadata=_tunable(
+        "UFS hosts' simple_ondemand downdifferential", minimum=0, maximum="upthreshold"))
     # userspace: the frequency to run at; 0 keeps the current one.
-    set_freq: int = 0
+    set_freq: int = field(default=0, metadata=_tunable("devfreq userspace: keep the current frequency",
+                                                       in_opp_table=True))
     # pmqos_qd: a request that arrives with at most qd_threshold requests in
     # flight (itself included) raises the minimum frequency to boost_freq
     # (0 = the highest point) for hold_ms; simple_ondemand runs underneath.
-    qd_threshold: int = 1
-    boost_freq: int = 0
-    hold_ms: float = 60.0
+    qd_threshold: int = field(default=1, metadata=_tunable("a request alone in the queue is latency-bound",
+                                                           minimum=0))
+    boost_freq: int = field(default=0, metadata=_tunable("the highest point", in_opp_table=True))
+    hold_ms: float = field(default=60.0, metadata=_tunable("one devfreq polling interval", minimum=0))
 
     def check(self) -> dict[str, str | None]:
         freqs = self.opp_freq_hz
@@ -538,7 +594,7 @@ class PowerSection:
                 return f"must have {count} entries, one per opp_freq_hz"
             return None if all(v >= 0 for v in values) else "must be >= 0"
 
-        in_table = f"must be 0 or one of opp_freq_hz ({', '.join(map(str, freqs))})"
+        opp_table = f"opp_freq_hz ({', '.join(map(str, freqs))})"
         return {
             "enabled": None,
             "opp_freq_hz": None if count and ascending and freqs[0] > 0
@@ -552,20 +608,24 @@ class PowerSection:
             "controller_bound_share": None if 0 <= self.controller_bound_share <= 1 else "must be between 0 and 1",
             "transition_latency_us": _non_negative(self.transition_latency_us),
             "governor": _choice(self.governor, POWER_GOVERNORS),
-            "polling_ms": _positive(self.polling_ms),
-            "upthreshold": None if 0 < self.upthreshold <= 100 else "must be in 1..100",
-            "downdifferential": None if 0 <= self.downdifferential <= self.upthreshold
-            else "must be in 0..upthreshold",
-            "set_freq": None if self.set_freq == 0 or self.set_freq in freqs else in_table,
-            "qd_threshold": _non_negative(self.qd_threshold),
-            "boost_freq": None if self.boost_freq == 0 or self.boost_freq in freqs else in_table,
-            "hold_ms": _non_negative(self.hold_ms),
+            **{t.name: t.problem(getattr(self, t.name), self, opp_table) for t in GOVERNOR_TUNABLES},
         }
+
+
+def _governor_tunables() -> tuple[Tunable, ...]:
+    hints = typing.get_type_hints(PowerSection)
+    return tuple(Tunable(f.name, hints[f.name], f.default, **f.metadata["tunable"])  # type: ignore[arg-type]
+                 for f in dataclasses.fields(PowerSection) if "tunable" in f.metadata)
+
+
+# Every governor tunable, in PowerSection's order: the one table the
+# configuration and the governors check values against.
+GOVERNOR_TUNABLES = _governor_tunables()
 
 
 @dataclass(frozen=True)
 class WriteCacheSection:
-    """The volatile write cache that power-cut emulation can lose (blockemu/write_cache.py)."""
+    """The volatile write cache that power-cut emulation can lose (blockemu/layers/write_cache.py)."""
 
     # Most bytes written since the last flush that a power cut may lose;
     # when more are pending the cache is written back, as by a flush.  Real

@@ -28,14 +28,15 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from blockemu.config import Config
-from blockemu.devices import DEVICE_FACTORIES, Device
+from blockemu.devices.base import Device, SavesState
 from blockemu.devices.ufs.device import UfsDevice
 from blockemu.devices.ufs.ftl import SECTOR
+from blockemu.stack import build
 from blockemu.store.null import NullStore
 from blockemu.trace import FLAG_FUA, OP_CODES, OPS, Trace
 
@@ -94,12 +95,12 @@ class ReplayResult:
 
 
 def build_replay_device(config: Config, trace: Trace | None = None) -> Device:
-    device = DEVICE_FACTORIES[config.device.type](config, NullStore(config.capacity_bytes))
+    """The bare model (no layers) on a null store, in the state the trace started from."""
+    device = build(config, layers=(), store=NullStore(config.capacity_bytes)).model
     if trace is not None and trace.state:
-        restore = getattr(device, "restore_state", None)
-        if restore is None:
+        if not isinstance(device, SavesState):
             raise ValueError(f"the trace carries device state but a {config.device.type} device cannot load it")
-        restore(trace.state)
+        device.restore_state(trace.state)
     return device
 
 
@@ -117,17 +118,18 @@ def replay(config: Config, trace: Trace, *, engine: str = "auto", closed_loop: b
             raise ValueError(f"trace request {int(bad[0])} ends at byte {int(end[bad[0]])}, "
                              f"beyond the device ({device.size_bytes} bytes); replay it on a larger config")
     closed = (not trace.has_times) if closed_loop is None else closed_loop
+    vector = device.capabilities.vector_replay
     if engine == "auto":
-        engine = "vector" if isinstance(device, UfsDevice) else "scalar"
-    if engine == "vector" and not isinstance(device, UfsDevice):
+        engine = "vector" if vector else "scalar"
+    if engine == "vector" and not vector:
         raise ValueError(f"the vector engine models UFS only, not {config.device.type}")
     arrivals = records["t_ns"].astype(np.int64)
     if len(arrivals):
         arrivals = arrivals - arrivals[0]
     started = time.perf_counter()
     if engine == "vector":
-        assert isinstance(device, UfsDevice)
-        done, arrivals = VectorUfsReplay(device, records, arrivals, closed, progress).run()
+        # The capability says it is a UFS model: the engine reads its FTL and dies.
+        done, arrivals = VectorUfsReplay(cast(UfsDevice, device), records, arrivals, closed, progress).run()
     else:
         done, arrivals = _replay_scalar(device, records, arrivals, closed, progress)
     wall = time.perf_counter() - started

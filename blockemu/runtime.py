@@ -15,19 +15,17 @@ import sys
 import threading
 from bisect import bisect_left
 from collections.abc import Callable
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any
 
 from blockemu.clock import Clock, RealClock, VirtualClock
 from blockemu.config import TIMING_MODES, Config
-from blockemu.devices import ApiError, Device
-from blockemu.faults import FaultInjector
-from blockemu.power import wrap_device
+from blockemu.devices.base import ApiError, ControlTimed, LocksMemory, ObservesArrival, Offloading
 from blockemu.process_guard import protect_server_process
+from blockemu.stack import Stack, build
 from blockemu.trace import TraceWriter
-from blockemu.write_cache import create_cached_device
 
 OPS = ("read", "write", "flush", "trim", "zero")
 # Modeled latency histogram bounds, seconds (10 µs … 1 s).
@@ -82,20 +80,31 @@ class IoStats:
 
 
 class DeviceRuntime:
-    def __init__(self, config: Config, device: Device | None = None, clock: Clock | None = None) -> None:
+    """Serves a built device (blockemu/stack.py); with no ``stack`` given, it builds ``config``'s with every layer."""
+
+    def __init__(self, config: Config, stack: Stack | None = None, clock: Clock | None = None) -> None:
         self.config = config
         if clock is None:
             clock = VirtualClock() if config.timing.mode == "virtual" else RealClock(config.timing.time_scale)
         self.clock = clock
-        # [power] enabled = true wraps any device in the frequency/energy layer,
-        # which reads the clock to bring its statistics up to date between requests.
-        # A device built here sits on a journaled store behind a volatile write
-        # cache, so that POST /api/v1/powercut can lose what was not flushed.
-        self.device = wrap_device(device if device is not None else create_cached_device(config), config.power,
-                                  lambda: self.clock.now_ns())  # self.clock changes if timing is switched
-        # Optional device hook: observe_arrival(now_ns, queue_depth) learns the
-        # host-visible queue depth (this request included) before it is served.
-        self._observe_arrival: Callable[[int, int], None] | None = getattr(self.device, "observe_arrival", None)
+        if stack is None:
+            # Layers read the clock to bring their statistics up to date
+            # between requests; self.clock changes if timing is switched.
+            stack = build(config, lambda: self.clock.now_ns())
+        self.stack = stack
+        # Requests enter here: the outermost layer (faults), or the bare model.
+        self.device = stack.top
+        # Optional hooks (blockemu/devices/base.py), found once on the stack's parts.
+        # observe_arrival(now_ns, queue_depth) learns the host-visible queue
+        # depth (this request included) before the request is served.
+        observer = next((part for part in stack.parts if isinstance(part, ObservesArrival)), None)
+        self._observe_arrival: Callable[[int, int], None] | None = (
+            observer.observe_arrival if observer is not None else None)
+        # Control commands that do modeled work (a zone reset, a Simple Copy)
+        # arrive now, like requests: set_control_time(now_ns) tells the model.
+        self._control_timed = next((part for part in stack.parts if isinstance(part, ControlTimed)), None)
+        # A device meant to back swap (zram) keeps the process out of reclaim.
+        self._lock_memory = any(isinstance(part, LocksMemory) and part.lock_memory for part in stack.parts)
         self.timing_mode = config.timing.mode
         self.time_scale = config.timing.time_scale
         self.lock = threading.Lock()
@@ -105,17 +114,14 @@ class DeviceRuntime:
         self._worker: threading.Thread | None = None
         # Optional device hook (zram's asynchronous compression): CPU work run
         # outside the model lock on an executor owned here, not by the model.
-        self._offload: OffloadingDevice | None = None
-        if hasattr(self.device, "offload_take") and getattr(self.device, "offload_threads", 0) > 0:
-            self._offload = cast(OffloadingDevice, self.device)
+        self._offload = next((part for part in stack.parts
+                              if isinstance(part, Offloading) and part.offload_threads > 0), None)
         self._offload_ready = threading.Condition(self.lock)
         self._offload_idle = threading.Condition(self.lock)
         self._offload_thread: threading.Thread | None = None
         self._offload_executor: ThreadPoolExecutor | None = None
         # Request recorder; None when not tracing, so the data path pays one test.
         self.trace: TraceWriter | None = None
-        # Injected errors and delays (blockemu/faults.py), decided before the model sees a request.
-        self.faults = FaultInjector(self.device.size_bytes)
 
     # ---------------------------------------------------------------- data path
     def _serve(self, op: str, offset: int, nbytes: int, fua: bool, call: Callable[..., int], *args: Any) -> None:
@@ -151,9 +157,7 @@ class DeviceRuntime:
             if self.trace is not None:
                 self.trace.append(arrival, op, offset, nbytes, fua, depth)
             try:
-                faults = self.faults
-                extra_ns = faults.before(op, offset, nbytes) if faults.active else 0
-                done = call(*args, arrival) + extra_ns
+                done = call(*args, arrival)
             except Exception:
                 stats.ops[op].errors += 1
                 stats.in_flight -= 1
@@ -192,16 +196,9 @@ class DeviceRuntime:
             return self._api_trace(method, path[1:], body)
         if path == ["timing"]:
             return self._api_timing(method, body)
-        if path[:1] == ["faults"]:
-            with self.lock:
-                return self.faults.api(method, path[1:], body)
         with self.lock:
-            # Control commands that do modeled work (a zone reset, a Simple
-            # Copy) arrive now, like requests; devices that model them take
-            # the time through the optional set_control_time(now_ns).
-            set_control_time = getattr(self.device, "set_control_time", None)
-            if set_control_time is not None:
-                set_control_time(self.clock.now_ns())
+            if self._control_timed is not None:
+                self._control_timed.set_control_time(self.clock.now_ns())
             result = self.device.api(method, path, body)
             self._work.notify_all()
             return result
@@ -210,7 +207,6 @@ class DeviceRuntime:
         with self.lock:
             description = self.device.describe()
             description["timing"] = self.timing_status()
-            description["faults"] = self.faults.status()
             description["io"] = {
                 op: {"requests": s.requests, "bytes": s.bytes, "errors": s.errors}
                 for op, s in self.stats.ops.items()
@@ -261,7 +257,8 @@ class DeviceRuntime:
         with self.lock:
             if self.trace is not None:
                 raise ApiError(409, f"already tracing to {self.trace.path}; stop it first")
-            self.trace = TraceWriter.create(path, self.config, self.device, self.clock.now_ns())
+            # The model's state, which a replay starts from.
+            self.trace = TraceWriter.create(path, self.config, self.stack.model, self.clock.now_ns())
             return self.trace.status()
 
     def stop_trace(self) -> dict[str, Any]:
@@ -299,8 +296,8 @@ class DeviceRuntime:
             self.clock.wait_until(done)
 
     def start(self) -> None:
-        if getattr(self.device, "lock_memory", False):
-            # A device meant to back swap (zram): see blockemu/process_guard.py.
+        if self._lock_memory:
+            # See blockemu/process_guard.py.
             for problem in protect_server_process():
                 print(f"blockemu: warning: {problem}", file=sys.stderr, flush=True)
         self._start_offload()
@@ -400,32 +397,3 @@ class DeviceRuntime:
         if self.trace is not None:
             self.stop_trace()
         self.device.close()
-
-
-class OffloadJob(Protocol):
-    def run(self, executor: Executor | None, threads: int) -> None:
-        """Pure CPU work, safe without the model lock; may spread over ``executor``."""
-        ...
-
-
-class OffloadingDevice(Protocol):
-    """A device whose CPU-heavy work may run outside the model lock.
-
-    The model stays thread-free: under the lock it hands out a job
-    (``offload_take``), the runtime runs it on its own executor with the lock
-    released, then hands it back under the lock (``offload_finish``).
-    ``offload_pending`` says whether work is staged or in flight; flush waits
-    until it is not.
-    """
-
-    offload_threads: int
-
-    def offload_take(self, now_ns: int) -> OffloadJob | None: ...
-
-    def offload_finish(self, job: Any, now_ns: int) -> None: ...
-
-    def offload_pending(self) -> bool: ...
-
-
-def build_runtime(config: Config) -> DeviceRuntime:
-    return DeviceRuntime(config)

@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
+from blockemu.devices.base import SavesState
+
 if TYPE_CHECKING:
     from blockemu.config import Config
     from blockemu.devices.base import Device
@@ -89,10 +91,10 @@ class TraceWriter:
             "started_ns": now_ns,
         }
         state = b""
-        snapshot = getattr(device, "snapshot_state", None)
-        if snapshot is not None:
+        if isinstance(device, SavesState):
             buffer = io.BytesIO()
-            np.savez_compressed(buffer, **snapshot())
+            arrays: dict[str, Any] = device.snapshot_state()
+            np.savez_compressed(buffer, **arrays)
             state = buffer.getvalue()
         header_bytes = json.dumps(header).encode()
         handle.write(MAGIC + struct.pack("<II", VERSION, len(header_bytes)) + header_bytes)

@@ -29,8 +29,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from blockemu.config import load_config  # noqa: E402
+from blockemu.devices.ufs.device import UfsDevice  # noqa: E402
 from blockemu.experiments.report import format_table  # noqa: E402
-from blockemu.runtime import build_runtime  # noqa: E402
+from blockemu.layers.write_cache import JournaledStore, PowerCutLayer  # noqa: E402
+from blockemu.runtime import DeviceRuntime  # noqa: E402
 
 MIB = 1024 * 1024
 PAGE = 4096
@@ -59,7 +61,7 @@ def main() -> int:
     if args.writes <= 0 or args.rounds <= 0:
         sys.exit("bench_layers: --writes and --rounds must be > 0")
     config = load_config(REPO / "configs" / "ufs41.toml", ["device.capacity_mib=1024", "timing.mode=virtual"])
-    runtime = build_runtime(config)
+    runtime = DeviceRuntime(config)
     print("bench_layers: filling 1 GiB ...", file=sys.stderr, flush=True)
     fill = memoryview(bytes(MIB))
     for offset in range(0, 1024 * MIB, MIB):
@@ -67,9 +69,10 @@ def main() -> int:
     runtime.flush()
     rng = random.Random(1)
     offsets = [rng.randrange(256 * MIB // PAGE) * PAGE for _ in range(args.writes)]
-    powercut = runtime.device
-    ufs = powercut.inner  # type: ignore[attr-defined]
+    powercut = runtime.stack.get(PowerCutLayer)
+    ufs = runtime.stack.get(UfsDevice)
     journal = ufs.store
+    assert isinstance(journal, JournaledStore)
     memory = journal.inner
     ftl = ufs.ftl
     layers: list[tuple[str, Callable[..., Any], tuple[Any, ...]]] = [

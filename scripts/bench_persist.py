@@ -35,8 +35,8 @@ sys.path.insert(0, str(REPO))
 
 from blockemu.config import load_config  # noqa: E402
 from blockemu.experiments.report import format_table  # noqa: E402
+from blockemu.layers.write_cache import PowerCutLayer  # noqa: E402
 from blockemu.runtime import DeviceRuntime  # noqa: E402
-from blockemu.write_cache import PowerCutLayer  # noqa: E402
 
 MIB = 1024 * 1024
 SEED = 1
@@ -58,8 +58,8 @@ def timed(action: Callable[[], object]) -> float:
 
 
 def kill(runtime: DeviceRuntime) -> None:
-    layer = runtime.device
-    assert isinstance(layer, PowerCutLayer) and layer.durable is not None
+    layer = runtime.stack.get(PowerCutLayer)
+    assert layer.durable is not None
     layer.durable.close()  # no commit: what SIGKILL leaves behind
 
 

@@ -2,7 +2,7 @@
 """What persistence costs for zram (configs/zram.toml, 1 GiB disksize), in process, no NBD.
 
 zram's pages live compressed in the model, so a commit writes a checkpoint of
-all of them (blockemu/write_cache.py, CheckpointLayer).  With WRITTEN_MIB of
+all of them (blockemu/layers/checkpoint.py, CheckpointLayer).  With WRITTEN_MIB of
 a swap-like page mix stored (codecs.calibration_pages: text, small integers,
 pointers, a quarter incompressible; --compressible-only leaves that quarter
 out), this measures, with ``[store] backend =
@@ -35,10 +35,11 @@ sys.path.insert(0, str(REPO))
 
 from blockemu.config import load_config  # noqa: E402
 from blockemu.devices.zram.codecs import PAGE, Codec, calibration_pages  # noqa: E402
+from blockemu.devices.zram.device import ZramDevice  # noqa: E402
 from blockemu.experiments.report import format_table  # noqa: E402
-from blockemu.persistence import check_config_store, device_state  # noqa: E402
+from blockemu.layers.checkpoint import CheckpointLayer, device_state  # noqa: E402
 from blockemu.runtime import DeviceRuntime  # noqa: E402
-from blockemu.write_cache import CheckpointLayer  # noqa: E402
+from blockemu.stack import check_config_store  # noqa: E402
 
 MIB = 1024 * 1024
 SEED = 1
@@ -57,9 +58,7 @@ def runtime_for(directory: Path | None, fsync: bool = True) -> DeviceRuntime:
 
 
 def layer_of(runtime: DeviceRuntime) -> CheckpointLayer:
-    layer = runtime.device
-    assert isinstance(layer, CheckpointLayer)
-    return layer
+    return runtime.stack.get(CheckpointLayer)
 
 
 def fill(runtimes: dict[str, DeviceRuntime], pages: list[bytes]) -> dict[str, float]:
@@ -106,11 +105,11 @@ def main() -> int:
                      f"{time.perf_counter() - started:.2f} s"))
         layer = layer_of(runtime)
         stat = runtime.describe()["zram"]["mm_stat"]
-        objects = device_state(layer.inner)["zram_objects"].nbytes
+        objects = device_state(layer.next)["zram_objects"].nbytes
         size = (store / "state").stat().st_size
         rows.append(("checkpoint size", f"{size / MIB:.1f} MiB (compressed pages {objects / MIB:.1f} MiB, "
                                         f"compr_data_size {stat['compr_data_size'] / MIB:.1f} MiB, "
-                                        f"{len(layer.inner.entries)} slots)"))  # type: ignore[attr-defined]
+                                        f"{len(runtime.stack.get(ZramDevice).entries)} slots)"))
         rng = random.Random(SEED)
         commits: dict[bool, list[float]] = {True: [], False: []}
         snapshots: list[float] = []
@@ -122,7 +121,7 @@ def main() -> int:
                 runtime.flush()
                 commits[fsync].append(time.perf_counter() - started)
             started = time.perf_counter()
-            device_state(layer.inner)
+            device_state(layer.next)
             snapshots.append(time.perf_counter() - started)
         for fsync in (True, False):
             rows.append((f"commit (4 KiB write + flush), fsync = {str(fsync).lower()}, median",

@@ -26,15 +26,15 @@ from blockemu.control.auth import TOKEN_ENV, TokenError, read_token_file
 from blockemu.control.client import ControlClientError, http_request, print_result
 from blockemu.policies.governors import GOVERNORS, GovernorTunables
 
-# GET/PUT /api/v1/power/<attr>, devfreq's names first (blockemu/power.py POWER_ATTRIBUTES).
+# GET/PUT /api/v1/power/<attr>, devfreq's names first (blockemu/layers/power.py POWER_ATTRIBUTES).
 POWER_ATTRIBUTES = (
     "governor", "trans_stat", "min_freq", "max_freq", "cur_freq", "target_freq", "available_frequencies",
     "available_governors", "energy_joules", "queue_depth", "controller_bound_share", "transition_latency_us",
     *GovernorTunables.WRITABLE,
 )
-# POST /api/v1/powercut {"mode": ...} (blockemu/write_cache.py POWERCUT_MODES).
+# POST /api/v1/powercut {"mode": ...} (blockemu/layers/write_cache.py POWERCUT_MODES).
 POWERCUT_MODES = ("drop", "torn")
-# The operations a fault can fail (blockemu/faults.py FAULT_OPS).
+# The operations a fault can fail (blockemu/layers/faults.py FAULT_OPS).
 FAULT_OPS = ("read", "write", "flush", "trim", "zero")
 # The conditions POST /api/v1/zones/N/fault can set (blockemu/devices/zns/device.py FAULT_CONDITIONS).
 ZONE_FAULT_CONDITIONS = ("read_only", "offline")

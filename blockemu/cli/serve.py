@@ -57,7 +57,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if config.store.backend == "file":
         # Refused here, a damaged or mismatched store is one line and exit 2,
         # not a traceback from inside nbdkit.
-        from blockemu.persistence import check_config_store
+        from blockemu.stack import check_config_store
         from blockemu.store import StoreError
 
         try:

@@ -69,7 +69,7 @@ class RuntimeCollector(Collector):
                                       labels=["device"])
             clock.add_metric([name], runtime.clock.now_ns() / 1e9)
             yield clock
-            for family in (*runtime.device.metrics(), *runtime.faults.metrics()):
+            for family in runtime.device.metrics():
                 labels = ["device", *sorted({k for sample_labels, _ in family.samples for k in sample_labels})]
                 base = family.name.removesuffix("_total")
                 metric: Metric

@@ -47,8 +47,8 @@ def openapi_document(device_kind: str, power: bool, token_required: bool = False
     ``token_required``: the server was given a bearer token (blockemu/control/auth.py),
     which every operation but GET needs.
     """
-    from blockemu.faults import FAULT_ERRNOS, FAULT_OPS
-    from blockemu.write_cache import POWERCUT_MODES
+    from blockemu.layers.faults import FAULT_ERRNOS, FAULT_OPS
+    from blockemu.layers.write_cache import POWERCUT_MODES
 
     errno_schema = {"type": "string", "enum": list(FAULT_ERRNOS)}
     op_fault = _object({"error_rate": {"type": "number", "minimum": 0, "maximum": 1}, "errno": errno_schema})
@@ -132,7 +132,7 @@ def openapi_document(device_kind: str, power: bool, token_required: bool = False
             "put": _op("Write one zram attribute", text_body=True),
         }
     if power:
-        from blockemu.power import POWER_ATTRIBUTES
+        from blockemu.layers.power import POWER_ATTRIBUTES
 
         paths["/api/v1/power"] = {"get": _op("Frequency, governor and energy")}
         paths["/api/v1/power/{attribute}"] = {

@@ -26,7 +26,7 @@ from blockemu.control.auth import authorized
 from blockemu.control.metrics import make_registry
 from blockemu.control.openapi import openapi_document
 from blockemu.devices.base import ApiError
-from blockemu.power import PowerModel
+from blockemu.layers.power import PowerModel
 from blockemu.runtime import DeviceRuntime
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -132,7 +132,7 @@ class _Handler(BaseHTTPRequestHandler):
                 if self.command != "GET":
                     raise ApiError(405, "use GET /api/v1/openapi.json")
                 kind = str(getattr(runtime.device, "kind", ""))
-                self._send(200, openapi_document(kind, power=isinstance(runtime.device, PowerModel),
+                self._send(200, openapi_document(kind, power=runtime.stack.find(PowerModel) is not None,
                                                  token_required=self.control.token is not None))
                 return
             if path in ("/api/v1/device", "/api/v1/device/"):

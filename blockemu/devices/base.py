@@ -10,8 +10,14 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Iterator
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from blockemu.store.file import ByteChunks
 
 
 class DeviceError(Exception):
@@ -48,6 +54,19 @@ class Capabilities:
     rotational: bool = False
     # Block sizes advertised to NBD clients: (minimum, preferred, maximum).
     block_size: tuple[int, int, int] = (512, 4096, 32 * 1024 * 1024)
+    # The unit the device writes atomically (its logical block): a power
+    # cut keeps or loses each one whole (blockemu/layers/write_cache.py).
+    atomic_write_bytes: int = 4096
+    # Reads depend on model state besides the stored bytes (zone write
+    # pointers, a log's map), so a power cut rolls that state back with the
+    # bytes; the model then implements SavesState.
+    reads_depend_on_state: bool = False
+    # The data lives in the model (zram's compressed pages), not in its
+    # store: there is nothing to journal, and persistence is a checkpoint of
+    # the model (blockemu/layers/checkpoint.py).
+    data_in_model: bool = False
+    # blockemu/replay.py's vector engine models it (UFS's FTL and dies).
+    vector_replay: bool = False
 
 
 @dataclass
@@ -78,6 +97,8 @@ def describe_identity(name: str, kind: str, size_bytes: int, capabilities: Capab
 
 class Device(Protocol):
     name: str
+    # The model's [device] type, as GET /api/v1/device reports it.
+    kind: str
     size_bytes: int
     capabilities: Capabilities
 
@@ -106,3 +127,81 @@ class Device(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+# ------------------------------------------------------------ optional hooks
+# What a model (or a layer) may offer beyond the Device protocol.  Whoever
+# needs one asks with isinstance on the built stack's parts (blockemu/stack.py).
+@runtime_checkable
+class ObservesArrival(Protocol):
+    def observe_arrival(self, now_ns: int, queue_depth: int) -> None:
+        """Learn the host-visible queue depth (this request included) before the request is served."""
+        ...
+
+
+@runtime_checkable
+class ControlTimed(Protocol):
+    def set_control_time(self, now_ns: int) -> None:
+        """The time at which the next control command (a zone reset, a Simple Copy) arrives."""
+        ...
+
+
+@runtime_checkable
+class LocksMemory(Protocol):
+    # A device meant to back swap (zram) asks that the serving process stay out of reclaim.
+    lock_memory: bool
+
+
+class OffloadJob(Protocol):
+    def run(self, executor: Executor | None, threads: int) -> None:
+        """Pure CPU work, safe without the model lock; may spread over ``executor``."""
+        ...
+
+
+@runtime_checkable
+class Offloading(Protocol):
+    """A device whose CPU-heavy work may run outside the model lock.
+
+    The model stays thread-free: under the lock it hands out a job
+    (``offload_take``), the runtime runs it on its own executor with the lock
+    released, then hands it back under the lock (``offload_finish``).
+    ``offload_pending`` says whether work is staged or in flight; flush waits
+    until it is not.
+    """
+
+    offload_threads: int
+
+    def offload_take(self, now_ns: int) -> OffloadJob | None: ...
+
+    def offload_finish(self, job: Any, now_ns: int) -> None: ...
+
+    def offload_pending(self) -> bool: ...
+
+
+# A checkpoint holds whichever of these three parts a model has
+# (blockemu/layers/checkpoint.py says what each holds).
+@runtime_checkable
+class SavesState(Protocol):
+    """The model state that decides what reads return and what the device does next."""
+
+    def snapshot_state(self) -> dict[str, np.ndarray]: ...
+
+    def restore_state(self, state: dict[str, np.ndarray]) -> None: ...
+
+
+@runtime_checkable
+class SavesContents(Protocol):
+    """The data a model keeps in itself rather than in its store (zram's pages)."""
+
+    def snapshot_contents(self) -> dict[str, np.ndarray | ByteChunks]: ...
+
+    def restore_contents(self, state: dict[str, np.ndarray]) -> None: ...
+
+
+@runtime_checkable
+class SavesCounters(Protocol):
+    """The counters GET /api/v1/device and the metrics report."""
+
+    def snapshot_counters(self) -> dict[str, np.ndarray]: ...
+
+    def restore_counters(self, state: dict[str, np.ndarray]) -> None: ...

@@ -38,6 +38,7 @@ from blockemu.config import COPY_METHODS, GC_POLICIES, config_from_mapping
 from blockemu.devices.zns_log.device import ZnsFtlDevice
 from blockemu.devices.zns_log.log import BLOCK
 from blockemu.experiments import report
+from blockemu.stack import build
 from blockemu.store import MemoryStore
 
 WORKLOADS = ("uniform", "zipf")
@@ -106,7 +107,7 @@ def build_device(params: Params, gc_policy: str, copy_method: str) -> ZnsFtlDevi
                     "gc_step_blocks": params.gc_step_blocks, "hot_window_percent": params.hot_window_percent},
     }
     config = config_from_mapping(raw, "<gc experiment>")
-    return ZnsFtlDevice(config, MemoryStore(config.capacity_bytes))
+    return build(config, layers=(), store=MemoryStore(config.capacity_bytes)).get(ZnsFtlDevice)
 
 
 def zipf_sampler(blocks: int, theta: float, rng: np.random.Generator) -> Callable[[int], np.ndarray]:

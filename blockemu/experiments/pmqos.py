@@ -32,9 +32,10 @@ from typing import Any
 import numpy as np
 
 from blockemu.config import Config, PowerSection, config_from_mapping
-from blockemu.devices import DEVICE_FACTORIES, Device
+from blockemu.devices.base import Device
 from blockemu.experiments import report
-from blockemu.power import PowerModel
+from blockemu.layers.power import PowerModel
+from blockemu.stack import build
 from blockemu.store.null import NullStore
 
 KIB = 1024
@@ -123,7 +124,7 @@ WORKLOADS: dict[str, Callable[[Workloads], list[Phase]]] = {
 
 def prefilled_device(config: Config, region_bytes: int) -> tuple[Device, int]:
     """A device whose first region_bytes are written (so reads touch NAND); and when it is idle again."""
-    device = DEVICE_FACTORIES[config.device.type](config, NullStore(config.capacity_bytes))
+    device = build(config, layers=(), store=NullStore(config.capacity_bytes)).model
     chunk = memoryview(bytes(MIB))
     done = 0
     for offset in range(0, region_bytes, MIB):
@@ -219,7 +220,7 @@ def run_one(workload: str, governor: str, qd_threshold: int, hold_ms: float,
     config = config_from_mapping(raw, "<pmqos experiment>")
     inner, idle_at = base
     start = idle_at + LEAD_IN_NS
-    model = PowerModel(copy.deepcopy(inner), config.power, start_ns=idle_at)
+    model = build(config, layers=("power",), model=copy.deepcopy(inner), start_ns=idle_at).get(PowerModel)
     model.advance(start)
     energy_before = model.energy_joules
     trans_before = model.total_trans

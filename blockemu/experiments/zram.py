@@ -51,6 +51,7 @@ from blockemu.config import config_from_mapping
 from blockemu.devices.zram.codecs import PAGE, Codec, CodecError, CostModel, parse_cost_overrides
 from blockemu.devices.zram.device import ZramDevice
 from blockemu.experiments import report
+from blockemu.stack import build
 from blockemu.store import MemoryStore
 
 
@@ -297,7 +298,7 @@ def run_variant(label: str, settings: dict[str, Any], apps: list[list[bytes]], p
             "staging_pages": params.staging_pages, "recomp_algorithms": "", **settings}
     config = config_from_mapping({"device": {"type": "zram", "name": "zram_experiment", "capacity_mib": capacity_mib},
                                   "zram": zram}, f"<experiment {label}>")
-    device = ZramDevice(config, MemoryStore(config.capacity_bytes))
+    device = build(config, layers=(), store=MemoryStore(config.capacity_bytes)).get(ZramDevice)
     cluster = params.cluster_pages
     contents = [list(app) for app in apps]
     clusters_per_app = params.pages_per_app // cluster

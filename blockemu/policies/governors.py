@@ -1,7 +1,7 @@
 """Frequency governors with Linux devfreq's names and decisions, plus ``pmqos_qd``.
 
 A governor only proposes a frequency in Hz, as devfreq governors do; the
-power layer (blockemu/power.py) clamps it to the operating-point table, picks
+power layer (blockemu/layers/power.py) clamps it to the operating-point table, picks
 the highest point not above it (devfreq's default rounding), and charges the
 transition.  Governors are called at four kinds of moments:
 
@@ -19,9 +19,11 @@ of identical idle polls.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
-from dataclasses import dataclass, fields
-from typing import ClassVar
+from typing import Any, ClassVar
+
+from blockemu.config import GOVERNOR_TUNABLES, POWER_GOVERNORS, PowerSection, Tunable
 
 # devfreq's DEVFREQ_MAX_FREQ: "as fast as allowed", clamped to max_freq.
 MAX_FREQ = 2**64 - 1
@@ -35,56 +37,45 @@ class GovernorTransitionError(RuntimeError):
     """A pmqos_qd state change that its transition table does not allow."""
 
 
-@dataclass
 class GovernorTunables:
-    """Run-time tunables shared by all governors (devfreq keeps them per device too).
+    """The run-time values of the tunables all governors share (devfreq keeps them per device too).
 
-    Names and meanings are those of ``[power]`` in blockemu/config.py.
+    Names, types, defaults and bounds are those of ``GOVERNOR_TUNABLES`` in
+    blockemu/config.py, checked by the same rule as ``[power]`` is.  The
+    values are a ``[power]`` section, replaced whole at each write, so that
+    a refused write changes nothing.
     """
 
-    opp_freq_hz: tuple[int, ...]
-    polling_ms: int = 60
-    upthreshold: int = 70
-    downdifferential: int = 5
-    set_freq: int = 0
-    qd_threshold: int = 1
-    boost_freq: int = 0
-    hold_ms: float = 60.0
+    TUNABLES: ClassVar[dict[str, Tunable]] = {tunable.name: tunable for tunable in GOVERNOR_TUNABLES}
+    WRITABLE: ClassVar[tuple[str, ...]] = tuple(TUNABLES)
 
-    WRITABLE: ClassVar[tuple[str, ...]] = (
-        "polling_ms", "upthreshold", "downdifferential", "set_freq", "qd_threshold", "boost_freq", "hold_ms",
-    )
+    def __init__(self, opp_freq_hz: tuple[int, ...], section: PowerSection | None = None) -> None:
+        # Where values start: the configuration's (the defaults without one), on these operating points.
+        self.section = dataclasses.replace(section or PowerSection(), opp_freq_hz=tuple(opp_freq_hz))
+
+    @property
+    def opp_freq_hz(self) -> tuple[int, ...]:
+        return self.section.opp_freq_hz
 
     def set(self, name: str, text: str) -> None:
         """Parse and validate ``text`` for tunable ``name``; nothing changes on error."""
-        if name not in self.WRITABLE:
+        tunable = self.TUNABLES.get(name)
+        if tunable is None:
             raise TunableError(f"{name} is not a governor tunable; writable: {', '.join(self.WRITABLE)}")
         text = text.strip()
-        want = next(f.type for f in fields(self) if f.name == name)
         try:
-            value: float = float(text) if want == "float" else int(text)
+            value: float = float(text) if tunable.type is float else int(text)
         except ValueError:
-            raise TunableError(f"{name}: {text!r} is not {'a number' if want == 'float' else 'an integer'}") from None
-        problem = self._problem(name, value)
+            raise TunableError(f"{name}: {text!r} is not "
+                               f"{'a number' if tunable.type is float else 'an integer'}") from None
+        problem = tunable.problem(value, self.section, ", ".join(map(str, self.opp_freq_hz)))
         if problem:
             raise TunableError(f"{name} = {text}: {problem}")
-        setattr(self, name, value)
-
-    def _problem(self, name: str, value: float) -> str | None:
-        in_table = f"must be 0 or one of {', '.join(map(str, self.opp_freq_hz))}"
-        if name == "polling_ms":
-            return None if value > 0 else "must be > 0"
-        if name == "upthreshold":
-            return None if self.downdifferential <= value <= 100 and value > 0 else \
-                f"must be in 1..100 and >= downdifferential ({self.downdifferential})"
-        if name == "downdifferential":
-            return None if 0 <= value <= self.upthreshold else f"must be in 0..upthreshold ({self.upthreshold})"
-        if name in ("set_freq", "boost_freq"):
-            return None if value == 0 or value in self.opp_freq_hz else in_table
-        return None if value >= 0 else "must be >= 0"
+        change: dict[str, Any] = {name: value}
+        self.section = dataclasses.replace(self.section, **change)
 
     def snapshot(self) -> dict[str, float]:
-        return {name: getattr(self, name) for name in self.WRITABLE}
+        return {name: getattr(self.section, name) for name in self.WRITABLE}
 
 
 class Governor:
@@ -93,6 +84,8 @@ class Governor:
     name: ClassVar[str]
     # Whether on_poll is called every polling_ms.
     polling: ClassVar[bool] = False
+    # Minimum-frequency boosts since selected (only pmqos_qd boosts; the metrics report it for all).
+    boosts: int = 0
 
     def __init__(self, tunables: GovernorTunables) -> None:
         self.tunables = tunables
@@ -140,7 +133,7 @@ class Userspace(Governor):
 
     def on_start(self, now_ns: int, cur_freq: int) -> int | None:
         # devfreq's userspace keeps the current frequency until set_freq is written.
-        return self.tunables.set_freq or cur_freq
+        return self.tunables.section.set_freq or cur_freq
 
     on_tunable_change = on_start
 
@@ -170,7 +163,7 @@ class SimpleOndemand(Governor):
 
     def on_poll(self, now_ns: int, busy_ns: int, total_ns: int, cur_freq: int) -> int | None:
         # UFS's get_dev_status reports busy and total time in microseconds.
-        t = self.tunables
+        t = self.tunables.section
         return ondemand_freq(busy_ns // 1000, total_ns // 1000, cur_freq, t.upthreshold, t.downdifferential)
 
 
@@ -218,7 +211,7 @@ class PmQosQueueDepth(Governor):
                 from None
 
     def _boost_freq(self) -> int:
-        return self.tunables.boost_freq or MAX_FREQ
+        return self.tunables.section.boost_freq or MAX_FREQ
 
     def _combined(self, cur_freq: int) -> int:
         base = cur_freq if self.utilisation_freq is None else self.utilisation_freq
@@ -231,12 +224,12 @@ class PmQosQueueDepth(Governor):
         return self._combined(cur_freq)
 
     def on_arrival(self, now_ns: int, queue_depth: int, cur_freq: int) -> int | None:
-        if queue_depth > self.tunables.qd_threshold:
+        if queue_depth > self.tunables.section.qd_threshold:
             return None
         if self.boost_state is BoostState.FOLLOWING:
             self.boosts += 1
         self._move("shallow_arrival")
-        self.hold_until_ns = now_ns + int(self.tunables.hold_ms * 1_000_000)
+        self.hold_until_ns = now_ns + int(self.tunables.section.hold_ms * 1_000_000)
         return self._combined(cur_freq)
 
     def deadline_ns(self) -> int | None:
@@ -260,6 +253,8 @@ class PmQosQueueDepth(Governor):
 GOVERNORS: dict[str, type[Governor]] = {
     cls.name: cls for cls in (Performance, Powersave, Userspace, SimpleOndemand, PmQosQueueDepth)
 }
+if tuple(GOVERNORS) != POWER_GOVERNORS:  # the names [power] governor accepts, listed once in blockemu/config.py
+    raise ImportError(f"governor classes {tuple(GOVERNORS)} do not match POWER_GOVERNORS {POWER_GOVERNORS}")
 
 
 def make_governor(name: str, tunables: GovernorTunables) -> Governor:

@@ -23,7 +23,7 @@ def open_store(backend: str, size_bytes: int, path: str = "", *, geometry: Mappi
         return MemoryStore(size_bytes)
     if backend == "file":
         if geometry is None:
-            raise ValueError("the file store needs the device's geometry (see blockemu/persistence.py)")
+            raise ValueError("the file store needs the device's geometry (see blockemu/stack.py, persisted_geometry)")
         return FileStore(path, size_bytes, geometry, fsync)
     raise ValueError(f"unknown store backend {backend!r}; allowed: {', '.join(STORES)}")
 

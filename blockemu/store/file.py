@@ -11,8 +11,8 @@ The contract: :meth:`FileStore.checkpoint` is a *commit*.  Once it returns,
 reopening the directory (after a ``kill -9`` of the server, say) gives back
 exactly the bytes and the state of that moment, whatever was written after
 it.  That is how a device's volatile write cache behaves at a power cut, and
-the write-cache layer (blockemu/write_cache.py) commits where a device must:
-at a flush, a FUA write, and when its cache is written back.
+the write-cache layer (blockemu/layers/write_cache.py) commits where a
+device must: at a flush, a FUA write, and when its cache is written back.
 
 How:
 

@@ -24,7 +24,7 @@
 #                 exactly 2 conventional zones: mkfs, fio verify, fsck clean.
 #                 With conventional zones inside F2FS's main area, ZCAP < ZSZE
 #                 does not pass fsck.f2fs 1.15 (upstream disagreements, not the
-#                 device's: see README, "ublk").
+#                 device's: see docs/ublk.md).
 #   btrfs         btrfs in zoned mode (its data goes out as REQ_OP_ZONE_APPEND)
 #                 on the ZNS disk without conventional zones: files written,
 #                 remounted, compared, scrubbed (checksums at the addresses the
@@ -290,7 +290,7 @@ phase_f2fs_zcap() {
     # Zone capacity 48 MiB of 64 (the config's).  F2FS's metadata takes zones
     # 0-1, so with 2 conventional zones every main-area section is sequential:
     # with conventional sections there, Linux 6.12 and fsck.f2fs 1.15 count
-    # their usable segments differently (README, "ublk").
+    # their usable segments differently (docs/ublk.md).
     start_server "$results/server-f2fs-zcap.log" "$repo/configs/zns.toml" --set zns.conventional_zones=2 || return 1
     f2fs_mkfs_fio f2fs-zcap 32M || return 1
     umount "$work/f2fs"

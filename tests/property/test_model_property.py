@@ -53,15 +53,15 @@ def test_model_matches_reference(ops: list[tuple[str, int, int, int]]) -> None:
             reference[a : a + b] = bytes(b)
             trimmed[a : a + b] = False
         elif op == "age":
-            runtime.device.age(float(a), fragment_kib=b, seed=c)  # type: ignore[attr-defined]
+            runtime.stack.model.age(float(a), fragment_kib=b, seed=c)  # type: ignore[attr-defined]
         elif op == "defrag":
-            runtime.device.hid.write("defrag_trigger", "enable")  # type: ignore[attr-defined]
+            runtime.stack.model.hid.write("defrag_trigger", "enable")  # type: ignore[attr-defined]
             runtime.run_background_until_idle()
     buf = bytearray(SPAN + 50_000)
     runtime.read(0, memoryview(buf))
     keep = ~trimmed[: len(buf)]
     assert np.array_equal(np.frombuffer(bytes(buf), np.uint8)[keep],
                           np.frombuffer(bytes(reference[: len(buf)]), np.uint8)[keep])
-    ftl = runtime.device.ftl  # type: ignore[attr-defined]
+    ftl = runtime.stack.model.ftl  # type: ignore[attr-defined]
     mapped = np.flatnonzero(ftl.l2p >= 0)
     assert np.array_equal(ftl.p2l[ftl.l2p[mapped]], mapped)

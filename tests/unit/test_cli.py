@@ -42,9 +42,9 @@ def test_the_vm_studies_run_their_guest_half_as_the_same_command(capsys: pytest.
 def test_the_ctl_client_knows_the_servers_vocabularies() -> None:
     """The client imports no model; its argparse choices are pinned to the server's lists here."""
     from blockemu.devices.zns.device import FAULT_CONDITIONS
-    from blockemu.faults import FAULT_OPS
-    from blockemu.power import POWER_ATTRIBUTES
-    from blockemu.write_cache import POWERCUT_MODES
+    from blockemu.layers.faults import FAULT_OPS
+    from blockemu.layers.power import POWER_ATTRIBUTES
+    from blockemu.layers.write_cache import POWERCUT_MODES
 
     assert ctl.POWER_ATTRIBUTES == POWER_ATTRIBUTES
     assert ctl.POWERCUT_MODES == POWERCUT_MODES

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from blockemu.devices.base import ApiError, DeviceError
-from blockemu.faults import FaultInjector
+from blockemu.layers.faults import FaultInjector
 from blockemu.runtime import DeviceRuntime
 from tests.conftest import small_ufs_config
 

@@ -18,11 +18,12 @@ import pytest
 from blockemu.config import config_from_mapping
 from blockemu.control.metrics import make_registry
 from blockemu.devices.base import ApiError, DeviceError
-from blockemu.persistence import check_config_store
+from blockemu.layers.checkpoint import CheckpointLayer
+from blockemu.layers.write_cache import PowerCutLayer
 from blockemu.runtime import DeviceRuntime
+from blockemu.stack import check_config_store
 from blockemu.store import StoreError
 from blockemu.store.file import decode_checkpoint, encode_checkpoint
-from blockemu.write_cache import CheckpointLayer, PowerCutLayer
 from tests.conftest import SMALL_UFS, pattern, read
 
 MIB = 1024 * 1024
@@ -59,7 +60,7 @@ def start(raw: dict[str, Any]) -> DeviceRuntime:
 
 
 def kill(runtime: DeviceRuntime) -> None:
-    layer = runtime.device
+    layer = runtime.stack.find(PowerCutLayer)
     assert isinstance(layer, PowerCutLayer) and layer.durable is not None
     layer.durable.close()  # no commit, nothing written back: what a SIGKILL leaves
 
@@ -166,9 +167,8 @@ def test_zns_ftl_map_survives_a_kill_through_gc(tmp_path: Path) -> None:
     again = start(zns_ftl_raw(tmp_path))
     assert device_part(again) == state
     assert image(again) == committed
-    layer = again.device
-    assert isinstance(layer, PowerCutLayer)
-    layer.inner.log.check_consistency()  # type: ignore[attr-defined]
+    assert isinstance(again.stack.find(PowerCutLayer), PowerCutLayer)
+    again.stack.model.log.check_consistency()  # type: ignore[attr-defined]
     again.close()
 
 
@@ -207,7 +207,7 @@ def test_what_survived_a_power_cut_survives_a_kill(tmp_path: Path) -> None:
 
 
 def durable_of(runtime: DeviceRuntime) -> Any:
-    layer = runtime.device
+    layer = runtime.stack.find(PowerCutLayer)
     assert isinstance(layer, PowerCutLayer)
     return layer.durable
 
@@ -314,7 +314,7 @@ def zram_raw(path: Path, **zram: Any) -> dict[str, Any]:
 
 
 def kill_zram(runtime: DeviceRuntime) -> None:
-    layer = runtime.device
+    layer = runtime.stack.find(CheckpointLayer)
     assert isinstance(layer, CheckpointLayer)
     layer.durable.close()  # no commit: what a SIGKILL leaves
 
@@ -332,7 +332,7 @@ def zram_view(runtime: DeviceRuntime) -> dict[str, Any]:
 
 def test_zram_pages_index_and_counters_survive_a_kill(tmp_path: Path) -> None:
     runtime = start(zram_raw(tmp_path))
-    assert isinstance(runtime.device, CheckpointLayer)
+    assert isinstance(runtime.stack.find(CheckpointLayer), CheckpointLayer)
     runtime.write(0, memoryview(text(1, 64)))
     runtime.write(MIB, memoryview(random.Random(1).randbytes(16 * SECTOR)))  # huge pages
     runtime.write(2 * MIB, memoryview(bytes(8 * SECTOR) + b"\x5a" * SECTOR))  # same pages

@@ -10,6 +10,7 @@ import pytest
 from blockemu.clock import VirtualClock
 from blockemu.config import POWER_GOVERNORS, ConfigError, PowerSection, config_from_mapping
 from blockemu.devices.base import ApiError, Capabilities, MetricFamily
+from blockemu.layers.power import PowerModel
 from blockemu.policies.governors import (
     GOVERNORS,
     MAX_FREQ,
@@ -20,8 +21,8 @@ from blockemu.policies.governors import (
     TunableError,
     ondemand_freq,
 )
-from blockemu.power import PowerModel
 from blockemu.runtime import DeviceRuntime
+from blockemu.stack import build
 from blockemu.timing import UnitTimeline
 from tests.conftest import small_ufs_config
 
@@ -35,6 +36,7 @@ class FifoDevice:
     """One server with a fixed service time: the simplest device that queues."""
 
     name = "fifo"
+    kind = "fifo"
     size_bytes = 1 << 20
     capabilities = Capabilities()
 
@@ -343,20 +345,21 @@ def test_bad_control_requests_are_refused_and_change_nothing(
 
 
 def test_other_paths_go_to_the_wrapped_device() -> None:
-    power, _ = model("simple_ondemand")
+    power, device = model("simple_ondemand")
     assert power.api("GET", ["fifo"], b"") == {"starts": 0}
     assert power.api("GET", ["power", "available_frequencies"], b"") == "100000000 200000000 400000000\n"
     assert power.describe()["power"]["governor"] == "simple_ondemand"
-    assert power.service_ns == 1000  # device-specific attributes pass through
+    assert power.next is device  # device-specific attributes are the device's own, one layer down
 
 
 # ------------------------------------------------------------- runtime, config
 def test_runtime_wraps_the_device_and_tells_it_queue_depth() -> None:
     config = small_ufs_config(power={"enabled": True, "governor": "pmqos_qd"})
     runtime = DeviceRuntime(config)
-    assert isinstance(runtime.device, PowerModel)
+    power = runtime.stack.find(PowerModel)
+    assert isinstance(power, PowerModel)
     runtime.write(0, memoryview(b"x" * 4096))
-    assert runtime.device.last_queue_depth == 1
+    assert power.last_queue_depth == 1
     assert runtime.api("GET", ["power", "governor"], b"") == "pmqos_qd\n"
     assert runtime.api("GET", ["hid", "state"], b"") == "idle\n"
     assert runtime.describe()["power"]["cur_freq"] == 300 * MHZ
@@ -365,7 +368,7 @@ def test_runtime_wraps_the_device_and_tells_it_queue_depth() -> None:
 
 def test_power_disabled_leaves_the_device_alone() -> None:
     runtime = DeviceRuntime(small_ufs_config())
-    assert not isinstance(runtime.device, PowerModel)
+    assert runtime.stack.find(PowerModel) is None
     runtime.close()
 
 
@@ -404,8 +407,10 @@ def test_zns_composes_without_knowing() -> None:
                    "max_active_zones": 3},
            "power": {"enabled": True, "governor": "powersave"}}
     config = config_from_mapping(raw, "<test>")
-    runtime = DeviceRuntime(config, device=ZnsDevice(config, MemoryStore(config.capacity_bytes)))
-    assert isinstance(runtime.device, PowerModel) and runtime.device.capabilities.zoned
+    runtime = DeviceRuntime(config, build(config, layers=("power", "faults"),
+                                          model=ZnsDevice(config, MemoryStore(config.capacity_bytes))))
+    power = runtime.stack.find(PowerModel)
+    assert isinstance(power, PowerModel) and power.capabilities.zoned
     runtime.write(4 * MiB, memoryview(b"z" * 4096))  # at zone 2's write pointer
     buf = bytearray(4096)
     runtime.read(4 * MiB, memoryview(buf))
@@ -421,20 +426,21 @@ def test_background_work_runs_through_the_power_layer() -> None:
     for i in range(64):  # 8 files of 256 KiB written interleaved: fragmented
         for f in range(8):
             runtime.write(f * MiB + i * 4096, memoryview(b"q" * 4096))
-    assert isinstance(runtime.device, PowerModel)
-    busy_before = runtime.device.busy_in_state_ns[-1]
+    power = runtime.stack.find(PowerModel)
+    assert isinstance(power, PowerModel)
+    busy_before = power.busy_in_state_ns[-1]
     runtime.api("PUT", ["hid", "analysis_trigger"], b"enable")
     runtime.run_background_until_idle()
     runtime.api("PUT", ["hid", "defrag_trigger"], b"enable")
     runtime.run_background_until_idle()
     assert runtime.api("GET", ["hid", "state"], b"") == "defrag_completed\n"
-    runtime.device.advance(runtime.clock.now_ns())
-    assert runtime.device.busy_in_state_ns[-1] > busy_before  # defragmentation is busy time too
+    power.advance(runtime.clock.now_ns())
+    assert power.busy_in_state_ns[-1] > busy_before  # defragmentation is busy time too
     runtime.close()
 
 
 def test_every_attribute_reads_as_one_text_line_or_devfreqs_table() -> None:
-    from blockemu.power import POWER_ATTRIBUTES
+    from blockemu.layers.power import POWER_ATTRIBUTES
 
     power, _ = model("pmqos_qd")
     for name in POWER_ATTRIBUTES:

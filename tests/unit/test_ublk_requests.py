@@ -145,7 +145,7 @@ def test_zone_append_returns_the_lba_it_wrote(zns: Harness) -> None:
 
 
 def test_zone_management_ops_drive_the_model(zns: Harness) -> None:
-    device: Any = zns.server.runtime.device
+    device: Any = zns.server.runtime.stack.model
     zone = 4 * 2 * MIB
     assert zns.request(0, uapi.UBLK_IO_OP_ZONE_OPEN, zone, 0) == (0, 0)
     assert device.zone(4).condition.value == "explicitly_open"

@@ -9,9 +9,9 @@ import pytest
 
 from blockemu.config import ConfigError, config_from_mapping
 from blockemu.devices.base import ApiError
+from blockemu.layers.write_cache import JournaledStore, PowerCutLayer
 from blockemu.runtime import DeviceRuntime
 from blockemu.store import MemoryStore
-from blockemu.write_cache import JournaledStore, PowerCutLayer
 from tests.conftest import pattern, read, small_ufs_config
 
 MIB = 1024 * 1024
@@ -187,7 +187,7 @@ def test_zns_ftl_cut_restores_the_logs_map() -> None:
 def test_zram_is_served_without_the_layer() -> None:
     config = config_from_mapping({"device": {"type": "zram", "name": "zram_test", "capacity_mib": 16}}, "<test>")
     runtime = DeviceRuntime(config)
-    assert not isinstance(runtime.device, PowerCutLayer)
+    assert runtime.stack.find(PowerCutLayer) is None
     with pytest.raises(ApiError, match="no such endpoint /api/v1/powercut") as refused:
         cut(runtime)
     assert refused.value.status == 404
@@ -240,7 +240,7 @@ def test_journal_commits_a_range_and_reverts_the_rest() -> None:
 
 def test_layer_is_in_place_and_config_is_validated() -> None:
     runtime = ufs_runtime()
-    assert isinstance(runtime.device, PowerCutLayer)
+    assert isinstance(runtime.stack.find(PowerCutLayer), PowerCutLayer)
     runtime.close()
     with pytest.raises(ConfigError, match=r"\[write_cache\] size_mib = -1: must be >= 0"):
         small_ufs_config(write_cache={"size_mib": -1})
@@ -250,7 +250,7 @@ def test_a_change_larger_than_the_cache_is_written_through_not_remembered() -> N
     # mkfs discards the whole device at once: keeping pre-images of all of it
     # would take the device's size in memory.  It is written through instead.
     runtime = ufs_runtime(size_mib=1)
-    layer = runtime.device
+    layer = runtime.stack.find(PowerCutLayer)
     assert isinstance(layer, PowerCutLayer)
     runtime.write(0, memoryview(pattern(1)))  # pending in the cache
     store = layer.journal.inner

@@ -454,10 +454,11 @@ def test_metrics_name_every_counter() -> None:
 def test_control_commands_happen_at_the_runtime_clock() -> None:
     from blockemu.clock import VirtualClock
     from blockemu.runtime import DeviceRuntime
+    from blockemu.stack import build
 
     dev = make_device()
     clock = VirtualClock(start_ns=5 * 10**9)
-    runtime = DeviceRuntime(dev.config, device=dev, clock=clock)
+    runtime = DeviceRuntime(dev.config, build(dev.config, layers=("power", "faults"), model=dev), clock=clock)
     runtime.write(seq(2), memoryview(data(BLOCK)))
     clock.advance_to(7 * 10**9)  # long after the write: the units are idle
     runtime.api("POST", ["zones", "2", "reset"], b"")
@@ -489,10 +490,12 @@ def test_a_trace_replays_on_the_zone_state_it_started_from(tmp_path: Any) -> Non
     from blockemu.clock import VirtualClock
     from blockemu.replay import replay
     from blockemu.runtime import DeviceRuntime
+    from blockemu.stack import build
     from blockemu.trace import read_trace
 
     dev = make_device()
-    runtime = DeviceRuntime(dev.config, device=dev, clock=VirtualClock())
+    runtime = DeviceRuntime(dev.config, build(dev.config, layers=("power", "faults"), model=dev),
+                             clock=VirtualClock())
     runtime.write(seq(2), memoryview(data(8 * BLOCK)))
     runtime.start_trace(tmp_path / "zns.trace")
     for i in range(8):  # writes that are only legal at zone 2's write pointer as the trace began

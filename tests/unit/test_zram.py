@@ -569,7 +569,7 @@ def test_runtime_executor_compresses_staged_pages_and_flush_waits() -> None:
         for i, page in enumerate(pages):
             runtime.write(i * PAGE, memoryview(page))
         runtime.flush()
-        device = runtime.device
+        device = runtime.stack.model
         assert isinstance(device, ZramDevice)
         assert not device.offload_pending() and device.stats.async_batches >= 100 // 8
         buf = bytearray(100 * PAGE)
@@ -582,7 +582,7 @@ def test_runtime_executor_compresses_staged_pages_and_flush_waits() -> None:
 def test_runtime_without_threads_drains_staging_in_flush() -> None:
     runtime = DeviceRuntime(zram_config(async_workers=1))
     runtime.write(0, memoryview(text_page(1)))
-    device = runtime.device
+    device = runtime.stack.model
     assert isinstance(device, ZramDevice) and device.offload_pending()
     runtime.flush()
     assert not device.offload_pending()
@@ -633,7 +633,7 @@ def test_runtime_falls_back_to_inline_compression_when_its_pool_breaks() -> None
         for i, page in enumerate(pages):
             runtime.write(i * PAGE, memoryview(page))
         runtime.flush()
-        device = runtime.device
+        device = runtime.stack.model
         assert isinstance(device, ZramDevice) and not device.offload_pending()
         buf = bytearray(20 * PAGE)
         runtime.read(0, memoryview(buf))

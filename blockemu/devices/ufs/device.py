@@ -55,7 +55,7 @@ class UfsDevice:
         self.config = config
         self.name = config.device.name
         self.size_bytes = config.capacity_bytes
-        self.capabilities = Capabilities()
+        self.capabilities = Capabilities(vector_replay=True)
         self.store = store
         self.geometry = Geometry(
             dies=ufs.dies,

@@ -81,7 +81,8 @@ class ZnsDevice(ZoneStateMachine):
         self.copy_max_ranges = zns.copy_max_ranges
         self.copy_max_bytes = zns.copy_max_kib * 1024
         self.capabilities = Capabilities(
-            trim=False, zero=True, zoned=True, block_size=(self.lba_bytes, self.lba_bytes, 32 * MIB)
+            trim=False, zero=True, zoned=True, block_size=(self.lba_bytes, self.lba_bytes, 32 * MIB),
+            atomic_write_bytes=self.lba_bytes, reads_depend_on_state=True,
         )
 
         # Service-time constants.

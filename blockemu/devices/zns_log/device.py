@@ -53,7 +53,8 @@ class ZnsFtlDevice:
         )
         self.name = config.device.name
         self.size_bytes = logical * BLOCK
-        self.capabilities = Capabilities(block_size=(512, BLOCK, 32 * 1024 * 1024))
+        self.capabilities = Capabilities(block_size=(512, BLOCK, 32 * 1024 * 1024),
+                                         atomic_write_bytes=self.zns.lba_bytes, reads_depend_on_state=True)
 
     def _check(self, offset: int, length: int) -> None:
         if offset < 0 or length < 0 or offset + length > self.size_bytes:

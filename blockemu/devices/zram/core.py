@@ -123,7 +123,7 @@ class ZramCore:
         self.name = config.device.name
         self.size_bytes = config.capacity_bytes
         self.pages = self.size_bytes // PAGE
-        self.capabilities = Capabilities()
+        self.capabilities = Capabilities(data_in_model=True)
         # Bytes live compressed in the page table: the store holds none of
         # them (a file store keeps the checkpoints of snapshot_contents), but
         # it is the device's to close (whoever built the device opened it).

@@ -144,7 +144,7 @@ def device_params(runtime: DeviceRuntime, max_io_buf_bytes: int) -> uapi.UblkPar
     basic.max_sectors = max_io_buf_bytes >> uapi.SECTOR_SHIFT
     basic.dev_sectors = device.size_bytes >> uapi.SECTOR_SHIFT
     if caps.zoned:
-        zns: Any = device  # the zoned model's attributes (blockemu/devices/zns/)
+        zns: Any = runtime.stack.model  # the zoned model's attributes (blockemu/devices/zns/)
         zone_size: int = zns.zone_size
         _shift(zone_size >> uapi.SECTOR_SHIFT, "the zone size in sectors (Linux needs it)")
         params.types |= uapi.UBLK_PARAM_TYPE_ZONED
@@ -411,7 +411,7 @@ class UblkServer:
         return view
 
     def _handle_zoned(self, tag: int, op: int, offset: int, count: int) -> tuple[int, int]:
-        device: Any = self.runtime.device
+        device: Any = self.runtime.stack.model
         zone_size: int = device.zone_size
         index = offset // zone_size
         if op == uapi.UBLK_IO_OP_REPORT_ZONES:
@@ -452,7 +452,7 @@ class UblkServer:
 
     def _zone_report(self, first: int, nr_zones: int) -> bytes:
         """``nr_zones`` struct blk_zone from zone ``first``; entries past the last zone stay zero (len 0 ends it)."""
-        device: Any = self.runtime.device
+        device: Any = self.runtime.stack.model
         report = (uapi.BlkZone * nr_zones)()
         with self.runtime.lock:
             zones = device.zones[first:first + nr_zones]
@@ -490,7 +490,7 @@ def _queue_ring(entries: int) -> IoUring:
     Without it, every request's task work interrupts the queue thread
     (TWA_SIGNAL); with it, the work waits for the thread's next
     io_uring_enter, where the thread is waiting anyway.  Measured at QD1 under
-    software emulation: 2-4x the IOPS (README, "ublk").
+    software emulation: 2-4x the IOPS (docs/ublk.md).
     """
     try:
         return IoUring(entries, sqe128=True, flags=SINGLE_THREAD_FLAGS)

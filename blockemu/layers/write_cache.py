@@ -21,16 +21,18 @@ Device state beyond the bytes:
   Copying a mapping of megabytes at every flush would cost more than that
   small timing difference is worth.  ``torn`` is supported.
 * ZNS and zns_ftl: zone conditions, write pointers and the zoned log's map do
-  decide what a read returns, so they are snapshotted (``snapshot_state``)
+  decide what a read returns (their capabilities say
+  ``reads_depend_on_state``), so they are snapshotted (``snapshot_state``)
   at the first change after each flush and restored by the cut, together
   with the bytes.  A FUA write on them commits everything before it, as a
   flush does: a device may always make more durable than asked, and keeping
   a FUA write while rolling back the write pointer below it would be
   inconsistent.  ``torn`` is refused: a random subset of sectors cannot
   agree with a write pointer.
-* zram keeps its data in RAM, not in its store, and a power cut would lose
-  all of it; it is served without this layer (``/api/v1/powercut`` is 404).
-  On a file store it gets :class:`CheckpointLayer` instead (below).
+* zram keeps its data in RAM, not in its store (its capabilities say
+  ``data_in_model``), and a power cut would lose all of it; it is served
+  without this layer (``/api/v1/powercut`` is 404).  On a file store it gets
+  :class:`~blockemu.layers.checkpoint.CheckpointLayer` instead.
 
 The cache is bounded (``[write_cache] size_mib``).  When the pre-images
 would exceed it, the cache is written back as by a flush: everything up to
@@ -40,7 +42,7 @@ that loses nothing.
 Persistence (``[store] backend = "file"``): every commit above (flush, FUA,
 write-back, and the state a power cut leaves) also commits the file store,
 with a checkpoint of the device's state when anything changed since the
-last one (blockemu/persistence.py says what it holds).  A ``kill -9`` of the
+last one (blockemu/layers/checkpoint.py says what it holds).  A ``kill -9`` of the
 server is then a power cut of the drop kind: a restart finds the data and
 state of the last commit.  A FUA write commits everything before it, on
 every device: the store's undo journal cannot forget one range and keep the
@@ -49,12 +51,6 @@ keeps no pre-images of it (a kill in the middle leaves it partly done, as a
 device may leave an unacknowledged command), on zoned devices it does.  A
 clean stop (SIGTERM) writes the cache back, as a device does on an orderly
 power-down.
-
-zram on a file store: its pages live compressed in the model, not in the
-store's data file, so there is nothing to journal.  :class:`CheckpointLayer`
-commits where the write cache does (flush, FUA write, clean stop), and a
-commit is a checkpoint of the whole model, staged pages compressed first.
-A kill loses everything since the last one, as a drop power cut would.
 """
 
 from __future__ import annotations
@@ -67,14 +63,12 @@ from typing import Any
 
 import numpy as np
 
-from blockemu.config import Config
-from blockemu.devices.base import ApiError, Device, MetricFamily
-from blockemu.persistence import device_state, persisted_geometry, restore_device_state
-from blockemu.store import FileStore, Store, open_store
+from blockemu.devices.base import ApiError, Device, MetricFamily, SavesState
+from blockemu.layers.base import Layer
+from blockemu.layers.checkpoint import device_state, store_metrics
+from blockemu.store import FileStore, Store
 
 POWERCUT_MODES = ("drop", "torn")
-# Device kinds whose reads depend on model state besides the bytes in the store.
-_STATEFUL_KINDS = ("zns", "zns_ftl")
 
 
 class JournaledStore:
@@ -93,24 +87,40 @@ class JournaledStore:
     # straddle two, small enough that a cache that never fills stays small.
     SLAB_BYTES = 4 * 1024 * 1024
 
-    def __init__(self, inner: Store, sector_bytes: int) -> None:
-        if sector_bytes <= 0 or inner.size_bytes % sector_bytes:
-            raise ValueError(f"sector_bytes {sector_bytes} must be > 0 and divide the store size {inner.size_bytes}")
+    def __init__(self, inner: Store, sector_bytes: int | None = None) -> None:
         self.inner = inner
         self.size_bytes = inner.size_bytes
-        self.sector_bytes = sector_bytes
         # sector index -> slot holding its bytes at the last commit; insertion order is write order.
         self.pre_images: dict[int, int] = {}
         # len(pre_images) * sector_bytes, kept as a plain attribute: the layer
         # reads it twice per write, and a property is a Python call each time.
         self.dirty_bytes = 0
-        self._slot_sectors = max(1, self.SLAB_BYTES // sector_bytes)  # slots per slab
         self._slabs: list[memoryview] = []
         self._slots_allocated = 0  # slots in all slabs
         self._next_slot = 0  # slots below this were handed out since the last full commit
         self._free_slots: list[int] = []  # of those, the ones a range commit gave back
         # Set by the layer around a change too large for the cache: it is
-        # written through (durable at once), so nothing is remembered.
+        # written through (durable at once), so nothing is remembered.  Also
+        # set until the journal knows its sector (start).
+        self.write_through = True
+        self.sector_bytes = 0
+        self._slot_sectors = 0  # slots per slab
+        if sector_bytes is not None:
+            self.start(sector_bytes)
+
+    def start(self, sector_bytes: int) -> None:
+        """Remember pre-images from now on, in units of ``sector_bytes``.
+
+        The model says its unit (``Capabilities.atomic_write_bytes``), and
+        the model is built on this store: so the stack builds it first and
+        the write-cache layer starts the journal.
+        """
+        if sector_bytes <= 0 or self.size_bytes % sector_bytes:
+            raise ValueError(f"sector_bytes {sector_bytes} must be > 0 and divide the store size {self.size_bytes}")
+        if self.pre_images:
+            raise ValueError("the journal already remembers sectors; its unit cannot change")
+        self.sector_bytes = sector_bytes
+        self._slot_sectors = max(1, self.SLAB_BYTES // sector_bytes)
         self.write_through = False
 
     def _slot_view(self, slot: int, count: int = 1) -> memoryview:
@@ -175,26 +185,27 @@ class JournaledStore:
         self.inner.read_into(offset, buf)
 
     def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
-        length = len(data)
-        size = self.sector_bytes
-        first = offset // size
-        if first == (offset + length - 1) // size and length > 0 and not self.write_through:
-            # _remember's one-sector case, inline: it is most of the writes.
-            if first not in self.pre_images:
-                free = self._free_slots
-                slot = self._next_slot
-                if free:
-                    slot = free.pop()
-                elif slot < self._slots_allocated:  # _take_slots(1) where the slab has room
-                    self._next_slot = slot + 1
-                else:
-                    slot = self._take_slots(1)
-                slab, index = divmod(slot, self._slot_sectors)
-                self.inner.read_into(first * size, self._slabs[slab][index * size : (index + 1) * size])
-                self.pre_images[first] = slot
-                self.dirty_bytes += size
-        else:
-            self._remember(offset, length)
+        if not self.write_through:
+            length = len(data)
+            size = self.sector_bytes
+            first = offset // size
+            if first == (offset + length - 1) // size and length > 0:
+                # _remember's one-sector case, inline: it is most of the writes.
+                if first not in self.pre_images:
+                    free = self._free_slots
+                    slot = self._next_slot
+                    if free:
+                        slot = free.pop()
+                    elif slot < self._slots_allocated:  # _take_slots(1) where the slab has room
+                        self._next_slot = slot + 1
+                    else:
+                        slot = self._take_slots(1)
+                    slab, index = divmod(slot, self._slot_sectors)
+                    self.inner.read_into(first * size, self._slabs[slab][index * size : (index + 1) * size])
+                    self.pre_images[first] = slot
+                    self.dirty_bytes += size
+            else:
+                self._remember(offset, length)
         self.inner.write(offset, data)
 
     def zero(self, offset: int, length: int) -> None:
@@ -247,23 +258,27 @@ class JournaledStore:
         return reverted, kept
 
 
-class PowerCutLayer:
-    """Wraps a device whose store is a :class:`JournaledStore`: flush/FUA durability and power cuts."""
+class PowerCutLayer(Layer):
+    """A layer on a model whose store is a :class:`JournaledStore`: flush/FUA durability and power cuts."""
 
     def __init__(self, inner: Device, journal: JournaledStore, cache_bytes: int,
                  durable: FileStore | None = None) -> None:
-        self.inner = inner
+        super().__init__(inner)
+        capabilities = inner.capabilities
+        if not journal.sector_bytes:  # not started: the model was built on it before saying its unit
+            journal.start(capabilities.atomic_write_bytes)
         self.journal = journal
         self.cache_bytes = cache_bytes
         # A persistent store, committed with the cache; None for memory.
         self.durable = durable
         self._changed = False  # since the durable store's last checkpoint
-        self.name = inner.name
-        self.size_bytes = inner.size_bytes
-        self.capabilities = inner.capabilities
-        kind = str(getattr(inner, "kind", ""))
-        self.kind = kind
-        self.rolls_back_state = kind in _STATEFUL_KINDS
+        # The model whose state a cut rolls back with the bytes; None where reads depend on the bytes alone.
+        self._stateful: SavesState | None = None
+        if capabilities.reads_depend_on_state:
+            if not isinstance(inner, SavesState):
+                raise TypeError(f"{self.kind}: reads depend on its state, but it cannot snapshot it (SavesState)")
+            self._stateful = inner
+        self.rolls_back_state = self._stateful is not None
         self._state: dict[str, np.ndarray] | None = None  # model state at the last commit, taken lazily
         # Counters for metrics.
         self.powercuts: dict[str, int] = dict.fromkeys(POWERCUT_MODES, 0)
@@ -275,26 +290,21 @@ class PowerCutLayer:
     # ------------------------------------------------------------ durability
     def _before_change(self) -> None:
         self._changed = True
-        if self.rolls_back_state and self._state is None:
-            self._state = self.inner.snapshot_state()  # type: ignore[attr-defined]
+        if self._stateful is not None and self._state is None:
+            self._state = self._stateful.snapshot_state()
 
     def _commit(self) -> None:
         if self.durable is not None and self._changed:
             # First: if it fails (a full disk), the flush fails and nothing is forgotten.
-            self.durable.checkpoint(device_state(self.inner))
+            self.durable.checkpoint(device_state(self.next))
             self._changed = False
         self.journal.commit()
         self._state = None
 
-    def _commit_state(self) -> None:
+    def commit_state(self) -> None:
+        """Commit the model's state now (a new store's initial state, what a power cut left)."""
         self._changed = True
         self._commit()
-
-    def load_or_save_state(self) -> None:
-        """At start-up on a file store: load its last commit's state, or commit a new store's initial one."""
-        assert self.durable is not None
-        if not load_saved_state(self.durable, self.inner):
-            self._commit_state()
 
     def _after_change(self, fua_range: tuple[int, int] | None = None) -> None:
         if fua_range is not None:
@@ -335,30 +345,28 @@ class PowerCutLayer:
         # _before_change and _after_change, inline: most requests need no
         # state snapshot, no FUA commit and no write-back.
         self._changed = True
-        if self.rolls_back_state and self._state is None:
-            self._state = self.inner.snapshot_state()  # type: ignore[attr-defined]
+        stateful = self._stateful
+        if stateful is not None and self._state is None:
+            self._state = stateful.snapshot_state()
         done = call(*args)
         if fua_range is not None or self.journal.dirty_bytes > self.cache_bytes:
             self._after_change(fua_range)
         return done
 
     # --------------------------------------------------------------- data path
-    def read(self, offset: int, buf: memoryview, now_ns: int) -> int:
-        return self.inner.read(offset, buf, now_ns)
-
     def write(self, offset: int, data: memoryview, fua: bool, now_ns: int) -> int:
         length = len(data)
-        return self._change(length, (offset, length) if fua else None, self.inner.write, offset, data, fua, now_ns)
+        return self._change(length, (offset, length) if fua else None, self.next.write, offset, data, fua, now_ns)
 
     def trim(self, offset: int, length: int, now_ns: int) -> int:
-        return self._change(length, None, self.inner.trim, offset, length, now_ns)
+        return self._change(length, None, self.next.trim, offset, length, now_ns)
 
     def write_zeroes(self, offset: int, length: int, fua: bool, now_ns: int) -> int:
-        return self._change(length, (offset, length) if fua else None, self.inner.write_zeroes, offset, length, fua,
+        return self._change(length, (offset, length) if fua else None, self.next.write_zeroes, offset, length, fua,
                             now_ns)
 
     def flush(self, now_ns: int) -> int:
-        done = self.inner.flush(now_ns)
+        done = self.next.flush(now_ns)
         self._commit()
         return done
 
@@ -366,7 +374,7 @@ class PowerCutLayer:
         # Background work (GC, HID) changes state too, and is lost with the rest.
         changed = self._changed
         self._before_change()
-        done = self.inner.background_step(now_ns)
+        done = self.next.background_step(now_ns)
         self._changed = changed or done is not None  # an idle step changed nothing
         self._after_change()
         return done
@@ -387,10 +395,11 @@ class PowerCutLayer:
             # Sector order is the order they were first written, so the same writes and seed tear the same way.
             reverted, kept = self.journal.revert(lambda sector: rng.random() < 0.5)
         if self._state is not None:
-            self.inner.restore_state(self._state)  # type: ignore[attr-defined]
+            assert self._stateful is not None  # it took the snapshot
+            self._stateful.restore_state(self._state)
         self._state = None
         if self.durable is not None:
-            self._commit_state()  # what survived the cut is what the device now holds
+            self.commit_state()  # what survived the cut is what the device now holds
         self.powercuts[mode] += 1
         self.sectors_dropped += reverted
         self.sectors_kept += kept
@@ -422,14 +431,14 @@ class PowerCutLayer:
             mode, seed = parse_powercut_request(body)
             return self.powercut(mode, seed)
         if method == "GET":
-            return self.inner.api(method, path, body)
+            return self.next.api(method, path, body)
         self._before_change()  # zone resets, appends, copies and aging change state too
-        result = self.inner.api(method, path, body)
+        result = self.next.api(method, path, body)
         self._after_change()
         return result
 
     def describe(self) -> dict[str, Any]:
-        description = self.inner.describe()
+        description = self.next.describe()
         description["write_cache"] = self.status()
         if self.durable is not None:
             description["store"] = self.durable.status()
@@ -449,138 +458,16 @@ class PowerCutLayer:
                            "Times the full write cache was written back as by a flush", [({}, self.writebacks)])
         if self.durable is not None:
             yield from store_metrics(self.durable)
-        yield from self.inner.metrics()
+        yield from self.next.metrics()
 
     def close(self) -> None:
         if self.durable is not None:
             try:
                 self._commit()  # an orderly power-down writes the cache back
             finally:
-                self.inner.close()
+                self.next.close()
             return
-        self.inner.close()
-
-    def __getattr__(self, name: str) -> Any:
-        # Device-specific extras (zone reports, trace snapshots) pass through.
-        if name == "inner":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
-
-
-def load_saved_state(durable: FileStore, device: Any) -> bool:
-    """Load the store's last commit into ``device``; False for a new store, whose initial state is still to commit."""
-    saved = durable.saved_state
-    if saved is None:
-        return False
-    restore_device_state(device, saved, str(durable.directory / "state"))
-    durable.saved_state = None  # the model has it now
-    return True
-
-
-def store_metrics(durable: FileStore) -> Iterator[MetricFamily]:
-    yield MetricFamily("blockemu_store_checkpoints_total", "counter",
-                       "State checkpoints committed to the file store", [({}, durable.checkpoints)])
-    yield MetricFamily("blockemu_store_checkpoint_seconds_total", "counter",
-                       "Wall time spent writing checkpoints", [({}, durable.checkpoint_seconds)])
-    yield MetricFamily("blockemu_store_checkpoint_bytes", "gauge", "Size of the last checkpoint",
-                       [({}, durable.checkpoint_bytes)])
-    yield MetricFamily("blockemu_store_undo_bytes", "gauge",
-                       "Undo journal bytes since the last checkpoint", [({}, durable.undo_bytes)])
-
-
-class CheckpointLayer:
-    """Commits a device whose data lives in its model (zram) to a file store: a commit is a checkpoint.
-
-    Commits where :class:`PowerCutLayer` does: a flush, a FUA write (and
-    with it everything before it), a clean stop; only when something
-    changed.  Reads change access times and read counts, which are saved
-    with the next commit but do not cause one, as reads do not on UFS.
-    There are no power cuts here (``/api/v1/powercut`` stays 404): taking
-    a copy of the model at every first change after a flush would cost as
-    much as a checkpoint.
-    """
-
-    def __init__(self, inner: Device, durable: FileStore) -> None:
-        self.inner = inner
-        self.durable = durable
-        self._changed = False  # since the last checkpoint
-        self.name = inner.name
-        self.size_bytes = inner.size_bytes
-        self.capabilities = inner.capabilities
-        self.kind = str(getattr(inner, "kind", ""))
-
-    def _commit(self) -> None:
-        if self._changed:
-            # The device drains its staged pages into the snapshot itself
-            # (ZramDevice.snapshot_contents): a flush acknowledges them.
-            self.durable.checkpoint(device_state(self.inner))
-            self._changed = False
-
-    def load_or_save_state(self) -> None:
-        if not load_saved_state(self.durable, self.inner):
-            self._changed = True
-            self._commit()
-
-    # --------------------------------------------------------------- data path
-    def read(self, offset: int, buf: memoryview, now_ns: int) -> int:
-        return self.inner.read(offset, buf, now_ns)
-
-    def write(self, offset: int, data: memoryview, fua: bool, now_ns: int) -> int:
-        self._changed = True  # a refused write changes failed_writes
-        done = self.inner.write(offset, data, fua, now_ns)
-        if fua:
-            self._commit()
-        return done
-
-    def trim(self, offset: int, length: int, now_ns: int) -> int:
-        self._changed = True
-        return self.inner.trim(offset, length, now_ns)
-
-    def write_zeroes(self, offset: int, length: int, fua: bool, now_ns: int) -> int:
-        self._changed = True
-        done = self.inner.write_zeroes(offset, length, fua, now_ns)
-        if fua:
-            self._commit()
-        return done
-
-    def flush(self, now_ns: int) -> int:
-        done = self.inner.flush(now_ns)
-        self._commit()
-        return done
-
-    def background_step(self, now_ns: int) -> int | None:
-        done = self.inner.background_step(now_ns)
-        if done is not None:  # an idle step changed nothing
-            self._changed = True
-        return done
-
-    # ------------------------------------------------------------ control API
-    def api(self, method: str, path: list[str], body: bytes) -> Any:
-        result = self.inner.api(method, path, body)  # a refused attribute write changes nothing
-        if method != "GET":  # applied ones (mem_limit, idle, recompress, compact) change state
-            self._changed = True
-        return result
-
-    def describe(self) -> dict[str, Any]:
-        description = self.inner.describe()
-        description["store"] = self.durable.status()
-        return description
-
-    def metrics(self) -> Iterator[MetricFamily]:
-        yield from store_metrics(self.durable)
-        yield from self.inner.metrics()
-
-    def close(self) -> None:
-        try:
-            self._commit()  # an orderly power-down keeps what was written
-        finally:
-            self.inner.close()
-
-    def __getattr__(self, name: str) -> Any:
-        # Device-specific extras (zram's offload hooks, read_attribute) pass through.
-        if name == "inner":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
+        self.next.close()
 
 
 def parse_powercut_request(body: bytes) -> tuple[str, int]:
@@ -600,41 +487,3 @@ def parse_powercut_request(body: bytes) -> tuple[str, int]:
     return mode, seed
 
 
-def create_cached_device(config: Config) -> Device:
-    """Build ``config``'s device on a journaled store, wrapped in a :class:`PowerCutLayer`.
-
-    zram is built as it is: its pages live in its own table, not in the
-    store; on a file store it is wrapped in a :class:`CheckpointLayer`.
-    """
-    from blockemu.devices import DEVICE_FACTORIES  # the device models import numpy & co; only when serving
-
-    store = open_store(config.store.backend, config.capacity_bytes, config.store.path,
-                       geometry=persisted_geometry(config), fsync=config.store.fsync)
-    if config.device.type == "zram":
-        zram = DEVICE_FACTORIES["zram"](config, store)  # it closes the store
-        if not isinstance(store, FileStore):
-            return zram
-        checkpointed = CheckpointLayer(zram, store)
-        try:
-            checkpointed.load_or_save_state()
-        except BaseException:
-            zram.close()
-            raise
-        return checkpointed
-    # The atomic unit a cut keeps or loses: the device's logical block.
-    sector_bytes = config.zns.lba_bytes if config.device.type in _STATEFUL_KINDS else 4096
-    journal = JournaledStore(store, sector_bytes)
-    try:
-        device = DEVICE_FACTORIES[config.device.type](config, journal)
-    except BaseException:
-        store.close()
-        raise
-    durable = store if isinstance(store, FileStore) else None
-    layer = PowerCutLayer(device, journal, config.write_cache.size_mib * 1024 * 1024, durable)
-    if durable is not None:
-        try:
-            layer.load_or_save_state()
-        except BaseException:
-            device.close()
-            raise
-    return layer

@@ -1,9 +1,8 @@
 """The power layer: controller frequency, governors and energy around any device.
 
-:class:`PowerModel` has the same interface as the device it wraps (see
-blockemu/devices/base.py), so UFS, ZNS and zram need not know about it;
-:class:`~blockemu.runtime.DeviceRuntime` wraps its device when ``[power]
-enabled = true``.
+:class:`PowerModel` is a layer (blockemu/layers/base.py) with the interface
+of the device below it, so UFS, ZNS and zram need not know about it; the
+stack builder (blockemu/stack.py) puts it in when ``[power] enabled = true``.
 
 Service time.  The wrapped device's timing describes it at the highest
 operating point.  At frequency f, the controller-bound share ``s`` of the time
@@ -33,8 +32,8 @@ Approximations, on purpose: one frequency domain for the whole device; a
 decision taken while a transition is under way waits for it to end; the
 governor's busy time excludes transitions (requests are not yet issued to the
 controller then); device-specific operations outside the Device protocol
-(ZNS zone management, zram's offloaded compression) pass through unscaled,
-at the caller's time.
+(ZNS zone management, zram's offloaded compression) reach the model without
+this layer, unscaled, at the caller's time.
 """
 
 from __future__ import annotations
@@ -46,6 +45,7 @@ from typing import Any
 
 from blockemu.config import PowerSection
 from blockemu.devices.base import ApiError, Device, MetricFamily
+from blockemu.layers.base import Layer
 from blockemu.policies.governors import (
     GOVERNORS,
     MAX_FREQ,
@@ -80,15 +80,12 @@ POWER_ATTRIBUTES = ("governor", "trans_stat", "min_freq", "max_freq", *READ_ONLY
                     *GovernorTunables.WRITABLE)
 
 
-class PowerModel:
-    """Wraps a :class:`Device`: frequency-scaled service time, governor, energy, devfreq statistics."""
+class PowerModel(Layer):
+    """A layer around a :class:`Device`: frequency-scaled service time, governor, energy, devfreq statistics."""
 
     def __init__(self, inner: Device, section: PowerSection, now_ns: Callable[[], int] | None = None,
                  start_ns: int = 0) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.size_bytes = inner.size_bytes
-        self.capabilities = inner.capabilities
+        super().__init__(inner)
         self.section = section
         self.opps = [
             OperatingPoint(f, busy / 1000, idle / 1000)
@@ -101,11 +98,7 @@ class PowerModel:
         self.transition_ns = int(section.transition_latency_us * 1000)
         # Where "now" comes from for control reads; data calls bring their own time.
         self._clock = now_ns
-        self.tunables = GovernorTunables(
-            opp_freq_hz=tuple(self.freqs), polling_ms=section.polling_ms, upthreshold=section.upthreshold,
-            downdifferential=section.downdifferential, set_freq=section.set_freq,
-            qd_threshold=section.qd_threshold, boost_freq=section.boost_freq, hold_ms=section.hold_ms,
-        )
+        self.tunables = GovernorTunables(tuple(self.freqs), section)
         n = len(self.opps)
         # Like UFS after probe: the controller starts at full speed.
         self.cur = n - 1
@@ -188,7 +181,7 @@ class PowerModel:
         governor = self.governor
         self._window_start_ns = now_ns
         self._window_busy_ns = 0
-        self._next_poll_ns = now_ns + self.tunables.polling_ms * 1_000_000 if governor.polling else None
+        self._next_poll_ns = now_ns + self.tunables.section.polling_ms * 1_000_000 if governor.polling else None
         self._decide(governor.on_start(now_ns, self.cur_freq), now_ns)
 
     # ---------------------------------------------------------------- events
@@ -234,7 +227,7 @@ class PowerModel:
     def _poll(self, at: int, limit_ns: int) -> None:
         assert self._next_poll_ns is not None
         busy = self._window_busy_ns
-        polling_ns = self.tunables.polling_ms * 1_000_000
+        polling_ns = self.tunables.section.polling_ms * 1_000_000
         before = self.cur
         self._decide(self.governor.on_poll(at, busy, at - self._window_start_ns, self.cur_freq), at)
         self._window_start_ns = at
@@ -316,19 +309,19 @@ class PowerModel:
         return done
 
     def read(self, offset: int, buf: memoryview, now_ns: int) -> int:
-        return self._request(now_ns, lambda t: self.inner.read(offset, buf, t))
+        return self._request(now_ns, lambda t: self.next.read(offset, buf, t))
 
     def write(self, offset: int, data: memoryview, fua: bool, now_ns: int) -> int:
-        return self._request(now_ns, lambda t: self.inner.write(offset, data, fua, t))
+        return self._request(now_ns, lambda t: self.next.write(offset, data, fua, t))
 
     def trim(self, offset: int, length: int, now_ns: int) -> int:
-        return self._request(now_ns, lambda t: self.inner.trim(offset, length, t))
+        return self._request(now_ns, lambda t: self.next.trim(offset, length, t))
 
     def write_zeroes(self, offset: int, length: int, fua: bool, now_ns: int) -> int:
-        return self._request(now_ns, lambda t: self.inner.write_zeroes(offset, length, fua, t))
+        return self._request(now_ns, lambda t: self.next.write_zeroes(offset, length, fua, t))
 
     def flush(self, now_ns: int) -> int:
-        return self._request(now_ns, self.inner.flush)
+        return self._request(now_ns, self.next.flush)
 
     def _request(self, now_ns: int, call: Callable[[int], int]) -> int:
         done = self._serve(now_ns, call, request=True)
@@ -336,7 +329,7 @@ class PowerModel:
         return done
 
     def background_step(self, now_ns: int) -> int | None:
-        return self._serve(now_ns, self.inner.background_step, request=False)
+        return self._serve(now_ns, self.next.background_step, request=False)
 
     # ------------------------------------------------------------ governors
     def set_governor(self, name: str, now_ns: int) -> None:
@@ -351,7 +344,7 @@ class PowerModel:
         self.tunables.set(name, text)  # raises TunableError and changes nothing
         if name == "polling_ms" and self._next_poll_ns is not None:
             # devfreq restarts its timer with the new interval.
-            self._next_poll_ns = now_ns + self.tunables.polling_ms * 1_000_000
+            self._next_poll_ns = now_ns + self.tunables.section.polling_ms * 1_000_000
         self._decide(self.governor.on_tunable_change(now_ns, self.cur_freq), now_ns)
 
     # ------------------------------------------------------------ statistics
@@ -408,7 +401,7 @@ class PowerModel:
 
     def api(self, method: str, path: list[str], body: bytes) -> Any:
         if not path or path[0] != "power":
-            return self.inner.api(method, path, body)
+            return self.next.api(method, path, body)
         rest = path[1:]
         self.advance(max(self._now(), self._accounted_ns))
         if not rest:
@@ -449,7 +442,7 @@ class PowerModel:
     # ------------------------------------------------------------ device protocol
     def describe(self) -> dict[str, Any]:
         self.advance(max(self._now(), self._accounted_ns))
-        description = self.inner.describe()
+        description = self.next.describe()
         description["power"] = self.snapshot()
         return description
 
@@ -479,24 +472,6 @@ class PowerModel:
                            [({}, self.energy_joules / (elapsed / 1e9) if elapsed else 0.0)])
         yield MetricFamily("blockemu_power_governor_queue_depth", "gauge",
                            "Queue depth the governor saw at the last arrival", [({}, self.last_queue_depth)])
-        boosts = getattr(self.governor, "boosts", 0)
         yield MetricFamily("blockemu_power_boosts", "counter", "pmqos_qd boosts since the governor was selected",
-                           [({}, boosts)])
-        yield from self.inner.metrics()
-
-    def close(self) -> None:
-        self.inner.close()
-
-    def __getattr__(self, name: str) -> Any:
-        # Device-specific extras (ZNS zone management, trace snapshots) pass
-        # through to the wrapped device unchanged, at the caller's time.
-        if name == "inner":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
-
-
-def wrap_device(device: Device, section: PowerSection, now_ns: Callable[[], int] | None = None) -> Device:
-    """The device itself, or wrapped in a PowerModel when ``[power] enabled``."""
-    if not section.enabled or isinstance(device, PowerModel):
-        return device
-    return PowerModel(device, section, now_ns)
+                           [({}, self.governor.boosts)])
+        yield from self.next.metrics()

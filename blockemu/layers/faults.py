@@ -11,8 +11,10 @@
 * ``read_only``: writes, trims and zeroes fail with EPERM, as nbdkit answers
   them on a read-only export; ``offline``: every request fails with EIO.
 
-Faults are decided by :class:`FaultInjector` in the runtime before the model
-sees a request, so a failed request changes nothing in the device.  One
+Faults are decided by :class:`FaultInjector` in :class:`FaultLayer`, the
+outermost layer, before any layer below or the model sees a request, so a
+failed request changes nothing in the device (the way nbdkit's ``error``
+filter is just another filter).  One
 ``random.Random(seed)`` draws every decision in request order: the same
 requests after the same ``PUT`` fail the same way.  A PUT is checked whole
 before anything changes; a bad one is refused (400) and changes nothing.
@@ -29,7 +31,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from blockemu.devices.base import ApiError, DeviceError, MetricFamily
+from blockemu.devices.base import ApiError, Device, DeviceError, MetricFamily
+from blockemu.layers.base import Layer
 
 FAULT_OPS = ("read", "write", "flush", "trim", "zero")
 _WRITING_OPS = ("write", "trim", "zero")
@@ -269,3 +272,65 @@ class FaultInjector:
                            "faults, by operation and kind", samples)
         yield MetricFamily("blockemu_faults_active", "gauge", "1 while any fault is configured",
                            [({}, 1.0 if self.active else 0.0)])
+
+
+# -------------------------------------------------------------------- layer
+class FaultLayer(Layer):
+    """Fails or delays requests as the injector decides, before the layers below see them.
+
+    While no fault is set, the data operations are the next layer's own
+    (see blockemu/layers/base.py): a served device pays nothing for faults
+    it does not use.  A request already on its way when faults change may
+    still miss them, as one that arrived a moment earlier would.
+    """
+
+    def __init__(self, next_layer: Device) -> None:
+        super().__init__(next_layer)
+        self.injector = FaultInjector(self.size_bytes)
+        self._route()
+
+    def _route(self) -> None:
+        if self.injector.active:
+            self._intercept(_LAYER_OPS)
+        else:
+            self._pass_through(_LAYER_OPS)
+
+    def read(self, offset: int, buf: memoryview, now_ns: int) -> int:
+        extra_ns = self.injector.before("read", offset, len(buf))
+        return self.next.read(offset, buf, now_ns) + extra_ns
+
+    def write(self, offset: int, data: memoryview, fua: bool, now_ns: int) -> int:
+        extra_ns = self.injector.before("write", offset, len(data))
+        return self.next.write(offset, data, fua, now_ns) + extra_ns
+
+    def trim(self, offset: int, length: int, now_ns: int) -> int:
+        extra_ns = self.injector.before("trim", offset, length)
+        return self.next.trim(offset, length, now_ns) + extra_ns
+
+    def write_zeroes(self, offset: int, length: int, fua: bool, now_ns: int) -> int:
+        extra_ns = self.injector.before("zero", offset, length)
+        return self.next.write_zeroes(offset, length, fua, now_ns) + extra_ns
+
+    def flush(self, now_ns: int) -> int:
+        extra_ns = self.injector.before("flush", 0, 0)
+        return self.next.flush(now_ns) + extra_ns
+
+    def api(self, method: str, path: list[str], body: bytes) -> Any:
+        if path[:1] != ["faults"]:
+            return self.next.api(method, path, body)
+        result = self.injector.api(method, path[1:], body)
+        self._route()
+        return result
+
+    def describe(self) -> dict[str, Any]:
+        description = self.next.describe()
+        description["faults"] = self.injector.status()
+        return description
+
+    def metrics(self) -> Iterator[MetricFamily]:
+        yield from self.next.metrics()
+        yield from self.injector.metrics()
+
+
+# The operations faults apply to: background work is the device's own, never failed.
+_LAYER_OPS = ("read", "write", "trim", "write_zeroes", "flush")
