@@ -24,6 +24,7 @@ run: setup
 lint: setup
 	.venv/bin/ruff check blockemu plugins scripts tests
 	.venv/bin/mypy
+	.venv/bin/lint-imports
 
 unit: setup
 	$(PY) -m pytest -q tests/unit tests/property $(PYTEST_ARGS)
