@@ -33,13 +33,14 @@ from blockemu.config.device import (
 from blockemu.config.load import SECTION_NAMES, Config, config_from_mapping, load_config
 from blockemu.config.power import GOVERNOR_TUNABLES, POWER_GOVERNORS, PowerSection, Tunable
 from blockemu.config.ufs import AgingSection, HidSection, UfsSection
-from blockemu.config.zns import COPY_METHODS, GC_POLICIES, ZnsFtlSection, ZnsSection
+from blockemu.config.zns import COPY_METHODS, GC_POLICIES, GC_POLICY_STREAMS, ZnsFtlSection, ZnsSection
 from blockemu.config.zram import ZRAM_ALGORITHMS, ZRAM_LEVELS, ZRAM_POLICIES, ZramSection
 
 __all__ = [
     "COPY_METHODS",
     "DEVICE_TYPES",
     "GC_POLICIES",
+    "GC_POLICY_STREAMS",
     "GOVERNOR_TUNABLES",
     "MAX_CAPACITY_MIB",
     "POWER_GOVERNORS",

@@ -7,8 +7,12 @@ from dataclasses import dataclass
 from blockemu.config.base import ConfigError, choice, non_negative, positive, power_of_two
 from blockemu.config.device import DeviceSection
 
-# Kept here (not imported from blockemu.policies) so that config stays import-free.
-GC_POLICIES = ("greedy", "cost_benefit", "zone_aware")
+# Kept here (not imported from blockemu.policies) so that config, the ground
+# floor, stays import-free.  Each policy with the zones it keeps open at once
+# (its streams: host writes, GC writes, and zone_aware's cold stream);
+# blockemu/policies/gc.py refuses to import if its classes disagree.
+GC_POLICY_STREAMS = {"greedy": 2, "cost_benefit": 2, "zone_aware": 3}
+GC_POLICIES = tuple(GC_POLICY_STREAMS)
 COPY_METHODS = ("host", "simple_copy")
 
 
@@ -154,12 +158,10 @@ def check_zns_device(zns: ZnsSection, ftl: ZnsFtlSection, device: DeviceSection,
                               f"lba_bytes = {zns.lba_bytes}")
     if device.type != "zns_ftl":
         return
-    from blockemu.policies.gc import policy_streams  # the policy decides how many zones it keeps open
-
     if zns.conventional_zones:
         raise ConfigError(f"{where}: [zns] conventional_zones = {zns.conventional_zones}: must be 0 for device "
                           "type zns_ftl (the zoned log keeps its map in host memory)")
-    streams = policy_streams(ftl.gc_policy)
+    streams = GC_POLICY_STREAMS[ftl.gc_policy]  # the policy decides how many zones it keeps open
     for key in ("max_open_zones", "max_active_zones"):
         limit = getattr(zns, key)
         if 0 < limit < streams:

@@ -34,6 +34,8 @@ from typing import ClassVar
 
 import numpy as np
 
+from blockemu.config import GC_POLICY_STREAMS
+
 
 @dataclass(frozen=True)
 class ZoneView:
@@ -146,8 +148,9 @@ POLICY_CLASSES: dict[str, type[GcPolicy]] = {
 }
 
 
-def policy_streams(name: str) -> int:
-    return POLICY_CLASSES[name].streams
+if {name: cls.streams for name, cls in POLICY_CLASSES.items()} != GC_POLICY_STREAMS:
+    # [zns_ftl] gc_policy is validated against blockemu/config/zns.py's table, listed there once.
+    raise ImportError(f"GC policy classes {list(POLICY_CLASSES)} do not match GC_POLICY_STREAMS {GC_POLICY_STREAMS}")
 
 
 def make_policy(name: str, logical_blocks: int, hot_window_percent: float = 25.0) -> GcPolicy:

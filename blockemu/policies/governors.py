@@ -41,7 +41,7 @@ class GovernorTunables:
     """The run-time values of the tunables all governors share (devfreq keeps them per device too).
 
     Names, types, defaults and bounds are those of ``GOVERNOR_TUNABLES`` in
-    blockemu/config.py, checked by the same rule as ``[power]`` is.  The
+    blockemu/config/power.py, checked by the same rule as ``[power]`` is.  The
     values are a ``[power]`` section, replaced whole at each write, so that
     a refused write changes nothing.
     """
@@ -253,7 +253,7 @@ class PmQosQueueDepth(Governor):
 GOVERNORS: dict[str, type[Governor]] = {
     cls.name: cls for cls in (Performance, Powersave, Userspace, SimpleOndemand, PmQosQueueDepth)
 }
-if tuple(GOVERNORS) != POWER_GOVERNORS:  # the names [power] governor accepts, listed once in blockemu/config.py
+if tuple(GOVERNORS) != POWER_GOVERNORS:  # the names [power] governor accepts, listed once in blockemu/config/power.py
     raise ImportError(f"governor classes {tuple(GOVERNORS)} do not match POWER_GOVERNORS {POWER_GOVERNORS}")
 
 

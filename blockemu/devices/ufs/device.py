@@ -1,6 +1,6 @@
 """A UFS 4.x device: FTL, NAND service times, HID and aging.
 
-Service-time model (all constants in ``[ufs]``, see config.py for sources):
+Service-time model (all constants in ``[ufs]``, see blockemu/config/ufs.py for sources):
 
 * A read needs one tR (``read_setup_us``) per multi-plane NAND page it touches
   on each die, plus the transfer of the sectors it reads from that die.  The
