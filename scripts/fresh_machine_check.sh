@@ -71,6 +71,13 @@ mmdebstrap --quiet --variant=minbase --include=git,make,ca-certificates bookworm
 stamp "cloning $(git -C "$repo" rev-parse --short HEAD) into the root"
 git clone --quiet --no-hardlinks "$repo" "$root/root/blockemu"
 cp /etc/resolv.conf "$root/etc/resolv.conf"
+# The root trusts what the host trusts: behind a TLS-inspecting proxy, pip
+# reaches PyPI only with the proxy's CA, which the host's bundle holds.  pip
+# is pointed at the system bundle, as it is not by default.
+if [ -s /etc/ssl/certs/ca-certificates.crt ]; then
+  cp /etc/ssl/certs/ca-certificates.crt "$root/usr/local/share/ca-certificates/host-trust.crt"
+  chroot "$root" update-ca-certificates >/dev/null
+fi
 mount -t proc proc "$root/proc"
 # rslave: unmounting the root's submounts must never propagate to the host's.
 mount --rbind /sys "$root/sys" && mount --make-rslave "$root/sys"
@@ -79,6 +86,7 @@ mount -t tmpfs tmpfs "$root/tmp"
 
 in_root() {
   chroot "$root" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 CI=true \
+    PIP_CERT=/etc/ssl/certs/ca-certificates.crt \
     PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     bash -c "cd /root/blockemu && $1"
 }
