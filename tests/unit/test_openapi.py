@@ -24,7 +24,7 @@ OWN_PATHS = {
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 @pytest.mark.parametrize("token", [None, "t" * 32])
 def test_the_document_lists_exactly_the_served_routes(path: Path, token: str | None) -> None:
-    config = load_config(path, ["device.capacity_mib=2048", "power.enabled=true"])
+    config = load_config(path, ["power.enabled=true"])
     runtime = DeviceRuntime(config)
     control = ControlServer(runtime, "127.0.0.1", 0, token=token)
     try:
