@@ -9,7 +9,6 @@ statistics, and drives the device's background work (HID, later GC) on a thread.
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import threading
@@ -20,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from blockemu.api import API_PREFIX, JsonBody, Route, obj, wrap_all
 from blockemu.clock import Clock, RealClock, VirtualClock
 from blockemu.config import TIMING_MODES, Config
 from blockemu.devices.base import ApiError, ControlTimed, LocksMemory, ObservesArrival, Offloading
@@ -191,17 +191,29 @@ class DeviceRuntime:
         self._serve("flush", 0, 0, False, self.device.flush)
 
     # ------------------------------------------------------------ control plane
-    def api(self, method: str, path: list[str], body: bytes) -> Any:
-        if path[:1] == ["trace"]:
-            return self._api_trace(method, path[1:], body)
-        if path == ["timing"]:
-            return self._api_timing(method, body)
-        with self.lock:
-            if self._control_timed is not None:
-                self._control_timed.set_control_time(self.clock.now_ns())
-            result = self.device.api(method, path, body)
-            self._work.notify_all()
-            return result
+    def routes(self) -> list[Route]:
+        """The runtime's routes and the served stack's, each of the stack's run under the model lock."""
+        return [
+            Route("GET", f"{API_PREFIX}/device", self.describe, "Description and live statistics", errors=()),
+            Route("GET", f"{API_PREFIX}/timing", self._timing_request, "Timing mode and modeled time"),
+            Route("PUT", f"{API_PREFIX}/timing", self._set_timing_request, "Switch timing at run time",
+                  body=TIMING_BODY),
+            Route("GET", f"{API_PREFIX}/trace", self._trace_status, "Tracing status"),
+            Route("POST", f"{API_PREFIX}/trace/start", self.start_trace, "Record every request to a new file",
+                  body=TRACE_START_BODY, errors=(400, 409)),
+            Route("POST", f"{API_PREFIX}/trace/stop", self.stop_trace, "Stop recording", errors=(409,)),
+            *wrap_all(self.device.routes(), self._locked),
+        ]
+
+    def _locked(self, handler: Callable[..., Any]) -> Callable[..., Any]:
+        def run(**kwargs: Any) -> Any:
+            with self.lock:
+                if self._control_timed is not None:
+                    self._control_timed.set_control_time(self.clock.now_ns())
+                result = handler(**kwargs)
+                self._work.notify_all()
+                return result
+        return run
 
     def describe(self) -> dict[str, Any]:
         with self.lock:
@@ -233,23 +245,12 @@ class DeviceRuntime:
     def timing_status(self) -> dict[str, Any]:
         return {"mode": self.timing_mode, "time_scale": self.time_scale, "modeled_now_s": self.clock.now_ns() / 1e9}
 
-    def _api_timing(self, method: str, body: bytes) -> Any:
-        if method == "GET":
-            with self.lock:
-                return self.timing_status()
-        if method != "PUT":
-            raise ApiError(405, "use GET or PUT /api/v1/timing")
-        try:
-            request = json.loads(body or b"{}")
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            request = None
-        if not isinstance(request, dict) or not set(request) <= {"mode", "time_scale"} or not request:
-            raise ApiError(400, 'body must be JSON like {"mode": "realtime", "time_scale": 20}')
-        mode = request.get("mode", self.timing_mode)
-        scale = request.get("time_scale", self.time_scale)
-        if not isinstance(mode, str) or isinstance(scale, bool) or not isinstance(scale, int | float):
-            raise ApiError(400, "mode must be a string and time_scale a number")
-        return self.set_timing(mode, float(scale))
+    def _timing_request(self) -> dict[str, Any]:
+        with self.lock:
+            return self.timing_status()
+
+    def _set_timing_request(self, mode: str | None = None, time_scale: float | None = None) -> dict[str, Any]:
+        return self.set_timing(mode or self.timing_mode, float(self.time_scale if time_scale is None else time_scale))
 
     # ---------------------------------------------------------------- tracing
     def start_trace(self, path: str | Path) -> dict[str, Any]:
@@ -269,20 +270,8 @@ class DeviceRuntime:
             trace.close()
             return trace.status()
 
-    def _api_trace(self, method: str, rest: list[str], body: bytes) -> Any:
-        if method == "GET" and not rest:
-            return self.trace.status() if self.trace is not None else {"tracing": False}
-        if method == "POST" and rest == ["start"]:
-            try:
-                request = json.loads(body or b"{}")
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                raise ApiError(400, 'body must be JSON: {"path": "/absolute/new/file.trace"}') from None
-            if not isinstance(request, dict) or set(request) != {"path"} or not isinstance(request["path"], str):
-                raise ApiError(400, 'body must be JSON: {"path": "/absolute/new/file.trace"}')
-            return self.start_trace(request["path"])
-        if method == "POST" and rest == ["stop"]:
-            return self.stop_trace()
-        raise ApiError(404, "trace endpoints: GET /api/v1/trace, POST /api/v1/trace/start, POST /api/v1/trace/stop")
+    def _trace_status(self) -> dict[str, Any]:
+        return self.trace.status() if self.trace is not None else {"tracing": False}
 
     # ---------------------------------------------------------- background work
     def run_background_until_idle(self) -> None:
@@ -397,3 +386,10 @@ class DeviceRuntime:
         if self.trace is not None:
             self.stop_trace()
         self.device.close()
+
+
+TIMING_BODY = JsonBody(obj({"mode": {"type": "string", "enum": list(TIMING_MODES)},
+                            "time_scale": {"type": "number", "exclusiveMinimum": 0}}, minProperties=1),
+                       usage='body must be JSON like {"mode": "realtime", "time_scale": 20}', empty={})
+TRACE_START_BODY = JsonBody(obj({"path": {"type": "string"}}, "path"),
+                            usage='body must be JSON: {"path": "/absolute/new/file.trace"}')

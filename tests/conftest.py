@@ -73,3 +73,10 @@ def read(runtime: DeviceRuntime, offset: int, length: int = 4096) -> bytes:
     buf = bytearray(length)
     runtime.read(offset, memoryview(buf))
     return bytes(buf)
+
+
+def api(component: Any, method: str, path: list[str], body: bytes = b"") -> Any:
+    """Serve one control request by ``component``'s routes (a runtime, a layer or a model), as the server would."""
+    from blockemu.control.routes import RouteTable
+
+    return RouteTable(component.routes()).call(method, "/api/v1/" + "/".join(path), body)

@@ -140,73 +140,81 @@ def _ctl_trace(args: argparse.Namespace, base: str) -> int:
 
 
 # ---------------------------------------------------------------- attribute groups
-def _add_hid(sub: Any) -> None:
-    hid = sub.add_parser("hid", help="Host-Initiated Defragmentation, with the kernel's attribute names")
-    hid.set_defaults(ctl_func=_ctl_hid)
-    hid_sub = hid.add_subparsers(dest="hid", required=True)
-    hid_sub.add_parser("show", help="all readable attributes")
-    get = hid_sub.add_parser("get", help="read one attribute, as its sysfs file")
-    get.add_argument("attribute")
-    put = hid_sub.add_parser("set", help="write one attribute, e.g. 'set defrag_trigger enable'")
+def _add_group(sub: Any, name: str, help_text: str, run_other: CtlFunc | None = None,
+               attributes: tuple[str, ...] | None = None) -> Any:
+    """``ctl NAME show|get|set``: an attribute group (GET /api/v1/NAME, GET/PUT /api/v1/NAME/<attribute>).
+
+    ``run_other`` serves the group's own extra subcommands, which the caller adds
+    to the returned subparsers; ``attributes`` lets argparse check ``get``'s name.
+    """
+    group = sub.add_parser(name, help=help_text)
+    group.set_defaults(ctl_func=_ctl_group(name, run_other), group_action=None)
+    actions = group.add_subparsers(dest="group_action", required=True)
+    actions.add_parser("show", help="every readable attribute and the state, as JSON")
+    get = actions.add_parser("get", help="read one attribute, as its sysfs file reads")
+    get.add_argument("attribute", choices=attributes)
+    put = actions.add_parser("set", help="write one attribute, e.g. 'set recompress type=idle max_pages=100'")
     put.add_argument("attribute")
-    put.add_argument("value")
-    wait = hid_sub.add_parser("wait", help="wait until state is one of STATES")
+    put.add_argument("value", nargs="+", help="the text to write (words are joined by spaces)")
+    put.add_argument("--quiet", action="store_true", help="do not print the resulting state")
+    return actions
+
+
+def _ctl_group(name: str, run_other: CtlFunc | None) -> CtlFunc:
+    def run(args: argparse.Namespace, base: str) -> int:
+        api = f"{base}/api/v1/{name}"
+        if args.group_action == "show":
+            print_result(http_request(api))
+        elif args.group_action == "get":
+            print_result(http_request(f"{api}/{args.attribute}"))
+        elif args.group_action == "set":
+            # The words after the attribute are one line of text, as `echo ... > attr` writes.
+            result = http_request(f"{api}/{args.attribute}", "PUT", " ".join(args.value).encode())
+            if not args.quiet:
+                print_result(result)
+        elif run_other is not None:
+            return run_other(args, base)
+        return 0
+
+    return run
+
+
+def _add_hid(sub: Any) -> None:
+    actions = _add_group(sub, "hid", "Host-Initiated Defragmentation, with the kernel's attribute names",
+                         _ctl_hid_wait)
+    wait = actions.add_parser("wait", help="wait until state is one of STATES")
     wait.add_argument("states", nargs="+", metavar="STATE")
     wait.add_argument("--timeout", type=float, default=600.0)
     wait.add_argument("--interval", type=float, default=0.2)
     wait.add_argument("--quiet", dest="progress", action="store_false", help="do not print state changes")
 
 
-def _ctl_hid(args: argparse.Namespace, base: str) -> int:
-    api = base + "/api/v1"
-    if args.hid == "show":
-        print_result(http_request(api + "/hid"))
-    elif args.hid == "get":
-        print_result(http_request(f"{api}/hid/{args.attribute}"))
-    elif args.hid == "set":
-        print_result(http_request(f"{api}/hid/{args.attribute}", "PUT", args.value.encode()))
-    elif args.hid == "wait":
-        deadline = time.monotonic() + args.timeout
-        last = None
-        while True:
-            state = http_request(f"{api}/hid").get("state")
-            if state != last and args.progress:
-                print(f"hid: {state}", file=sys.stderr, flush=True)
-            last = state
-            if state in args.states:
-                print(state)
-                return 0
-            if time.monotonic() > deadline:
-                return fail(f"hid state is still {state!r} after {args.timeout} s", 1)
-            time.sleep(args.interval)
-    return 0
+def _ctl_hid_wait(args: argparse.Namespace, base: str) -> int:
+    deadline = time.monotonic() + args.timeout
+    last = None
+    while True:
+        state = http_request(f"{base}/api/v1/hid").get("state")
+        if state != last and args.progress:
+            print(f"hid: {state}", file=sys.stderr, flush=True)
+        last = state
+        if state in args.states:
+            print(state)
+            return 0
+        if time.monotonic() > deadline:
+            return fail(f"hid state is still {state!r} after {args.timeout} s", 1)
+        time.sleep(args.interval)
 
 
 def _add_power(sub: Any) -> None:
-    power = sub.add_parser("power", help="frequency governor and energy, with devfreq's attribute names")
-    power.set_defaults(ctl_func=_ctl_power)
-    power_sub = power.add_subparsers(dest="power", required=True)
-    power_sub.add_parser("show", help="all attributes and statistics (JSON)")
-    get = power_sub.add_parser("get", help="read one attribute as devfreq's sysfs file, e.g. 'get trans_stat'")
-    get.add_argument("attribute", choices=POWER_ATTRIBUTES)
-    put = power_sub.add_parser("set", help="write one attribute, e.g. 'set upthreshold 80'")
-    put.add_argument("attribute")
-    put.add_argument("value")
-    governor = power_sub.add_parser("governor", help="switch governor, e.g. 'governor pmqos_qd'")
+    actions = _add_group(sub, "power", "frequency governor and energy, with devfreq's attribute names",
+                         _ctl_power_governor, POWER_ATTRIBUTES)
+    governor = actions.add_parser("governor", help="switch governor, e.g. 'governor pmqos_qd'")
     governor.add_argument("name", choices=tuple(GOVERNORS))
 
 
-def _ctl_power(args: argparse.Namespace, base: str) -> int:
-    api = base + "/api/v1/power"
-    if args.power == "show":
-        print_result(http_request(api))
-    elif args.power == "get":
-        print_result(http_request(f"{api}/{args.attribute}"))
-    elif args.power == "set":
-        print_result(http_request(f"{api}/{args.attribute}", "PUT", args.value.encode()))
-    elif args.power == "governor":
-        result = http_request(api + "/governor", "PUT", args.name.encode())
-        print(json.dumps({"governor": result["governor"], "cur_freq": result["cur_freq"]}))
+def _ctl_power_governor(args: argparse.Namespace, base: str) -> int:
+    result = http_request(f"{base}/api/v1/power/governor", "PUT", args.name.encode())
+    print(json.dumps({"governor": result["governor"], "cur_freq": result["cur_freq"]}))
     return 0
 
 
@@ -217,30 +225,7 @@ def _add_zram(sub: Any) -> None:
         blockemu ctl zram set recomp_algorithm algo=zstd priority=1
         blockemu ctl zram set recompress type=idle max_pages=1000
     """
-    zram = sub.add_parser("zram", help="zram attributes, with the kernel's names and formats")
-    zram.set_defaults(ctl_func=_ctl_zram)
-    zram_sub = zram.add_subparsers(dest="zram", required=True)
-    zram_sub.add_parser("show", help="all readable state, as JSON")
-    get = zram_sub.add_parser("get", help="read one attribute as its sysfs file, e.g. 'get mm_stat'")
-    get.add_argument("attribute")
-    put = zram_sub.add_parser("set", help="write one attribute, e.g. 'set recompress type=idle max_pages=100'")
-    put.add_argument("attribute")
-    put.add_argument("value", nargs="+", help="the text to write (words are joined by spaces)")
-    put.add_argument("--quiet", action="store_true", help="do not print the resulting state")
-
-
-def _ctl_zram(args: argparse.Namespace, base: str) -> int:
-    api = base + "/api/v1/zram"
-    if args.zram == "show":
-        print_result(http_request(api))
-    elif args.zram == "get":
-        print_result(http_request(f"{api}/{args.attribute}"))
-    else:
-        # The words after the attribute are one line of text, as `echo ... > attr` writes.
-        result = http_request(f"{api}/{args.attribute}", "PUT", " ".join(args.value).encode())
-        if not args.quiet:
-            print_result(result)
-    return 0
+    _add_group(sub, "zram", "zram attributes, with the kernel's names and formats")
 
 
 # ---------------------------------------------------------------- zones

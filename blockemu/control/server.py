@@ -1,10 +1,10 @@
 """The control API and /metrics, on one loopback HTTP server.
 
-Routes:
-  GET  /metrics                  Prometheus text format
-  GET  /api/v1/device            description and live statistics (JSON)
-  GET  /api/v1/openapi.json      the OpenAPI description of these routes (blockemu/control/openapi.py)
-  *    /api/v1/<device routes>   handled by the device model (HID, aging, ...)
+Routes: the server's own two (``GET /metrics``, Prometheus text format, and
+``GET /api/v1/openapi.json``, the OpenAPI description generated from the
+routes, blockemu/control/openapi.py), then those the runtime, each layer and
+the model declare (blockemu/api.py), dispatched by one
+:class:`~blockemu.control.routes.RouteTable`.
 
 Answers are JSON, except attribute reads that mirror a sysfs file, which are
 ``text/plain`` exactly as the file would read.  Errors are JSON
@@ -22,15 +22,14 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from blockemu.api import API_PREFIX, ApiError, Route
 from blockemu.control.auth import authorized
 from blockemu.control.metrics import make_registry
 from blockemu.control.openapi import openapi_document
-from blockemu.devices.base import ApiError
-from blockemu.layers.power import PowerModel
+from blockemu.control.routes import RouteTable
 from blockemu.runtime import DeviceRuntime
 
 MAX_BODY_BYTES = 1024 * 1024
-API_PREFIX = "/api/v1/"
 
 
 class ControlServer:
@@ -39,10 +38,19 @@ class ControlServer:
         # When set, every request but GET/HEAD must carry it (blockemu/control/auth.py).
         self.token = token or None
         self.registry = make_registry(runtime)
+        self.routes = RouteTable([
+            Route("GET", "/metrics", lambda: generate_latest(self.registry), "Prometheus metrics",
+                  answer="metrics", errors=()),
+            Route("GET", f"{API_PREFIX}/openapi.json", self.openapi, "This description", errors=()),
+            *runtime.routes(),
+        ])
         handler = type("Handler", (_Handler,), {"control": self})
         self.httpd = ThreadingHTTPServer((host, port), handler)
         self.httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
+
+    def openapi(self) -> dict[str, Any]:
+        return openapi_document(self.routes, self.runtime.device.kind, token_required=self.token is not None)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -120,40 +128,28 @@ class _Handler(BaseHTTPRequestHandler):
                                  "blockemu serve --http-token-file; GET needs none"},
                        {"WWW-Authenticate": 'Bearer realm="blockemu"'})
             return
-        path = self.path.split("?", 1)[0]
-        runtime = self.control.runtime
         try:
-            if path == "/metrics":
-                if self.command != "GET":
-                    raise ApiError(405, "use GET /metrics")
-                self._send(200, generate_latest(self.control.registry))
-                return
-            if path == "/api/v1/openapi.json":
-                if self.command != "GET":
-                    raise ApiError(405, "use GET /api/v1/openapi.json")
-                kind = str(getattr(runtime.device, "kind", ""))
-                self._send(200, openapi_document(kind, power=runtime.stack.find(PowerModel) is not None,
-                                                 token_required=self.control.token is not None))
-                return
-            if path in ("/api/v1/device", "/api/v1/device/"):
-                if self.command != "GET":
-                    raise ApiError(405, "use GET /api/v1/device")
-                self._send(200, runtime.describe())
-                return
-            if not path.startswith(API_PREFIX):
-                raise ApiError(404, f"no such path {path}; see /api/v1/device and /metrics")
-            parts = [p for p in path[len(API_PREFIX):].split("/") if p]
-            self._send(200, runtime.api(self.command, parts, body))
+            self._send(200, self.control.routes.call(self.command, self.path, body))
         except ApiError as err:
             self._error(err.status, str(err))
         except Exception as err:  # a broken model: answer, rather than drop the connection
             self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"internal error: {type(err).__name__}: {err}")
 
-    do_GET = do_PUT = do_POST = do_DELETE = do_PATCH = _dispatch
-
-    def __getattr__(self, name: str) -> Any:
-        # Other methods (HEAD, OPTIONS, made-up ones) are routed too, so that
-        # they get the routes' 404/405 with a message, not http.server's 501.
-        if name.startswith("do_"):
-            return self._dispatch
-        raise AttributeError(name)
+    def handle_one_request(self) -> None:
+        """Every method goes to the routes, so that HEAD, OPTIONS or a made-up one gets their 404/405 with a
+        message rather than http.server's 501 (which looks up ``do_<METHOD>``)."""
+        try:
+            self.raw_requestline = self.rfile.readline(65537)
+            if len(self.raw_requestline) > 65536:
+                self.requestline = self.request_version = self.command = ""
+                self.send_error(HTTPStatus.REQUEST_URI_TOO_LONG)
+                return
+            if not self.raw_requestline:
+                self.close_connection = True
+                return
+            if not self.parse_request():
+                return
+            self._dispatch()
+            self.wfile.flush()
+        except TimeoutError:
+            self.close_connection = True

@@ -14,6 +14,10 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+# Re-exported: where models have always found it.
+from blockemu.api import ApiError as ApiError
+from blockemu.api import Route
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -34,12 +38,6 @@ def out_of_range(offset: int, length: int, size: int) -> DeviceError:
     )
 
 
-class ApiError(Exception):
-    """A control-API request that is refused, with its HTTP status."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass(frozen=True)
@@ -122,8 +120,8 @@ class Device(Protocol):
 
     def metrics(self) -> Iterator[MetricFamily]: ...
 
-    def api(self, method: str, path: list[str], body: bytes) -> Any:
-        """Handle a device-specific control request under /api/v1/; raise ApiError."""
+    def routes(self) -> list[Route]:
+        """The control-API routes this device (and, for a layer, the layers below) serves (blockemu/api.py)."""
         ...
 
     def close(self) -> None: ...

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from blockemu.api import Route
 from blockemu.devices.base import Capabilities, Device, MetricFamily
 
 # The operations of the data path, which a layer passes through without a frame.
@@ -75,8 +76,9 @@ class Layer:
     def metrics(self) -> Iterator[MetricFamily]:
         return self.next.metrics()
 
-    def api(self, method: str, path: list[str], body: bytes) -> Any:
-        return self.next.api(method, path, body)
+    def routes(self) -> list[Route]:
+        """The routes below; a layer adds its own, and may wrap those it passes on."""
+        return self.next.routes()
 
     def close(self) -> None:
         self.next.close()

@@ -37,11 +37,12 @@ A kill loses everything since the last one, as a drop power cut would.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
+from blockemu.api import Route, wrap_all
 from blockemu.devices.base import Device, MetricFamily, SavesContents, SavesCounters, SavesState
 from blockemu.layers.base import Layer
 from blockemu.store.file import ByteChunks, FileStore, StoreError
@@ -153,11 +154,16 @@ class CheckpointLayer(Layer):
         return done
 
     # ------------------------------------------------------------ control API
-    def api(self, method: str, path: list[str], body: bytes) -> Any:
-        result = self.next.api(method, path, body)  # a refused attribute write changes nothing
-        if method != "GET":  # applied ones (mem_limit, idle, recompress, compact) change state
+    def routes(self) -> list[Route]:
+        # An applied write (mem_limit, idle, recompress, compact) changes state; a refused one changes nothing.
+        return wrap_all(self.next.routes(), self._changing, changing_only=True)
+
+    def _changing(self, handler: Callable[..., Any]) -> Callable[..., Any]:
+        def run(**kwargs: Any) -> Any:
+            result = handler(**kwargs)
             self._changed = True
-        return result
+            return result
+        return run
 
     def describe(self) -> dict[str, Any]:
         description = self.next.describe()

@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import json
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from blockemu.api import API_PREFIX, JsonBody, Route, obj
 from blockemu.devices.base import ApiError, Device, DeviceError, MetricFamily
 from blockemu.layers.base import Layer
 
@@ -250,21 +250,6 @@ class FaultInjector:
                 "injected": [{"op": op, "kind": kind, "count": count}
                              for (op, kind), count in sorted(self.injected.items())]}
 
-    def api(self, method: str, rest: list[str], body: bytes) -> Any:
-        if rest:
-            raise ApiError(404, f"no such endpoint /api/v1/faults/{'/'.join(rest)}; use /api/v1/faults")
-        if method == "GET":
-            return self.status()
-        if method == "DELETE":
-            return self.clear()
-        if method != "PUT":
-            raise ApiError(405, "use GET, PUT (JSON, keys replaced) or DELETE (clear all) on /api/v1/faults")
-        try:
-            request = json.loads(body or b"")
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise ApiError(400, 'body must be JSON, e.g. {"ops": {"read": {"error_rate": 0.01}}}') from None
-        return self.configure(request)
-
     def metrics(self) -> Iterator[MetricFamily]:
         samples = [({"op": op, "kind": kind}, float(self.injected.get((op, kind), 0)))
                    for op in FAULT_OPS for kind in FAULT_KINDS]
@@ -315,12 +300,24 @@ class FaultLayer(Layer):
         extra_ns = self.injector.before("flush", 0, 0)
         return self.next.flush(now_ns) + extra_ns
 
-    def api(self, method: str, path: list[str], body: bytes) -> Any:
-        if path[:1] != ["faults"]:
-            return self.next.api(method, path, body)
-        result = self.injector.api(method, path[1:], body)
-        self._route()
-        return result
+    def routes(self) -> list[Route]:
+        base = f"{API_PREFIX}/faults"
+        return [
+            Route("GET", base, self.injector.status, "Injected faults and counts"),
+            Route("PUT", base, self._rerouted(self.injector.configure),
+                  "Change faults (keys given are replaced; ops per operation)", body=FAULTS_BODY),
+            Route("DELETE", base, self._rerouted(self.injector.clear), "Remove every fault"),
+            *self.next.routes(),
+        ]
+
+    def _rerouted(self, change: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+        """``change`` the faults, then serve the data operations by whether any is set."""
+        def run(**kwargs: Any) -> dict[str, Any]:
+            try:
+                return change(**kwargs)
+            finally:
+                self._route()
+        return run
 
     def describe(self) -> dict[str, Any]:
         description = self.next.describe()
@@ -334,3 +331,21 @@ class FaultLayer(Layer):
 
 # The operations faults apply to: background work is the device's own, never failed.
 _LAYER_OPS = ("read", "write", "trim", "write_zeroes", "flush")
+
+
+_ERRNO_SCHEMA = {"type": "string", "enum": list(FAULT_ERRNOS)}
+_OP_FAULT = obj({"error_rate": {"type": "number", "minimum": 0, "maximum": 1}, "errno": _ERRNO_SCHEMA})
+# merge_settings checks the body (its messages name nested keys); the schema documents it.
+FAULTS_BODY = JsonBody(obj({
+    "seed": {"type": "integer", "minimum": 0},
+    "offline": {"type": "boolean"},
+    "read_only": {"type": "boolean"},
+    "ops": obj({op: _OP_FAULT for op in FAULT_OPS}),
+    "bad_ranges": {"type": "array", "items": obj({
+        "offset": {"type": "integer", "minimum": 0}, "length": {"type": "integer", "minimum": 1},
+        "ops": {"type": "array", "minItems": 1, "items": {"type": "string",
+                                                          "enum": ["read", "write", "trim", "zero"]}},
+        "errno": _ERRNO_SCHEMA}, "offset", "length")},
+    "latency_spike": obj({"probability": {"type": "number", "minimum": 0, "maximum": 1},
+                          "extra_us": {"type": "number", "minimum": 0}}),
+}), usage='body must be JSON, e.g. {"ops": {"read": {"error_rate": 0.01}}}', empty=None, checked=False)

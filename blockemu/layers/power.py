@@ -43,8 +43,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from blockemu.api import Attribute, AttributeGroup, Route, wrap_all
 from blockemu.config import PowerSection
-from blockemu.devices.base import ApiError, Device, MetricFamily
+from blockemu.devices.base import Device, MetricFamily
 from blockemu.layers.base import Layer
 from blockemu.policies.governors import (
     GOVERNORS,
@@ -71,13 +72,11 @@ class Transition:
     started: bool = False
 
 
-# Attributes of GET/PUT /api/v1/power/<attr>, devfreq's names first.
+# Attributes of GET/PUT /api/v1/power/<attr> that only read, after devfreq's writable ones.
 READ_ONLY_ATTRIBUTES = (
     "cur_freq", "target_freq", "available_frequencies", "available_governors",
     "energy_joules", "queue_depth", "controller_bound_share", "transition_latency_us",
 )
-POWER_ATTRIBUTES = ("governor", "trans_stat", "min_freq", "max_freq", *READ_ONLY_ATTRIBUTES,
-                    *GovernorTunables.WRITABLE)
 
 
 class PowerModel(Layer):
@@ -399,45 +398,21 @@ class PowerModel(Layer):
     def _now(self) -> int:
         return self._clock() if self._clock is not None else self._accounted_ns
 
-    def api(self, method: str, path: list[str], body: bytes) -> Any:
-        if not path or path[0] != "power":
-            return self.next.api(method, path, body)
-        rest = path[1:]
-        self.advance(max(self._now(), self._accounted_ns))
-        if not rest:
-            if method != "GET":
-                raise ApiError(405, "use GET /api/v1/power, or PUT /api/v1/power/<attribute>")
-            return self.snapshot()
-        if len(rest) != 1 or rest[0] not in POWER_ATTRIBUTES:
-            raise ApiError(404, f"no power attribute {'/'.join(rest)!r}; allowed: {', '.join(POWER_ATTRIBUTES)}")
-        name = rest[0]
-        if method == "GET":
-            return self._attribute_text(name)
-        if method != "PUT":
-            raise ApiError(405, f"{method} is not allowed on a power attribute; use GET or PUT")
-        try:
-            text = body.decode("ascii").strip()
-        except UnicodeDecodeError:
-            raise ApiError(400, f"{name}: value must be ASCII text") from None
-        now = self._accounted_ns
-        try:
-            if name == "governor":
-                self.set_governor(text, now)
-            elif name in ("min_freq", "max_freq"):
-                self.set_limit(name, text, now)
-            elif name == "trans_stat":
-                # devfreq accepts only 0, which resets the statistics.
-                if text != "0":
-                    raise TunableError(f"trans_stat: only 0 (reset) can be written, got {text!r}")
-                self.reset_trans_stat()
-            elif name in GovernorTunables.WRITABLE:
-                self.set_tunable(name, text, now)
-            else:
-                raise ApiError(400, f"{name} is read-only; writable: governor, trans_stat, min_freq, max_freq, "
-                               f"{', '.join(GovernorTunables.WRITABLE)}")
-        except TunableError as err:
-            raise ApiError(400, str(err)) from None
-        return self.snapshot()
+    def routes(self) -> list[Route]:
+        return [*wrap_all(POWER_GROUP.routes(self), self._brought_up_to_date), *self.next.routes()]
+
+    def _brought_up_to_date(self, handler: Callable[..., Any]) -> Callable[..., Any]:
+        """Account the modeled time up to now before a control request reads or changes anything."""
+        def run(**kwargs: Any) -> Any:
+            self.advance(max(self._now(), self._accounted_ns))
+            return handler(**kwargs)
+        return run
+
+    def _store_trans_stat(self, text: str) -> None:
+        # devfreq accepts only 0, which resets the statistics.
+        if text != "0":
+            raise TunableError(f"trans_stat: only 0 (reset) can be written, got {text!r}")
+        self.reset_trans_stat()
 
     # ------------------------------------------------------------ device protocol
     def describe(self) -> dict[str, Any]:
@@ -475,3 +450,28 @@ class PowerModel(Layer):
         yield MetricFamily("blockemu_power_boosts", "counter", "pmqos_qd boosts since the governor was selected",
                            [({}, self.governor.boosts)])
         yield from self.next.metrics()
+
+
+def _attribute(name: str, store: Callable[[PowerModel, str], Any] | None = None) -> Attribute[PowerModel]:
+    return Attribute(name, lambda power: power._attribute_text(name), store)
+
+
+def _tunable_store(name: str) -> Callable[[PowerModel, str], None]:
+    return lambda power, text: power.set_tunable(name, text, power._accounted_ns)
+
+
+# devfreq's files (drivers/devfreq/devfreq.c) and the governors' tunables, every one readable.
+POWER_GROUP: AttributeGroup[PowerModel] = AttributeGroup(
+    "power", "power",
+    (
+        _attribute("governor", lambda p, v: p.set_governor(v, p._accounted_ns)),
+        _attribute("trans_stat", PowerModel._store_trans_stat),
+        _attribute("min_freq", lambda p, v: p.set_limit("min_freq", v, p._accounted_ns)),
+        _attribute("max_freq", lambda p, v: p.set_limit("max_freq", v, p._accounted_ns)),
+        *(_attribute(name) for name in READ_ONLY_ATTRIBUTES),
+        *(_attribute(name, _tunable_store(name)) for name in GovernorTunables.WRITABLE),
+    ),
+    PowerModel.snapshot,
+    errors={TunableError: 400},
+)
+POWER_ATTRIBUTES = POWER_GROUP.names

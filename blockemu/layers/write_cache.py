@@ -55,7 +55,6 @@ power-down.
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Callable, Iterator
 from itertools import groupby
@@ -63,6 +62,7 @@ from typing import Any
 
 import numpy as np
 
+from blockemu.api import API_PREFIX, JsonBody, Route, obj, wrap_all
 from blockemu.devices.base import ApiError, Device, MetricFamily, SavesState
 from blockemu.layers.base import Layer
 from blockemu.layers.checkpoint import device_state, store_metrics
@@ -421,21 +421,23 @@ class PowerCutLayer(Layer):
         }
 
     # ------------------------------------------------------------ control API
-    def api(self, method: str, path: list[str], body: bytes) -> Any:
-        if path == ["powercut"]:
-            if method == "GET":
-                return self.status()
-            if method != "POST":
-                raise ApiError(405, 'use POST /api/v1/powercut with {"mode": "drop"|"torn", "seed": N}, '
-                                    "or GET for the cache's state")
-            mode, seed = parse_powercut_request(body)
-            return self.powercut(mode, seed)
-        if method == "GET":
-            return self.next.api(method, path, body)
-        self._before_change()  # zone resets, appends, copies and aging change state too
-        result = self.next.api(method, path, body)
-        self._after_change()
-        return result
+    def routes(self) -> list[Route]:
+        base = f"{API_PREFIX}/powercut"
+        return [
+            Route("GET", base, self.status, "Write cache state"),
+            Route("POST", base, self.powercut, "Lose the writes since the last completed flush, then serve on",
+                  body=POWERCUT_BODY, errors=(400, 409)),
+            # Zone resets, appends, copies and aging change state too.
+            *wrap_all(self.next.routes(), self._changing, changing_only=True),
+        ]
+
+    def _changing(self, handler: Callable[..., Any]) -> Callable[..., Any]:
+        def run(**kwargs: Any) -> Any:
+            self._before_change()
+            result = handler(**kwargs)
+            self._after_change()
+            return result
+        return run
 
     def describe(self) -> dict[str, Any]:
         description = self.next.describe()
@@ -470,20 +472,7 @@ class PowerCutLayer(Layer):
         self.next.close()
 
 
-def parse_powercut_request(body: bytes) -> tuple[str, int]:
-    usage = 'body must be JSON like {"mode": "drop"} or {"mode": "torn", "seed": 7} (both keys optional)'
-    try:
-        request = json.loads(body or b"{}")
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ApiError(400, usage) from None
-    if not isinstance(request, dict) or not set(request) <= {"mode", "seed"}:
-        raise ApiError(400, usage)
-    mode = request.get("mode", "drop")
-    seed = request.get("seed", 1)
-    if not isinstance(mode, str) or mode not in POWERCUT_MODES:
-        raise ApiError(400, f"mode must be one of {', '.join(POWERCUT_MODES)}, got {mode!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ApiError(400, f"seed must be an integer, got {seed!r}")
-    return mode, seed
-
-
+POWERCUT_BODY = JsonBody(obj({"mode": {"type": "string", "enum": list(POWERCUT_MODES)},
+                              "seed": {"type": "integer"}}),
+                         usage='body must be JSON like {"mode": "drop"} or {"mode": "torn", "seed": 7} '
+                               "(both keys optional)", empty={})

@@ -11,13 +11,13 @@ import pytest
 from blockemu.devices.base import ApiError, DeviceError
 from blockemu.layers.faults import FaultInjector
 from blockemu.runtime import DeviceRuntime
-from tests.conftest import small_ufs_config
+from tests.conftest import api, small_ufs_config
 
 SECTOR = 4096
 
 
 def put(runtime: DeviceRuntime, request: Any) -> dict[str, Any]:
-    result: dict[str, Any] = runtime.api("PUT", ["faults"], json.dumps(request).encode())
+    result: dict[str, Any] = api(runtime, "PUT", ["faults"], json.dumps(request).encode())
     return result
 
 
@@ -28,7 +28,7 @@ def read(runtime: DeviceRuntime, offset: int, length: int = SECTOR) -> bytes:
 
 
 def injected(runtime: DeviceRuntime) -> dict[tuple[str, str], int]:
-    return {(e["op"], e["kind"]): e["count"] for e in runtime.api("GET", ["faults"], b"")["injected"]}
+    return {(e["op"], e["kind"]): e["count"] for e in api(runtime, "GET", ["faults"], b"")["injected"]}
 
 
 @pytest.fixture
@@ -41,7 +41,7 @@ def runtime() -> Any:
 def test_no_faults_by_default(runtime: DeviceRuntime) -> None:
     runtime.write(0, memoryview(b"a" * SECTOR))
     assert read(runtime, 0) == b"a" * SECTOR
-    status = runtime.api("GET", ["faults"], b"")
+    status = api(runtime, "GET", ["faults"], b"")
     assert status["offline"] is False and status["injected"] == []
 
 
@@ -100,7 +100,7 @@ def test_read_only_and_offline(runtime: DeviceRuntime) -> None:
     assert offline.value.errno == errno.EIO
     with pytest.raises(DeviceError):
         runtime.flush()
-    runtime.api("DELETE", ["faults"], b"")
+    api(runtime, "DELETE", ["faults"], b"")
     runtime.write(0, memoryview(b"y" * SECTOR))
     assert read(runtime, 0) == b"y" * SECTOR
     counts = injected(runtime)
@@ -134,22 +134,22 @@ def test_latency_spikes_add_modeled_time(runtime: DeviceRuntime) -> None:
 ])
 def test_bad_settings_are_refused_whole(runtime: DeviceRuntime, request_body: Any, message: str) -> None:
     put(runtime, {"ops": {"write": {"error_rate": 0.5}}})
-    before = runtime.api("GET", ["faults"], b"")
+    before = api(runtime, "GET", ["faults"], b"")
     with pytest.raises(ApiError, match=message) as refused:
         put(runtime, request_body)
     assert refused.value.status == 400
-    assert runtime.api("GET", ["faults"], b"") == before
+    assert api(runtime, "GET", ["faults"], b"") == before
 
 
 def test_api_methods_and_paths(runtime: DeviceRuntime) -> None:
     with pytest.raises(ApiError) as bad_json:
-        runtime.api("PUT", ["faults"], b"{")
+        api(runtime, "PUT", ["faults"], b"{")
     assert bad_json.value.status == 400
     with pytest.raises(ApiError) as wrong_method:
-        runtime.api("POST", ["faults"], b"{}")
+        api(runtime, "POST", ["faults"], b"{}")
     assert wrong_method.value.status == 405
     with pytest.raises(ApiError) as unknown:
-        runtime.api("GET", ["faults", "x"], b"")
+        api(runtime, "GET", ["faults", "x"], b"")
     assert unknown.value.status == 404
 
 

@@ -24,7 +24,7 @@ from blockemu.runtime import DeviceRuntime
 from blockemu.stack import check_config_store
 from blockemu.store import StoreError
 from blockemu.store.file import decode_checkpoint, encode_checkpoint
-from tests.conftest import SMALL_UFS, pattern, read
+from tests.conftest import SMALL_UFS, api, pattern, read
 
 MIB = 1024 * 1024
 SECTOR = 4096
@@ -87,10 +87,10 @@ def test_ufs_data_mapping_and_hid_state_survive_a_kill(tmp_path: Path) -> None:
         for f in range(8):
             runtime.write(f * MIB + i * SECTOR, memoryview(pattern(f * 64 + i)))
     runtime.trim(7 * MIB, 128 * 1024)
-    runtime.api("PUT", ["hid", "defrag_trigger"], b"enable")
+    api(runtime, "PUT", ["hid", "defrag_trigger"], b"enable")
     for _ in range(3):  # analysis starts, finishes, the first 1 MiB step of the defragmentation
         step(runtime)
-    assert runtime.api("GET", ["hid"], b"")["state"] == "defrag_in_progress"
+    assert api(runtime, "GET", ["hid"], b"")["state"] == "defrag_in_progress"
     runtime.flush()
     state, committed = device_part(runtime), image(runtime)
     assert 0 < state["hid"]["progress_ratio"] < 100 and state["fragmentation"]["mapped_bytes"] > 0
@@ -106,7 +106,7 @@ def test_ufs_data_mapping_and_hid_state_survive_a_kill(tmp_path: Path) -> None:
     assert device_part(again) == state
     assert image(again) == committed
     again.run_background_until_idle()  # the defragmentation carries on from where it was committed
-    assert again.api("GET", ["hid"], b"")["state"] == "defrag_completed"
+    assert api(again, "GET", ["hid"], b"")["state"] == "defrag_completed"
     assert image(again) == committed
     again.close()
 
@@ -116,33 +116,33 @@ def test_zns_zones_and_data_survive_a_kill(tmp_path: Path) -> None:
     zone = 2 * MIB
     runtime.write(0, memoryview(pattern(1, 8 * SECTOR)))  # conventional
     runtime.write(2 * zone, memoryview(pattern(2, 3 * SECTOR)))  # zone 2: implicitly open
-    runtime.api("POST", ["zones", "3", "append"], pattern(3, 2 * SECTOR))
-    runtime.api("POST", ["zones", "3", "close"], b"")
-    runtime.api("POST", ["zones", "4", "open"], b"")  # explicitly open, empty
+    api(runtime, "POST", ["zones", "3", "append"], pattern(3, 2 * SECTOR))
+    api(runtime, "POST", ["zones", "3", "close"], b"")
+    api(runtime, "POST", ["zones", "4", "open"], b"")  # explicitly open, empty
     runtime.write(5 * zone, memoryview(pattern(5, SECTOR)))
-    runtime.api("POST", ["zones", "5", "finish"], b"")
+    api(runtime, "POST", ["zones", "5", "finish"], b"")
     runtime.write(6 * zone, memoryview(pattern(6, SECTOR)))
-    runtime.api("POST", ["zones", "6", "reset"], b"")
-    runtime.api("POST", ["zones", "7", "fault"], b"read_only")
+    api(runtime, "POST", ["zones", "6", "reset"], b"")
+    api(runtime, "POST", ["zones", "7", "fault"], b"read_only")
     runtime.flush()
     state, committed = device_part(runtime), image(runtime)
-    zones = runtime.api("GET", ["zones"], b"")
+    zones = api(runtime, "GET", ["zones"], b"")
     assert [z["condition"] for z in zones] == ["not_write_pointer"] * 2 + [
         "implicitly_open", "closed", "explicitly_open", "full", "empty", "read_only"]
 
     runtime.write(2 * zone + 3 * SECTOR, memoryview(pattern(9, SECTOR)))
     runtime.write(SECTOR, memoryview(pattern(10)))  # conventional overwrite
-    runtime.api("POST", ["zones", "5", "reset"], b"")
-    runtime.api("POST", ["zones", "3", "finish"], b"")
-    runtime.api("POST", ["zones", "6", "append"], pattern(11))
+    api(runtime, "POST", ["zones", "5", "reset"], b"")
+    api(runtime, "POST", ["zones", "3", "finish"], b"")
+    api(runtime, "POST", ["zones", "6", "append"], pattern(11))
     kill(runtime)
 
     again = start(zns_raw(tmp_path))
-    assert again.api("GET", ["zones"], b"") == zones
+    assert api(again, "GET", ["zones"], b"") == zones
     assert device_part(again) == state
     assert image(again) == committed
     again.write(2 * zone + 3 * SECTOR, memoryview(pattern(12)))  # at the committed write pointer
-    assert again.api("GET", ["zones", "2"], b"")["wp"] == 2 * zone + 4 * SECTOR
+    assert api(again, "GET", ["zones", "2"], b"")["wp"] == 2 * zone + 4 * SECTOR
     again.close()
 
 
@@ -197,7 +197,7 @@ def test_what_survived_a_power_cut_survives_a_kill(tmp_path: Path) -> None:
     runtime.write(0, memoryview(pattern(1, MIB)))
     runtime.flush()
     runtime.write(0, memoryview(pattern(2, MIB)))
-    result = runtime.api("POST", ["powercut"], b'{"mode": "torn", "seed": 4}')
+    result = api(runtime, "POST", ["powercut"], b'{"mode": "torn", "seed": 4}')
     after_cut = image(runtime)
     assert 0 < result["kept_sectors"] < 256
     kill(runtime)
@@ -250,7 +250,7 @@ def test_checkpoints_are_written_only_when_something_changed(tmp_path: Path) -> 
     assert checkpoints == 1  # the new store's initial state
     runtime.flush()
     read(runtime, 0)
-    runtime.api("GET", ["hid"], b"")
+    api(runtime, "GET", ["hid"], b"")
     runtime.run_background_until_idle()
     runtime.flush()
     assert runtime.describe()["store"]["checkpoints"] == 1
@@ -325,9 +325,9 @@ def text(tag: int, pages: int = 1) -> bytes:
 
 
 def zram_view(runtime: DeviceRuntime) -> dict[str, Any]:
-    return {"device": device_part(runtime), "mm_stat": runtime.api("GET", ["zram", "mm_stat"], b""),
-            "io_stat": runtime.api("GET", ["zram", "io_stat"], b""),
-            "recomp_algorithm": runtime.api("GET", ["zram", "recomp_algorithm"], b"")}
+    return {"device": device_part(runtime), "mm_stat": api(runtime, "GET", ["zram", "mm_stat"], b""),
+            "io_stat": api(runtime, "GET", ["zram", "io_stat"], b""),
+            "recomp_algorithm": api(runtime, "GET", ["zram", "recomp_algorithm"], b"")}
 
 
 def test_zram_pages_index_and_counters_survive_a_kill(tmp_path: Path) -> None:
@@ -338,10 +338,10 @@ def test_zram_pages_index_and_counters_survive_a_kill(tmp_path: Path) -> None:
     runtime.write(2 * MIB, memoryview(bytes(8 * SECTOR) + b"\x5a" * SECTOR))  # same pages
     runtime.write(3 * MIB + 100, memoryview(b"partial" * 100))
     runtime.trim(16 * SECTOR, 8 * SECTOR)
-    runtime.api("PUT", ["zram", "idle"], b"all")
-    runtime.api("PUT", ["zram", "recompress"], b"type=idle max_pages=20")
-    runtime.api("PUT", ["zram", "recomp_algorithm"], b"algo=lz4hc priority=2")
-    runtime.api("PUT", ["zram", "mem_limit"], b"1M")
+    api(runtime, "PUT", ["zram", "idle"], b"all")
+    api(runtime, "PUT", ["zram", "recompress"], b"type=idle max_pages=20")
+    api(runtime, "PUT", ["zram", "recomp_algorithm"], b"algo=lz4hc priority=2")
+    api(runtime, "PUT", ["zram", "mem_limit"], b"1M")
     with pytest.raises(DeviceError):  # over mem_limit: counted in io_stat failed_writes
         runtime.write(4 * MIB, memoryview(random.Random(2).randbytes(2 * MIB)))
     runtime.flush()
@@ -354,10 +354,10 @@ def test_zram_pages_index_and_counters_survive_a_kill(tmp_path: Path) -> None:
     runtime.write(0, memoryview(text(2, 8)))  # over committed pages and into unwritten ones
     runtime.write(5 * MIB, memoryview(text(3, 8)))
     runtime.trim(MIB, 4 * SECTOR)
-    runtime.api("PUT", ["zram", "comp_algorithm"], b"zstd")
-    runtime.api("PUT", ["zram", "recompress"], b"type=huge")
-    runtime.api("PUT", ["zram", "compact"], b"1")
-    runtime.api("PUT", ["zram", "mem_limit"], b"0")
+    api(runtime, "PUT", ["zram", "comp_algorithm"], b"zstd")
+    api(runtime, "PUT", ["zram", "recompress"], b"type=huge")
+    api(runtime, "PUT", ["zram", "compact"], b"1")
+    api(runtime, "PUT", ["zram", "mem_limit"], b"0")
     assert image(runtime) != committed and zram_view(runtime)["mm_stat"] != state["mm_stat"]
     kill_zram(runtime)
 
@@ -391,12 +391,12 @@ def test_zram_checkpoints_only_when_something_changed(tmp_path: Path) -> None:
     runtime.flush()
     checkpoints = runtime.describe()["store"]["checkpoints"]
     read(runtime, 0, 4 * SECTOR)
-    runtime.api("GET", ["zram"], b"")
+    api(runtime, "GET", ["zram"], b"")
     with pytest.raises(ApiError):
-        runtime.api("PUT", ["zram", "mem_limit"], b"lots")  # refused: changes nothing
+        api(runtime, "PUT", ["zram", "mem_limit"], b"lots")  # refused: changes nothing
     runtime.flush()
     assert runtime.describe()["store"]["checkpoints"] == checkpoints
-    runtime.api("PUT", ["zram", "idle"], b"all")
+    api(runtime, "PUT", ["zram", "idle"], b"all")
     runtime.flush()
     assert runtime.describe()["store"]["checkpoints"] == checkpoints + 1
     undo = runtime.describe()["store"]["undo_bytes"]

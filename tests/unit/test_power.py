@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from blockemu.api import Route
 from blockemu.clock import VirtualClock
 from blockemu.config import POWER_GOVERNORS, ConfigError, PowerSection, config_from_mapping
 from blockemu.devices.base import ApiError, Capabilities, MetricFamily
@@ -24,7 +25,7 @@ from blockemu.policies.governors import (
 from blockemu.runtime import DeviceRuntime
 from blockemu.stack import build
 from blockemu.timing import UnitTimeline
-from tests.conftest import small_ufs_config
+from tests.conftest import api, small_ufs_config
 
 MHZ = 1_000_000
 MiB = 1024 * 1024
@@ -73,10 +74,8 @@ class FifoDevice:
     def metrics(self) -> Iterator[MetricFamily]:
         yield MetricFamily("blockemu_fifo_requests", "counter", "requests", [({}, len(self.starts))])
 
-    def api(self, method: str, path: list[str], body: bytes) -> Any:
-        if path == ["fifo"]:
-            return {"starts": len(self.starts)}
-        raise ApiError(404, "no such endpoint")
+    def routes(self) -> list[Route]:
+        return [Route("GET", "/api/v1/fifo", lambda: {"starts": len(self.starts)}, "fifo")]
 
     def close(self) -> None:
         pass
@@ -203,7 +202,7 @@ def test_energy_per_point_after_a_governor_switch() -> None:
                        clock.now_ns)
     read(power, 0)  # busy [0, 1 µs) at 400 MHz
     clock.advance_to(2 * US)
-    power.api("PUT", ["power", "governor"], b"powersave")  # transition [2, 12) µs
+    api(power, "PUT", ["power", "governor"], b"powersave")  # transition [2, 12) µs
     clock.advance_to(20 * US)
     power.advance(20 * US)
     expected_400 = 1e-6 * 4.0 + 1e-6 * 0.4  # 1 µs busy + 1 µs idle
@@ -268,16 +267,16 @@ def test_governor_switches_at_run_time() -> None:
     clock = VirtualClock()
     power = PowerModel(FifoDevice(1000), SECTION, clock.now_ns)
     clock.advance_to(1 * MS)
-    power.api("PUT", ["power", "governor"], b"performance")
+    api(power, "PUT", ["power", "governor"], b"performance")
     clock.advance_to(15 * MS)  # no polling under performance: stays at max
-    power.api("PUT", ["power", "governor"], b"userspace")  # keeps the current frequency
-    power.api("PUT", ["power", "set_freq"], b"200000000")
+    api(power, "PUT", ["power", "governor"], b"userspace")  # keeps the current frequency
+    api(power, "PUT", ["power", "set_freq"], b"200000000")
     clock.advance_to(16 * MS)
-    power.api("PUT", ["power", "governor"], b"simple_ondemand")  # first poll 10 ms later
+    api(power, "PUT", ["power", "governor"], b"simple_ondemand")  # first poll 10 ms later
     clock.advance_to(27 * MS)
-    assert power.api("GET", ["power", "cur_freq"], b"") == "100000000\n"
+    assert api(power, "GET", ["power", "cur_freq"], b"") == "100000000\n"
     assert power.freq_log == [(0, 400 * MHZ), (15 * MS, 200 * MHZ), (26 * MS, 100 * MHZ)]
-    assert power.api("GET", ["power", "governor"], b"") == "simple_ondemand\n"
+    assert api(power, "GET", ["power", "governor"], b"") == "simple_ondemand\n"
 
 
 def test_idle_polls_are_skipped_but_counted_exactly() -> None:
@@ -302,7 +301,7 @@ def test_trans_stat_reads_as_devfreqs_file() -> None:
         "  400000000:         2         0         0        19\n"
         "Total transition : 3\n"
     )
-    power.api("PUT", ["power", "trans_stat"], b"0")
+    api(power, "PUT", ["power", "trans_stat"], b"0")
     assert power.total_trans == 0 and power.trans_table[2][0] == 0
 
 
@@ -338,7 +337,7 @@ def test_bad_control_requests_are_refused_and_change_nothing(
     power, _ = model("simple_ondemand")
     before = power.snapshot()
     with pytest.raises(ApiError) as info:
-        power.api(method, path, body)
+        api(power, method, path, body)
     assert info.value.status == status
     assert "\n" not in str(info.value)
     assert power.snapshot() == before
@@ -346,8 +345,8 @@ def test_bad_control_requests_are_refused_and_change_nothing(
 
 def test_other_paths_go_to_the_wrapped_device() -> None:
     power, device = model("simple_ondemand")
-    assert power.api("GET", ["fifo"], b"") == {"starts": 0}
-    assert power.api("GET", ["power", "available_frequencies"], b"") == "100000000 200000000 400000000\n"
+    assert api(power, "GET", ["fifo"], b"") == {"starts": 0}
+    assert api(power, "GET", ["power", "available_frequencies"], b"") == "100000000 200000000 400000000\n"
     assert power.describe()["power"]["governor"] == "simple_ondemand"
     assert power.next is device  # device-specific attributes are the device's own, one layer down
 
@@ -360,8 +359,8 @@ def test_runtime_wraps_the_device_and_tells_it_queue_depth() -> None:
     assert isinstance(power, PowerModel)
     runtime.write(0, memoryview(b"x" * 4096))
     assert power.last_queue_depth == 1
-    assert runtime.api("GET", ["power", "governor"], b"") == "pmqos_qd\n"
-    assert runtime.api("GET", ["hid", "state"], b"") == "idle\n"
+    assert api(runtime, "GET", ["power", "governor"], b"") == "pmqos_qd\n"
+    assert api(runtime, "GET", ["hid", "state"], b"") == "idle\n"
     assert runtime.describe()["power"]["cur_freq"] == 300 * MHZ
     runtime.close()
 
@@ -415,9 +414,9 @@ def test_zns_composes_without_knowing() -> None:
     buf = bytearray(4096)
     runtime.read(4 * MiB, memoryview(buf))
     assert bytes(buf) == b"z" * 4096
-    zones = runtime.api("GET", ["zones"], b"")
+    zones = api(runtime, "GET", ["zones"], b"")
     assert zones[2]["wp"] == 4 * MiB + 4096 and zones[2]["condition"] == "implicitly_open"
-    assert runtime.api("GET", ["power", "cur_freq"], b"") == "75000000\n"
+    assert api(runtime, "GET", ["power", "cur_freq"], b"") == "75000000\n"
     runtime.close()
 
 
@@ -429,11 +428,11 @@ def test_background_work_runs_through_the_power_layer() -> None:
     power = runtime.stack.find(PowerModel)
     assert isinstance(power, PowerModel)
     busy_before = power.busy_in_state_ns[-1]
-    runtime.api("PUT", ["hid", "analysis_trigger"], b"enable")
+    api(runtime, "PUT", ["hid", "analysis_trigger"], b"enable")
     runtime.run_background_until_idle()
-    runtime.api("PUT", ["hid", "defrag_trigger"], b"enable")
+    api(runtime, "PUT", ["hid", "defrag_trigger"], b"enable")
     runtime.run_background_until_idle()
-    assert runtime.api("GET", ["hid", "state"], b"") == "defrag_completed\n"
+    assert api(runtime, "GET", ["hid", "state"], b"") == "defrag_completed\n"
     power.advance(runtime.clock.now_ns())
     assert power.busy_in_state_ns[-1] > busy_before  # defragmentation is busy time too
     runtime.close()
@@ -444,7 +443,7 @@ def test_every_attribute_reads_as_one_text_line_or_devfreqs_table() -> None:
 
     power, _ = model("pmqos_qd")
     for name in POWER_ATTRIBUTES:
-        text = power.api("GET", ["power", name], b"")
+        text = api(power, "GET", ["power", name], b"")
         assert isinstance(text, str) and text.endswith("\n")
         assert text.count("\n") == (len(power.freqs) + 3 if name == "trans_stat" else 1), name
 
@@ -454,17 +453,17 @@ def test_min_and_max_freq_bound_the_governor_like_devfreqs_files() -> None:
     power = PowerModel(FifoDevice(1000), SECTION.__class__(**{**SECTION.__dict__, "governor": "performance"}),
                        clock.now_ns)
     clock.advance_to(1 * MS)
-    power.api("PUT", ["power", "max_freq"], b"200000000")  # performance now gets 200 MHz
+    api(power, "PUT", ["power", "max_freq"], b"200000000")  # performance now gets 200 MHz
     clock.advance_to(2 * MS)
     with pytest.raises(ApiError, match="min_freq must be <= max_freq"):
-        power.api("PUT", ["power", "min_freq"], b"400000000")
+        api(power, "PUT", ["power", "min_freq"], b"400000000")
     with pytest.raises(ApiError, match="must be one of 100000000, 200000000, 400000000"):
-        power.api("PUT", ["power", "max_freq"], b"250000000")
-    power.api("PUT", ["power", "governor"], b"powersave")  # asks for the lowest; min_freq is still 100 MHz
+        api(power, "PUT", ["power", "max_freq"], b"250000000")
+    api(power, "PUT", ["power", "governor"], b"powersave")  # asks for the lowest; min_freq is still 100 MHz
     clock.advance_to(3 * MS)
-    power.api("PUT", ["power", "min_freq"], b"200000000")  # raises the floor back up
+    api(power, "PUT", ["power", "min_freq"], b"200000000")  # raises the floor back up
     clock.advance_to(4 * MS)
-    power.api("PUT", ["power", "max_freq"], b"400000000")  # powersave still wants the lowest allowed
+    api(power, "PUT", ["power", "max_freq"], b"400000000")  # powersave still wants the lowest allowed
     clock.advance_to(5 * MS)
-    assert power.api("GET", ["power", "min_freq"], b"") == "200000000\n"
+    assert api(power, "GET", ["power", "min_freq"], b"") == "200000000\n"
     assert power.freq_log == [(0, 400 * MHZ), (1 * MS, 200 * MHZ), (2 * MS, 100 * MHZ), (3 * MS, 200 * MHZ)]

@@ -12,14 +12,14 @@ from blockemu.devices.base import ApiError
 from blockemu.layers.write_cache import JournaledStore, PowerCutLayer
 from blockemu.runtime import DeviceRuntime
 from blockemu.store import MemoryStore
-from tests.conftest import pattern, read, small_ufs_config
+from tests.conftest import api, pattern, read, small_ufs_config
 
 MIB = 1024 * 1024
 SECTOR = 4096
 
 
 def cut(runtime: DeviceRuntime, **request: object) -> dict[str, object]:
-    result: dict[str, object] = runtime.api("POST", ["powercut"], json.dumps(request).encode())
+    result: dict[str, object] = api(runtime, "POST", ["powercut"], json.dumps(request).encode())
     return result
 
 
@@ -105,9 +105,9 @@ def test_torn_keeps_a_seeded_subset_of_whole_sectors() -> None:
 def test_a_full_cache_is_written_back_as_by_a_flush() -> None:
     runtime = ufs_runtime(size_mib=1)
     runtime.write(0, memoryview(pattern(1, MIB - SECTOR)))
-    assert runtime.api("GET", ["powercut"], b"")["writebacks"] == 0
+    assert api(runtime, "GET", ["powercut"], b"")["writebacks"] == 0
     runtime.write(MIB, memoryview(pattern(2, 2 * SECTOR)))  # 1 MiB + 1 sector pending: written back
-    status = runtime.api("GET", ["powercut"], b"")
+    status = api(runtime, "GET", ["powercut"], b"")
     assert status["writebacks"] == 1 and status["dirty_bytes"] == 0
     runtime.write(2 * MIB, memoryview(pattern(3)))
     cut(runtime)
@@ -129,14 +129,14 @@ def test_zns_cut_rolls_back_write_pointers_and_zone_resets() -> None:
     zone2 = 4 * MIB
     runtime.write(zone2, memoryview(pattern(1)))
     runtime.flush()
-    before = runtime.api("GET", ["zones"], b"")
+    before = api(runtime, "GET", ["zones"], b"")
     runtime.write(zone2 + SECTOR, memoryview(pattern(2)))
     runtime.write(3 * 2 * MIB, memoryview(pattern(3)))  # zone 3, opened after the flush
-    runtime.api("POST", ["zones", "2", "reset"], b"")
+    api(runtime, "POST", ["zones", "2", "reset"], b"")
     assert read(runtime, zone2) == bytes(SECTOR)
     result = cut(runtime)
     assert result["state_rolled_back"] is True
-    assert runtime.api("GET", ["zones"], b"") == before
+    assert api(runtime, "GET", ["zones"], b"") == before
     assert read(runtime, zone2) == pattern(1)
     assert read(runtime, zone2 + SECTOR) == bytes(SECTOR)
     # Writing continues at the restored write pointer.
@@ -155,7 +155,7 @@ def test_zns_fua_commits_everything_before_it() -> None:
     runtime.write(zone2 + 2 * SECTOR, memoryview(pattern(3)))
     cut(runtime)
     assert read(runtime, zone2, 2 * SECTOR) == pattern(1) + pattern(2)
-    assert runtime.api("GET", ["zones", "2"], b"")["wp"] == zone2 + 2 * SECTOR
+    assert api(runtime, "GET", ["zones", "2"], b"")["wp"] == zone2 + 2 * SECTOR
     runtime.close()
 
 
@@ -200,12 +200,12 @@ def test_bad_requests_are_refused_and_change_nothing(body: bytes) -> None:
     runtime = ufs_runtime()
     runtime.write(0, memoryview(pattern(1)))
     with pytest.raises(ApiError) as refused:
-        runtime.api("POST", ["powercut"], body)
+        api(runtime, "POST", ["powercut"], body)
     assert refused.value.status == 400
     assert read(runtime, 0) == pattern(1)
-    assert runtime.api("GET", ["powercut"], b"")["dirty_bytes"] == SECTOR
+    assert api(runtime, "GET", ["powercut"], b"")["dirty_bytes"] == SECTOR
     with pytest.raises(ApiError) as wrong_method:
-        runtime.api("PUT", ["powercut"], b"{}")
+        api(runtime, "PUT", ["powercut"], b"{}")
     assert wrong_method.value.status == 405
     runtime.close()
 

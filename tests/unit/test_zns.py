@@ -27,6 +27,7 @@ from blockemu.devices.zns.errors import (
 )
 from blockemu.devices.zns.zones import ZoneCondition
 from blockemu.store import MemoryStore
+from tests.conftest import api as route_call
 
 MIB = 1024 * 1024
 BLOCK = 4096
@@ -367,7 +368,7 @@ def test_unlimited_open_and_active_zones() -> None:
 
 # ------------------------------------------------------------- control API
 def api(dev: ZnsDevice, method: str, path: str, body: bytes = b"") -> Any:
-    return dev.api(method, [p for p in path.split("/") if p], body)
+    return route_call(dev, method, [p for p in path.split("/") if p], body)
 
 
 def test_api_report_management_append_and_copy() -> None:
@@ -461,7 +462,7 @@ def test_control_commands_happen_at_the_runtime_clock() -> None:
     runtime = DeviceRuntime(dev.config, build(dev.config, layers=("power", "faults"), model=dev), clock=clock)
     runtime.write(seq(2), memoryview(data(BLOCK)))
     clock.advance_to(7 * 10**9)  # long after the write: the units are idle
-    runtime.api("POST", ["zones", "2", "reset"], b"")
+    route_call(runtime, "POST", ["zones", "2", "reset"], b"")
     # The reset's erase starts at the clock's time, not at the last request's.
     assert max(dev.units.busy_until) == 7 * 10**9 + dev.reset_ns
 

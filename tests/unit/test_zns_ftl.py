@@ -19,6 +19,7 @@ from blockemu.policies.gc import (
     make_policy,
 )
 from blockemu.store import MemoryStore
+from tests.conftest import api
 
 MIB = 1024 * 1024
 
@@ -140,10 +141,10 @@ def test_victim_selection_of_each_policy() -> None:
 def test_api_shows_zones_and_gc_and_refuses_zone_management() -> None:
     dev = make_log()
     dev.write(0, memoryview(bytes(BLOCK)), False, 0)
-    assert dev.api("GET", ["gc"], b"")["host_bytes_written"] == BLOCK
-    assert len(dev.api("GET", ["zones"], b"")) == 32
+    assert api(dev, "GET", ["gc"], b"")["host_bytes_written"] == BLOCK
+    assert len(api(dev, "GET", ["zones"], b"")) == 32
     with pytest.raises(ApiError) as info:
-        dev.api("POST", ["zones", "0", "reset"], b"")
+        api(dev, "POST", ["zones", "0", "reset"], b"")
     assert info.value.status == 409
     families = {f.name for f in dev.metrics()}
     assert "blockemu_zns_ftl_write_amplification" in families and "blockemu_zns_zones" in families

@@ -39,6 +39,7 @@ from blockemu.devices.zram.sysfs import ZramValueError, memparse
 from blockemu.devices.zram.zsmalloc import ZsPool
 from blockemu.runtime import DeviceRuntime
 from blockemu.store import MemoryStore
+from tests.conftest import api
 
 MIB = 1024 * 1024
 # Pinned costs: modeled times in these tests do not depend on the host.
@@ -396,10 +397,10 @@ def test_mem_limit_and_mem_used_max_writes() -> None:
 # --------------------------------------------------------------- control API
 def test_api_reads_text_writes_text_and_maps_errors_to_statuses() -> None:
     dev = make()
-    assert dev.api("GET", ["zram", "comp_algorithm"], b"") == "[lz4] lz4hc zstd \n"
-    state = dev.api("PUT", ["zram", "recomp_algorithm"], b"algo=zstd priority=1\n")
+    assert api(dev, "GET", ["zram", "comp_algorithm"], b"") == "[lz4] lz4hc zstd \n"
+    state = api(dev, "PUT", ["zram", "recomp_algorithm"], b"algo=zstd priority=1\n")
     assert state["recomp_algorithm"] == {"1": "zstd:3"}
-    assert dev.api("GET", ["zram"], b"")["mm_stat"]["orig_data_size"] == 0
+    assert api(dev, "GET", ["zram"], b"")["mm_stat"]["orig_data_size"] == 0
     for method, path, body, status in [
         ("PUT", ["zram", "comp_algorithm"], b"lzo", 400),
         ("PUT", ["zram", "comp_algorithm"], b"\xff", 400),
@@ -411,7 +412,7 @@ def test_api_reads_text_writes_text_and_maps_errors_to_statuses() -> None:
         ("GET", ["hid"], b"", 404),
     ]:
         with pytest.raises(ApiError) as info:
-            dev.api(method, path, body)
+            api(dev, method, path, body)
         assert info.value.status == status, (method, path)
 
 

@@ -19,12 +19,12 @@ Service-time model (all constants in ``[ufs]``, see blockemu/config/ufs.py for s
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
+from blockemu.api import API_PREFIX, JsonBody, Route, obj
 from blockemu.config import Config
 from blockemu.devices.base import (
     ApiError,
@@ -35,6 +35,7 @@ from blockemu.devices.base import (
 )
 from blockemu.devices.ufs.ftl import SECTOR, FlashTranslationLayer, Geometry
 from blockemu.devices.ufs.hid import (
+    HID_GROUP,
     AnalysisResult,
     HidController,
     HidState,
@@ -391,38 +392,15 @@ class UfsDevice:
         }
 
     # ------------------------------------------------------------ control API
-    def api(self, method: str, path: list[str], body: bytes) -> Any:
-        head = path[0] if path else ""
-        if head == "hid":
-            return self.hid.api(method, path[1:], body)
-        if head == "age" and method == "POST":
-            return self._api_age(body)
-        if head == "fragmentation" and method == "GET" and len(path) == 1:
-            return self.fragmentation()
-        if head in ("hid", "age", "fragmentation"):
-            raise ApiError(405, f"{method} is not allowed on /api/v1/{'/'.join(path)}")
-        raise ApiError(404, f"no such endpoint /api/v1/{'/'.join(path)}; ufs has: hid, age, fragmentation")
+    def routes(self) -> list[Route]:
+        return [
+            *HID_GROUP.routes(self.hid),
+            Route("POST", f"{API_PREFIX}/age", self._age_request, "Induce fragmentation", body=AGE_BODY,
+                  errors=(400, 409)),
+            Route("GET", f"{API_PREFIX}/fragmentation", self.fragmentation, "Fragmentation summary"),
+        ]
 
-    def _api_age(self, body: bytes) -> Any:
-        try:
-            request = json.loads(body or b"{}")
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise ApiError(400, "body must be JSON, e.g. {\"fragmentation_percent\": 60}") from None
-        allowed = {"fragmentation_percent", "fragment_kib", "seed", "span_percent", "mapped_only"}
-        if not isinstance(request, dict) or not set(request) <= allowed or "fragmentation_percent" not in request:
-            raise ApiError(
-                400, f"body must be a JSON object with fragmentation_percent and optionally {sorted(allowed)}"
-            )
-        types = {
-            "fragmentation_percent": (int, float),
-            "fragment_kib": (int,),
-            "seed": (int,),
-            "span_percent": (int, float),
-            "mapped_only": (bool,),
-        }
-        for key, value in request.items():
-            if isinstance(value, bool) is not (key == "mapped_only") or not isinstance(value, types[key]):
-                raise ApiError(400, f"{key} must be {' or '.join(t.__name__ for t in types[key])}")
+    def _age_request(self, **request: Any) -> Any:
         if self.hid.state is HidState.DEFRAG_IN_PROGRESS:
             raise ApiError(409, "cannot age while HID defragmentation is in progress")
         try:
@@ -470,3 +448,10 @@ class UfsDevice:
 
     def close(self) -> None:
         self.store.close()
+
+
+AGE_BODY = JsonBody(obj({
+    "fragmentation_percent": {"type": "number", "minimum": 0, "maximum": 100},
+    "fragment_kib": {"type": "integer"}, "seed": {"type": "integer"},
+    "span_percent": {"type": "number"}, "mapped_only": {"type": "boolean"}}, "fragmentation_percent"),
+    usage='body must be JSON, e.g. {"fragmentation_percent": 60}')

@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
-from blockemu.devices.base import ApiError
+from blockemu.api import Attribute, AttributeGroup
 
 
 class HidState(enum.Enum):
@@ -57,17 +57,6 @@ class HidTransitionError(Exception):
 class HidValueError(ValueError):
     """A malformed attribute value."""
 
-
-HID_ATTRIBUTES = (
-    "analysis_trigger",
-    "defrag_trigger",
-    "fragmented_size",
-    "defrag_size",
-    "progress_ratio",
-    "state",
-)
-WRITABLE = ("analysis_trigger", "defrag_trigger", "defrag_size")
-READABLE = ("fragmented_size", "defrag_size", "progress_ratio", "state")
 
 
 @dataclass
@@ -109,14 +98,6 @@ class HidController:
             return 100 if self.state is HidState.DEFRAG_COMPLETED else 0
         return min(100, self._done * 100 // self._requested)
 
-    def read(self, attribute: str) -> str:
-        if attribute not in HID_ATTRIBUTES:
-            raise HidValueError(f"unknown HID attribute {attribute!r}; allowed: {', '.join(HID_ATTRIBUTES)}")
-        if attribute not in READABLE:
-            raise HidValueError(f"{attribute} is write-only, as in sysfs")
-        value = getattr(self, attribute)
-        return value.value if isinstance(value, HidState) else str(value)
-
     def snapshot(self) -> dict[str, str | int]:
         return {
             "state": self.state.value,
@@ -125,22 +106,31 @@ class HidController:
             "defrag_size": self.defrag_size,
         }
 
+    def read(self, attribute: str) -> str:
+        """The attribute's value as its file reads, without the newline; HidValueError if not readable."""
+        show = _hid_attribute(attribute).show
+        if show is None:
+            raise HidValueError(f"{attribute} is write-only, as in sysfs")
+        return show(self).rstrip("\n")
+
     def write(self, attribute: str, text: str) -> None:
         """Apply a sysfs-style write; malformed or refused writes change nothing."""
-        value = text.strip()
-        if attribute not in HID_ATTRIBUTES:
-            raise HidValueError(f"unknown HID attribute {attribute!r}; allowed: {', '.join(HID_ATTRIBUTES)}")
-        if attribute not in WRITABLE:
+        store = _hid_attribute(attribute).store
+        if store is None:
             raise HidValueError(f"{attribute} is read-only, as in sysfs")
-        if attribute == "defrag_size":
-            try:
-                size = int(value, 0)
-            except ValueError:
-                raise HidValueError(f"defrag_size must be a non-negative integer (bytes), got {value!r}") from None
-            if not 0 <= size <= 2**64 - 1:
-                raise HidValueError(f"defrag_size must be a non-negative integer (bytes), got {value!r}")
-            self.defrag_size = size
-            return
+        store(self, text.strip())
+
+    def store_defrag_size(self, value: str) -> None:
+        try:
+            size = int(value, 0)
+        except ValueError:
+            raise HidValueError(f"defrag_size must be a non-negative integer (bytes), got {value!r}") from None
+        if not 0 <= size <= 2**64 - 1:
+            raise HidValueError(f"defrag_size must be a non-negative integer (bytes), got {value!r}")
+        self.defrag_size = size
+
+    def store_trigger(self, attribute: str, value: str) -> None:
+        """``enable``/``disable`` on analysis_trigger or defrag_trigger; refused writes change nothing."""
         if value not in ("enable", "disable"):
             raise HidValueError(f"{attribute} accepts 'enable' or 'disable', got {value!r}")
         if value == "disable":
@@ -149,31 +139,6 @@ class HidController:
             self.set_operation(HidOperation.ANALYSIS)
         else:
             self.set_operation(HidOperation.ANALYSIS_AND_DEFRAG)
-
-    def api(self, method: str, rest: list[str], body: bytes) -> Any:
-        """The control API's /api/v1/hid[/<attribute>] (``rest`` is the path after ``hid``)."""
-        if not rest:
-            if method != "GET":
-                raise ApiError(405, "use GET /api/v1/hid, or PUT /api/v1/hid/<attribute>")
-            return self.snapshot()
-        if len(rest) != 1 or rest[0] not in HID_ATTRIBUTES:
-            raise ApiError(404, f"no HID attribute {'/'.join(rest)!r}; allowed: {', '.join(HID_ATTRIBUTES)}")
-        attribute = rest[0]
-        try:
-            if method == "GET":
-                return self.read(attribute) + "\n"
-            if method == "PUT":
-                try:
-                    text = body.decode("ascii")
-                except UnicodeDecodeError:
-                    raise HidValueError(f"{attribute}: value must be ASCII text") from None
-                self.write(attribute, text)
-                return self.snapshot()
-        except HidValueError as err:
-            raise ApiError(400, str(err)) from None
-        except HidTransitionError as err:
-            raise ApiError(409, str(err)) from None
-        raise ApiError(405, f"{method} is not allowed on a HID attribute; use GET or PUT")
 
     # ---------------------------------------------------------------- state
     def state_arrays(self) -> dict[str, np.ndarray]:
@@ -272,3 +237,27 @@ class HidController:
         )
         self._done = 0
         self.state = HidState.DEFRAG_IN_PROGRESS
+
+
+# The hid/ files, as drivers/ufs/core/ufs-sysfs.c declares them (the table above says what each means).
+HID_GROUP: AttributeGroup[HidController] = AttributeGroup(
+    "hid", "HID",
+    (
+        Attribute("analysis_trigger", store=lambda c, v: c.store_trigger("analysis_trigger", v)),
+        Attribute("defrag_trigger", store=lambda c, v: c.store_trigger("defrag_trigger", v)),
+        Attribute("fragmented_size", show=lambda c: f"{c.fragmented_size}\n"),
+        Attribute("defrag_size", show=lambda c: f"{c.defrag_size}\n", store=HidController.store_defrag_size),
+        Attribute("progress_ratio", show=lambda c: f"{c.progress_ratio}\n"),
+        Attribute("state", show=lambda c: f"{c.state.value}\n"),
+    ),
+    HidController.snapshot,
+    errors={HidValueError: 400, HidTransitionError: 409},
+)
+HID_ATTRIBUTES = HID_GROUP.names
+
+
+def _hid_attribute(attribute: str) -> Attribute[HidController]:
+    found = HID_GROUP.find(attribute)
+    if found is None:
+        raise HidValueError(f"unknown HID attribute {attribute!r}; allowed: {', '.join(HID_ATTRIBUTES)}")
+    return found

@@ -29,13 +29,13 @@ The model:
 from __future__ import annotations
 
 import errno
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from blockemu.api import API_PREFIX, JsonBody, RawBody, Route, enum_param, index_param, obj
 from blockemu.config import Config
 from blockemu.devices.base import (
     ApiError,
@@ -369,63 +369,63 @@ class ZnsDevice(ZoneStateMachine):
         }
 
     # ---------------------------------------------------------- control API
-    def api(self, method: str, path: list[str], body: bytes) -> Any:
-        head = path[0] if path else ""
-        if head == "zones":
-            return self.api_zones(method, path[1:], body)
-        if head == "copy":
-            if method != "POST" or len(path) != 1:
-                raise ApiError(405, "use POST /api/v1/copy")
-            return self.api_copy(body)
-        raise ApiError(404, f"no such endpoint /api/v1/{'/'.join(path)}; zns has: zones, copy")
+    def routes(self) -> list[Route]:
+        return [*self.zone_report_routes(), *self.zone_command_routes()]
 
-    def api_zones(self, method: str, rest: list[str], body: bytes) -> Any:
-        """GET zones, GET zones/<n>, POST zones/reset-all, POST zones/<n>/<action>."""
+    def zone_report_routes(self) -> list[Route]:
+        """GET zones and GET zones/{index}: what a zoned log on this device still serves."""
+        index = {"index": index_param(lambda: len(self.zones), "zone")}
+        return [
+            Route("GET", f"{API_PREFIX}/zones", self.report_zones, "Zone report"),
+            Route("GET", f"{API_PREFIX}/zones/{{index}}", lambda index: self.zones[index].report(),
+                  "One zone's report", index, errors=(404,)),
+        ]
+
+    def zone_command_routes(self) -> list[Route]:
+        params = {"index": index_param(lambda: len(self.zones), "zone"),
+                  "action": enum_param(ZONE_ACTIONS, "zone action")}
+        return [
+            Route("POST", f"{API_PREFIX}/zones/reset-all", self._reset_all_request, "Reset every zone",
+                  errors=(400, 409)),
+            Route("POST", f"{API_PREFIX}/zones/{{index}}/{{action}}", self._zone_action,
+                  "Zone management; append takes the data as the body, fault one of "
+                  f"{', '.join(FAULT_CONDITIONS)}", params, RawBody("append: the data; fault: the condition"),
+                  errors=(400, 404, 409)),
+            Route("POST", f"{API_PREFIX}/copy", self._copy_request, "Simple Copy", body=COPY_BODY,
+                  errors=(400, 409)),
+        ]
+
+    def _reset_all_request(self) -> dict[str, Any]:
+        try:
+            self.reset_all(self.now_ns)
+        except DeviceError as err:
+            raise ApiError(_http_status(err), str(err)) from None
+        return {"reset": True, "conditions": self.condition_counts()}
+
+    def _zone_action(self, index: int, action: str, data: bytes) -> dict[str, Any]:
         now = self.now_ns
         try:
-            if not rest:
-                if method != "GET":
-                    raise ApiError(405, "use GET /api/v1/zones")
-                return self.report_zones()
-            if rest == ["reset-all"]:
-                if method != "POST":
-                    raise ApiError(405, "use POST /api/v1/zones/reset-all")
-                self.reset_all(now)
-                return {"reset": True, "conditions": self.condition_counts()}
-            index = self._api_zone_index(rest[0])
-            if len(rest) == 1:
-                if method != "GET":
-                    raise ApiError(405, f"use GET /api/v1/zones/{index}, or POST /api/v1/zones/{index}/<action>")
-                return self.zones[index].report()
-            action = rest[1]
-            if len(rest) != 2 or action not in ZONE_ACTIONS:
-                raise ApiError(404, f"no zone action {'/'.join(rest[1:])!r}; allowed: {', '.join(ZONE_ACTIONS)}")
-            if method != "POST":
-                raise ApiError(405, f"use POST /api/v1/zones/{index}/{action}")
             if action == "append":
-                offset, _ = self.append(index, body, now)
-                return {"offset": offset, "length": len(body), "zone": self.zones[index].report()}
+                offset, _ = self.append(index, data, now)
+                return {"offset": offset, "length": len(data), "zone": self.zones[index].report()}
             if action == "fault":
-                self.inject_fault(index, _parse_fault(body))
+                self.inject_fault(index, _parse_fault(data))
             else:
                 {"open": self.open_zone, "close": self.close_zone, "finish": self.finish_zone,
                  "reset": self.reset_zone, "offline": self.offline_zone}[action](index, now)
-            return self.zones[index].report()
         except DeviceError as err:
             raise ApiError(_http_status(err), str(err)) from None
+        return self.zones[index].report()
 
-    def _api_zone_index(self, text: str) -> int:
-        if not (text.isascii() and text.isdigit()) or int(text) >= len(self.zones):
-            raise ApiError(404, f"no zone {text!r}; zones are 0..{len(self.zones) - 1}")
-        return int(text)
-
-    def api_copy(self, body: bytes) -> Any:
-        sources, dest_zone = parse_copy_request(body, len(self.zones))
+    def _copy_request(self, sources: list[dict[str, int]], dest_zone: int) -> dict[str, Any]:
+        if dest_zone >= len(self.zones):
+            raise ApiError(400, f"dest_zone must be a zone index 0..{len(self.zones) - 1}, got {dest_zone!r}")
+        ranges = [CopySource(s["offset"], s["length"]) for s in sources]
         try:
-            offset, _ = self.copy(sources, dest_zone, self.now_ns)
+            offset, _ = self.copy(ranges, dest_zone, self.now_ns)
         except DeviceError as err:
             raise ApiError(_http_status(err), str(err)) from None
-        return {"offset": offset, "length": sum(s.length for s in sources), "dest_zone": dest_zone}
+        return {"offset": offset, "length": sum(s.length for s in ranges), "dest_zone": dest_zone}
 
     # ------------------------------------------------------------- metrics
     def metrics(self) -> Iterator[MetricFamily]:
@@ -485,28 +485,9 @@ def _parse_fault(body: bytes) -> ZoneCondition:
     return ZoneCondition(text)
 
 
-COPY_USAGE = 'body must be JSON {"sources": [{"offset": bytes, "length": bytes}, ...], "dest_zone": index}'
-
-
-def parse_copy_request(body: bytes, zones: int) -> tuple[list[CopySource], int]:
-    """Validate a POST /api/v1/copy body; raise ApiError 400 naming what is wrong."""
-    try:
-        request = json.loads(body or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ApiError(400, COPY_USAGE) from None
-    if not isinstance(request, dict) or set(request) != {"sources", "dest_zone"}:
-        raise ApiError(400, COPY_USAGE)
-    dest_zone = request["dest_zone"]
-    if isinstance(dest_zone, bool) or not isinstance(dest_zone, int) or not 0 <= dest_zone < zones:
-        raise ApiError(400, f"dest_zone must be a zone index 0..{zones - 1}, got {dest_zone!r}")
-    raw_sources = request["sources"]
-    if not isinstance(raw_sources, list) or not raw_sources:
-        raise ApiError(400, "sources must be a non-empty list of {\"offset\", \"length\"} objects")
-    sources = []
-    for i, item in enumerate(raw_sources):
-        if not isinstance(item, dict) or set(item) != {"offset", "length"} or any(
-            isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in item.values()
-        ):
-            raise ApiError(400, f"sources[{i}] must be {{\"offset\": bytes, \"length\": bytes}} with integers >= 0")
-        sources.append(CopySource(item["offset"], item["length"]))
-    return sources, dest_zone
+COPY_BODY = JsonBody(obj({
+    "sources": {"type": "array", "minItems": 1, "items": obj({"offset": {"type": "integer", "minimum": 0},
+                                                               "length": {"type": "integer", "minimum": 0}},
+                                                              "offset", "length")},
+    "dest_zone": {"type": "integer", "minimum": 0}}, "sources", "dest_zone"),
+    usage='body must be JSON {"sources": [{"offset": bytes, "length": bytes}, ...], "dest_zone": index}')

@@ -8,10 +8,12 @@ control API (``/gc``, read-only ``/zones``) and the metrics.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
+from blockemu.api import API_PREFIX, Route
 from blockemu.config import Config
 from blockemu.devices.base import (
     ApiError,
@@ -118,19 +120,15 @@ class ZnsFtlDevice:
             "gc": self.log.stats(),
         }
 
-    def api(self, method: str, path: list[str], body: bytes) -> Any:
-        head = path[0] if path else ""
-        if head == "gc":
-            if method != "GET" or len(path) != 1:
-                raise ApiError(405, "use GET /api/v1/gc")
-            return self.log.stats()
-        if head == "zones":
-            if method != "GET":
-                raise ApiError(409, "the zones belong to the zoned log; only GET /api/v1/zones is allowed")
-            return self.zns.api_zones(method, path[1:], body)
-        if head == "copy":
-            raise ApiError(409, "the zones belong to the zoned log; copy is not allowed")
-        raise ApiError(404, f"no such endpoint /api/v1/{'/'.join(path)}; zns_ftl has: gc, zones (GET)")
+    def routes(self) -> list[Route]:
+        # The zone commands stay declared, refused with 409: the zones belong to the log.
+        return [
+            Route("GET", f"{API_PREFIX}/gc", self.log.stats, "Garbage collection statistics"),
+            *self.zns.zone_report_routes(),
+            *(replace(route, handler=_refuse_zone_command, errors=(409,),
+                      summary="Refused: the zones belong to the zoned log")
+              for route in self.zns.zone_command_routes()),
+        ]
 
     def metrics(self) -> Iterator[MetricFamily]:
         yield from self.zns.zns_metrics()
@@ -157,3 +155,7 @@ class ZnsFtlDevice:
 
     def close(self) -> None:
         self.zns.close()
+
+
+def _refuse_zone_command(**_: Any) -> Any:
+    raise ApiError(409, "the zones belong to the zoned log; only GET /api/v1/zones is allowed")

@@ -5,26 +5,18 @@ Documentation/admin-guide/blockdev/zram.rst): reads give the kernel's text (``mm
 ``comp_algorithm`` with the selected one in brackets, ...); writes parse
 what the kernel parses (``key=value`` arguments as next_arg() splits them,
 memparse sizes) and refuse what it refuses, changing nothing.  The control
-API serves them at /api/v1/zram/<attribute> (:meth:`ZramAttributes.api`).
+API serves them at /api/v1/zram/<attribute> (:data:`ZRAM_GROUP`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from blockemu.devices.base import ApiError
+from blockemu.api import Attribute, AttributeGroup, Route
 from blockemu.devices.zram.codecs import CODEC_NAMES, PAGE, Codec, CodecError
 from blockemu.devices.zram.core import HUGE, MAX_PRIORITIES, SAME, ZramCore
 
 NS_PER_S = 1_000_000_000
-
-ATTRIBUTES = (
-    "comp_algorithm", "recomp_algorithm", "algorithm_params", "idle", "recompress", "mm_stat", "io_stat",
-    "mem_limit", "mem_used_max", "compact", "disksize", "initstate",
-)
-READABLE = ("comp_algorithm", "recomp_algorithm", "mm_stat", "io_stat", "disksize", "initstate")
-WRITABLE = ("comp_algorithm", "recomp_algorithm", "algorithm_params", "idle", "recompress", "mem_limit",
-            "mem_used_max", "compact")
 
 
 class ZramValueError(ValueError):
@@ -92,25 +84,27 @@ class ZramAttributes(ZramCore):
         ]
 
     def read_attribute(self, attribute: str) -> str:
-        if attribute not in ATTRIBUTES:
-            raise ZramValueError(f"unknown zram attribute {attribute!r}; allowed: {', '.join(ATTRIBUTES)}")
-        if attribute not in READABLE:
+        """The attribute's text, as its sysfs file reads; ZramValueError for an unknown or write-only one."""
+        show = _lookup(attribute).show
+        if show is None:
             raise ZramValueError(f"{attribute} is write-only, as in sysfs")
-        if attribute == "comp_algorithm":
-            return self._available(self.algorithms[0])
-        if attribute == "recomp_algorithm":
-            return "".join(f"#{p}: {self._available(c)}" for p, c in enumerate(self.algorithms)
-                           if p > 0 and c is not None)
-        if attribute == "mm_stat":
-            # mm_stat_show: "%8llu %8llu %8llu %8lu %8ld %8llu %8lu %8llu %8llu\n"
-            return " ".join(f"{value:8d}" for value in self.mm_stat_values()) + "\n"
-        if attribute == "io_stat":
-            s = self.stats
-            # io_stat_show: "%8llu %8llu 0 %8llu\n" (the 0 was invalid_io, retired)
-            return f"{s.failed_reads:8d} {s.failed_writes:8d} 0 {s.notify_free:8d}\n"
-        if attribute == "disksize":
-            return f"{self.size_bytes}\n"
-        return "1\n"  # initstate: the device is configured from the start
+        return show(self)
+
+    def _show_comp_algorithm(self) -> str:
+        return self._available(self.algorithms[0])
+
+    def _show_recomp_algorithm(self) -> str:
+        return "".join(f"#{p}: {self._available(c)}" for p, c in enumerate(self.algorithms)
+                       if p > 0 and c is not None)
+
+    def _show_mm_stat(self) -> str:
+        # mm_stat_show: "%8llu %8llu %8llu %8lu %8ld %8llu %8lu %8llu %8llu\n"
+        return " ".join(f"{value:8d}" for value in self.mm_stat_values()) + "\n"
+
+    def _show_io_stat(self) -> str:
+        s = self.stats
+        # io_stat_show: "%8llu %8llu 0 %8llu\n" (the 0 was invalid_io, retired)
+        return f"{s.failed_reads:8d} {s.failed_writes:8d} 0 {s.notify_free:8d}\n"
 
     @staticmethod
     def _available(selected: Codec | None) -> str:
@@ -121,12 +115,10 @@ class ZramAttributes(ZramCore):
 
     def write_attribute(self, attribute: str, text: str) -> None:
         """Apply a sysfs-style write; a malformed one raises ZramValueError and changes nothing."""
-        if attribute not in ATTRIBUTES:
-            raise ZramValueError(f"unknown zram attribute {attribute!r}; allowed: {', '.join(ATTRIBUTES)}")
-        if attribute not in WRITABLE:
+        store = _lookup(attribute).store
+        if store is None:
             raise ZramValueError(f"{attribute} is read-only, as in sysfs")
-        value = text.strip()
-        getattr(self, f"_store_{attribute}")(value)
+        store(self, text.strip())
 
     def _store_comp_algorithm(self, value: str) -> None:
         # The kernel refuses this once disksize is set (EBUSY); here pages keep
@@ -261,31 +253,37 @@ class ZramAttributes(ZramCore):
             "cost_us": self.cost_model.as_text(),
         }
 
-    def api(self, method: str, path: list[str], body: bytes) -> Any:
-        if not path or path[0] != "zram":
-            raise ApiError(404, f"no such endpoint /api/v1/{'/'.join(path)}; zram has: zram, zram/<attribute>")
-        rest = path[1:]
-        if not rest:
-            if method != "GET":
-                raise ApiError(405, "use GET /api/v1/zram, or GET/PUT /api/v1/zram/<attribute>")
-            return self.snapshot()
-        if len(rest) != 1 or rest[0] not in ATTRIBUTES:
-            raise ApiError(404, f"no zram attribute {'/'.join(rest)!r}; allowed: {', '.join(ATTRIBUTES)}")
-        attribute = rest[0]
-        if method == "GET":
-            if attribute not in READABLE:
-                raise ApiError(405, f"{attribute} is write-only, as in sysfs")
-            return self.read_attribute(attribute)
-        if method == "PUT":
-            if attribute not in WRITABLE:
-                raise ApiError(405, f"{attribute} is read-only, as in sysfs")
-            try:
-                text = body.decode("ascii")
-            except UnicodeDecodeError:
-                raise ApiError(400, f"{attribute}: value must be ASCII text") from None
-            try:
-                self.write_attribute(attribute, text)
-            except ZramValueError as err:
-                raise ApiError(400, str(err)) from None
-            return self.snapshot()
-        raise ApiError(405, f"{method} is not allowed on a zram attribute; use GET or PUT")
+    def routes(self) -> list[Route]:
+        return ZRAM_GROUP.routes(self)
+
+
+# The files of /sys/block/zramN/ this model has: read as the kernel formats them, written as it parses them.
+ZRAM_GROUP: AttributeGroup[ZramAttributes] = AttributeGroup(
+    "zram", "zram",
+    (
+        Attribute("comp_algorithm", ZramAttributes._show_comp_algorithm, ZramAttributes._store_comp_algorithm),
+        Attribute("recomp_algorithm", ZramAttributes._show_recomp_algorithm,
+                  ZramAttributes._store_recomp_algorithm),
+        Attribute("algorithm_params", store=ZramAttributes._store_algorithm_params),
+        Attribute("idle", store=ZramAttributes._store_idle),
+        Attribute("recompress", store=ZramAttributes._store_recompress),
+        Attribute("mm_stat", ZramAttributes._show_mm_stat),
+        Attribute("io_stat", ZramAttributes._show_io_stat),
+        Attribute("mem_limit", store=ZramAttributes._store_mem_limit),
+        Attribute("mem_used_max", store=ZramAttributes._store_mem_used_max),
+        Attribute("compact", store=ZramAttributes._store_compact),
+        Attribute("disksize", lambda z: f"{z.size_bytes}\n"),
+        Attribute("initstate", lambda z: "1\n"),  # the device is configured from the start
+    ),
+    ZramAttributes.snapshot,
+    errors={ZramValueError: 400},
+    mode_status=405,
+)
+ATTRIBUTES = ZRAM_GROUP.names
+
+
+def _lookup(attribute: str) -> Attribute[ZramAttributes]:
+    found = ZRAM_GROUP.find(attribute)
+    if found is None:
+        raise ZramValueError(f"unknown zram attribute {attribute!r}; allowed: {', '.join(ATTRIBUTES)}")
+    return found
