@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from blockemu.control.client import ControlClientError, ServedDevice
+from tests.conftest import require_tool
 
 pytestmark = pytest.mark.integration
 MIB = 1024 * 1024
@@ -158,7 +159,7 @@ def test_sigterm_stops_cleanly_and_removes_the_socket(real_components: None, sma
     with pytest.raises(ControlClientError):
         device.control.device()
     # nbdkit was a child of serve: nothing of this run is left.
-    leftover = subprocess.run(["pgrep", "-f", str(device.socket)], capture_output=True, text=True)
+    leftover = subprocess.run([require_tool("pgrep"), "-f", str(device.socket)], capture_output=True, text=True)
     assert leftover.stdout.strip() == ""
 
 

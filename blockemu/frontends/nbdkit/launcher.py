@@ -113,6 +113,16 @@ def nbd_uri(options: NbdkitOptions, unix: Path | None) -> str:
     return uri
 
 
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if nbdkit has not gone within 10 s (it waits on an idle client's read)."""
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def run_nbdkit(options: NbdkitOptions, token: str | None, on_ready: Callable[[str], None],
                http: tuple[str, int] | None = None) -> int:
     """Serve until nbdkit exits or we get SIGINT/SIGTERM; returns the exit status.
@@ -144,8 +154,7 @@ def run_nbdkit(options: NbdkitOptions, token: str | None, on_ready: Callable[[st
         tcp = (options.listen, options.port) if options.port is not None else None
         if not _wait_ready(process, unix, tcp, http, options.ready_timeout_s):
             if process.poll() is None:
-                process.terminate()
-                process.wait(timeout=10)
+                _stop(process)
                 raise ServeError(
                     f"nbdkit did not become ready within {options.ready_timeout_s:g} s (--ready-timeout)", 1)
             raise ServeError(f"nbdkit exited with status {process.returncode} before serving", 1)
@@ -153,11 +162,7 @@ def run_nbdkit(options: NbdkitOptions, token: str | None, on_ready: Callable[[st
         code = process.wait()
     finally:
         if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            _stop(process)
         if unix is not None and unix.exists():
             unix.unlink()
     # nbdkit exits 0 on SIGTERM/SIGINT; a signal-killed child is a clean stop too.
