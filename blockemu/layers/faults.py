@@ -36,7 +36,9 @@ from blockemu.layers.base import Layer
 
 FAULT_OPS = ("read", "write", "flush", "trim", "zero")
 _WRITING_OPS = ("write", "trim", "zero")
-# The errors the NBD protocol can carry (nbdkit maps others to EINVAL).
+# The errors the NBD protocol has.  Both servers pass the configured one on;
+# EOVERFLOW reaches an NBD client as EIO and ENOTSUP as EINVAL, and a 6.12
+# guest over ublk reads EIO for EPERM, EINVAL and ESHUTDOWN (docs/faults-and-powercut.md).
 FAULT_ERRNOS = ("EIO", "EPERM", "ENOMEM", "EINVAL", "ENOSPC", "EOVERFLOW", "ENOTSUP", "ESHUTDOWN")
 FAULT_KINDS = ("offline", "read_only", "bad_range", "error", "latency_spike")
 

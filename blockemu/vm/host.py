@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import itertools
 import json
 import os
 import selectors
@@ -184,6 +185,72 @@ def _per_device(transport: str, configs: Sequence[Path]) -> list[str]:
 
 
 
+# What `blockemu serve` takes when a config leaves them out (DeviceSection and
+# StoreSection in blockemu/config/device.py); vm/ imports nothing of blockemu.
+DEFAULT_CAPACITY_MIB = 8192
+DEFAULT_BACKEND = "memory"
+_MEM_UNITS_MIB = {"": 1, "M": 1, "G": 1024, "T": 1024 * 1024}
+
+
+def mem_mib(mem: str) -> int | None:
+    """MiB of guest memory in ``--mem``'s syntax (qemu's ``-m``: ``2G``, ``2048M``, a bare number is MiB).
+
+    None for what this does not read; qemu judges it.
+    """
+    text = mem.strip().upper()
+    number = text.rstrip("MGT")
+    unit = text[len(number):]
+    if not number.isdigit() or unit not in _MEM_UNITS_MIB:
+        return None
+    return int(number) * _MEM_UNITS_MIB[unit]
+
+
+def memory_mib(config: Path, extra_serve_args: Sequence[str] = ()) -> int:
+    """MiB of guest memory the device can fill: its capacity on the memory store, 0 on a file.
+
+    zram keeps its (compressed) pages in the model whatever the store, up to
+    ``mem_limit_mib`` when one is set.  ``--set`` overrides in
+    ``extra_serve_args`` apply, as they do to the server in the guest.
+    """
+    try:
+        with open(config, "rb") as f:
+            raw = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise VmError(f"config {config}: {exc}") from None
+    settings: dict[str, object] = {
+        "device.type": raw.get("device", {}).get("type", "ufs"),
+        "device.capacity_mib": raw.get("device", {}).get("capacity_mib", DEFAULT_CAPACITY_MIB),
+        "store.backend": raw.get("store", {}).get("backend", DEFAULT_BACKEND),
+        "zram.mem_limit_mib": raw.get("zram", {}).get("mem_limit_mib", 0),
+    }
+    overrides = [value for flag, value in itertools.pairwise(extra_serve_args) if flag == "--set"]
+    overrides += [arg.removeprefix("--set=") for arg in extra_serve_args if arg.startswith("--set=")]
+    for override in overrides:
+        key, _, setting = override.partition("=")
+        if key in settings:
+            settings[key] = setting
+    try:
+        capacity, limit = int(str(settings["device.capacity_mib"])), int(str(settings["zram.mem_limit_mib"]))
+    except ValueError:
+        return 0  # the server refuses the config itself, with a better message
+    if settings["device.type"] == "zram":
+        return min(capacity, limit) if limit > 0 else capacity
+    return capacity if settings["store.backend"] == "memory" else 0
+
+
+def memory_warning(configs: Sequence[Path], mem: str, extra_serve_args: Sequence[str] = ()) -> str | None:
+    """One line when the devices can hold more in memory than the guest has (the server runs in the guest)."""
+    guest = mem_mib(mem)
+    each = [(Path(config).name, memory_mib(Path(config), extra_serve_args)) for config in configs]
+    total = sum(mib for _, mib in each)
+    if guest is None or total <= guest:
+        return None
+    held = ", ".join(f"{name} {mib} MiB" for name, mib in each if mib)
+    return (f"blockemu vm: warning: the devices can hold {total} MiB in memory ({held}), more than the guest's "
+            f"{guest} MiB (--mem {mem}): filling them gets the server OOM-killed; raise --mem or use "
+            f'[store] backend = "file"')
+
+
 # ---------------------------------------------------------------------------
 # Running the VM
 # ---------------------------------------------------------------------------
@@ -331,6 +398,7 @@ def run(
     if not command:
         raise VmError("no command to run in the VM")
     vng, kernel, results = _prepare(configs, command, results_dir, False, extra_serve_args, transport)
+    _warn_memory(configs, mem, extra_serve_args)
     guest_cmd = shlex.join(_guest_entry_argv(results))
     # -v: without it vng's serial-console fallback (used when the guest has
     # no udev to name the virtio ports) swallows the command's output.
@@ -348,6 +416,12 @@ def run(
                   f"booting again, attempt {attempt} of {BOOT_ATTEMPTS}", file=sys.stderr)
             result = _run_vm(argv, vng, results, timeout_s, out, verbose)
         return result
+
+
+def _warn_memory(configs: Sequence[Path], mem: str, extra_serve_args: Sequence[str]) -> None:
+    warning = memory_warning(configs, mem, extra_serve_args)
+    if warning:
+        print(warning, file=sys.stderr)
 
 
 def panicked_before_guest_up(result: VmResult) -> bool:
@@ -515,6 +589,7 @@ def shell(
     saved when the shell exits.
     """
     vng, kernel, results = _prepare(configs, [], results_dir, True, extra_serve_args)
+    _warn_memory(configs, mem, extra_serve_args)
     # vng's interactive mode runs `su -s SHELL`; our "shell" is a wrapper
     # that sets the devices up, runs a real shell, then tears down.
     wrapper = results / SHELL_WRAPPER

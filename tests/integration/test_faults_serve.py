@@ -49,6 +49,29 @@ def test_faults_reach_the_client_with_their_errno(served: ServedDevice) -> None:
     assert control.metric("blockemu_request_errors_total", op="read") == 1
 
 
+# What libnbd reads for each errno a fault may carry: the configured one where
+# NBD has it; EOVERFLOW goes as EIO (the plugin, blockemu/frontends/nbdkit/plugin.py),
+# ENOTSUP as EINVAL (nbdkit answers ENOTSUP to a fast zero only).
+NBD_DELIVERY = {"EIO": "EIO", "EPERM": "EPERM", "ENOMEM": "ENOMEM", "EINVAL": "EINVAL", "ENOSPC": "ENOSPC",
+                "EOVERFLOW": "EIO", "ENOTSUP": "EINVAL", "ESHUTDOWN": "ESHUTDOWN"}
+
+
+def test_each_fault_errno_as_the_nbd_client_reads_it(served: ServedDevice) -> None:
+    import nbd as libnbd
+
+    from blockemu.layers.faults import FAULT_ERRNOS
+
+    nbd = served.connect()
+    seen = {}
+    for name in FAULT_ERRNOS:
+        ctl(served, "set", "--error-rate", f"write=1:{name}")
+        with pytest.raises(libnbd.Error) as info:
+            nbd.pwrite(b"e" * SECTOR, 0)
+        seen[name] = info.value.errno
+    nbd.shutdown()
+    assert seen == NBD_DELIVERY
+
+
 def test_seeded_error_rate_repeats_over_nbd(served: ServedDevice) -> None:
     import nbd as libnbd
 

@@ -74,6 +74,22 @@ def test_writes_obey_the_zone_rules_over_nbd(zns: ServedDevice) -> None:
     assert control.metric("blockemu_zns_refusals_total", error="ZoneBoundaryError") == 1
 
 
+def test_active_zone_limit_reaches_the_nbd_client_as_eio(zns: ServedDevice) -> None:
+    import nbd as libnbd
+
+    nbd = zns.connect()
+    for zone in (1, 2, 3):  # max_active_zones = 3
+        nbd.pwrite(b"a" * 4096, zone * Z)
+    with pytest.raises(libnbd.Error) as info:
+        nbd.pwrite(b"b" * 4096, 4 * Z)
+    # The model's EOVERFLOW (BLK_STS_ZONE_ACTIVE_RESOURCE) has no NBD code for a
+    # write: nbdkit 1.32 would send it as EINVAL, so the plugin sends EIO.
+    assert info.value.errno == "EIO"
+    nbd.shutdown()
+    assert zns.control.metric("blockemu_zns_refusals_total", error="TooManyActiveZonesError") == 1
+    assert zns.control.zone(4)["condition"] == "empty"
+
+
 def test_zone_management_append_and_copy_through_the_client(zns: ServedDevice) -> None:
     nbd = zns.connect()
     control = zns.control

@@ -169,20 +169,27 @@ refused_writes() {
 
 # zone_limits: the config's 14 open/active zones are what the device enforces
 # under the kernel: 14 explicit opens succeed, a 15th open and a write that
-# would open a 15th zone fail, and the device counts the zones as open.
+# would open a 15th zone fail, and the device counts the zones as open.  Both
+# refusals must read EOVERFLOW ("Value too large for defined data type"), the
+# errno of BLK_STS_ZONE_ACTIVE_RESOURCE that an NVMe ZNS drive or null_blk
+# gives (an empty zone needs an active resource before an open one).
+eoverflow="Value too large for defined data type"
 zone_limits() {
     blkzone open -o $((4 * zone_bytes / 512)) -c 14 "$dev" || { say "opening 14 zones failed"; return 1; }
-    if blkzone open -o $((18 * zone_bytes / 512)) -c 1 "$dev" 2>/dev/null; then
+    if blkzone open -o $((18 * zone_bytes / 512)) -c 1 "$dev" 2>"$work/open.err"; then
         say "a 15th explicit open was accepted"; return 1
     fi
-    if dd if=/dev/zero of="$dev" bs=4k count=1 seek=$((19 * zone_bytes / 4096)) oflag=direct status=none 2>/dev/null; then
+    grep -q "$eoverflow" "$work/open.err" || { say "15th open: $(cat "$work/open.err"), not EOVERFLOW"; return 1; }
+    if dd if=/dev/zero of="$dev" bs=4k count=1 seek=$((19 * zone_bytes / 4096)) oflag=direct status=none \
+            2>"$work/dd.err"; then
         say "a write opening a 15th zone was accepted"; return 1
     fi
+    grep -q "$eoverflow" "$work/dd.err" || { say "15th zone's write: $(cat "$work/dd.err"), not EOVERFLOW"; return 1; }
     opened=$(blkzone report -o $((4 * zone_bytes / 512)) -c 16 "$dev" | grep -c "(oe)" || true)
     blkzone report "$dev" >"$results/blkzone-limits.txt"
     [ "$opened" -eq 14 ] || { say "$opened zones explicitly open, 14 expected"; return 1; }
     blkzone reset "$dev" || return 1
-    say "zone limits: 14 opens, the 15th open and a 15th zone's write refused ($opened reported open)"
+    say "zone limits: 14 opens, the 15th open and a 15th zone's write refused with EOVERFLOW ($opened reported open)"
 }
 
 zone_bytes=$((64 * 1024 * 1024))

@@ -98,8 +98,10 @@ def test_ublk_conventional_zoned_and_kill(vm_ready: None, tmp_path: Path) -> Non
     assert int(sysfs["chunk_sectors"]) == ZONE_SECTORS
     assert int(sysfs["max_open_zones"]) == 14 and int(sysfs["max_active_zones"]) == 14
     assert int(sysfs["zone_append_max_bytes"]) == 512 * 1024
-    # ... and enforced: 14 explicit opens, then a 15th open and a write to a 15th zone refused.
-    assert "zone limits: 14 opens, the 15th open and a 15th zone's write refused (14 reported open)" in log
+    # ... and enforced: 14 explicit opens, then a 15th open and a write to a 15th zone refused,
+    # both read as EOVERFLOW (BLK_STS_ZONE_ACTIVE_RESOURCE) by the guest.
+    assert ("zone limits: 14 opens, the 15th open and a 15th zone's write refused with EOVERFLOW "
+            "(14 reported open)") in log
     limits = parse_report((results / "blkzone-limits.txt").read_text())
     assert [zone["cond"] for zone in limits[4:18]] == ["oe"] * 14
     assert limits[18]["cond"] == limits[19]["cond"] == "em"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,8 +21,9 @@ import pytest
 from blockemu.config import config_from_mapping
 from blockemu.frontends.ublk import uapi
 from blockemu.frontends.ublk.server import _IO_DESC, ControlDevice, UblkServer, device_params
+from blockemu.layers.faults import FAULT_ERRNOS
 from blockemu.runtime import DeviceRuntime
-from tests.conftest import small_ufs_config
+from tests.conftest import api, small_ufs_config
 
 MIB = 1024 * 1024
 ZNS = {"device": {"type": "zns", "name": "zns_test", "capacity_mib": 16},
@@ -164,3 +166,45 @@ def test_zone_management_ops_drive_the_model(zns: Harness) -> None:
     assert device.zone(5).wp == 5 * 2 * MIB
     # Zone commands on a conventional zone are refused by the model.
     assert zns.request(0, uapi.UBLK_IO_OP_ZONE_OPEN, 0, 0)[0] < 0
+
+
+def _write(harness: Harness, offset: int) -> int:
+    return harness.request(0, uapi.UBLK_IO_OP_WRITE, offset, 4096, data=bytes(4096))[0]
+
+
+def test_zone_refusals_answer_the_kernels_errno(zns: Harness) -> None:
+    zone = 2 * MIB
+    # max_open_zones = 2: a third explicit open is BLK_STS_ZONE_OPEN_RESOURCE.
+    assert zns.request(0, uapi.UBLK_IO_OP_ZONE_OPEN, 2 * zone, 0) == (0, 0)
+    assert zns.request(0, uapi.UBLK_IO_OP_ZONE_OPEN, 3 * zone, 0) == (0, 0)
+    assert zns.request(0, uapi.UBLK_IO_OP_ZONE_OPEN, 4 * zone, 0) == (-errno.ETOOMANYREFS, 0)
+    # max_active_zones = 3: a write that would open a fourth is BLK_STS_ZONE_ACTIVE_RESOURCE.
+    assert _write(zns, 3 * zone) == 4096
+    assert zns.request(0, uapi.UBLK_IO_OP_ZONE_CLOSE, 3 * zone, 0) == (0, 0)  # closed: still active
+    assert _write(zns, 4 * zone) == 4096
+    assert _write(zns, 5 * zone) == -errno.EOVERFLOW
+    append, _ = zns.request(1, uapi.UBLK_IO_OP_ZONE_APPEND, 5 * zone, 4096, data=bytes(4096))
+    assert append == -errno.EOVERFLOW
+    # The other zone statuses end as BLK_STS_IOERR.
+    assert _write(zns, 4 * zone + 8192) == -errno.EIO  # not at the write pointer
+    assert zns.request(0, uapi.UBLK_IO_OP_ZONE_FINISH, 4 * zone, 0) == (0, 0)
+    assert _write(zns, 4 * zone + 4096) == -errno.EIO  # full
+
+
+def test_a_faults_errno_reaches_the_kernel_unchanged(ufs: Harness) -> None:
+    for name in FAULT_ERRNOS:
+        api(ufs.server.runtime, "PUT", ["faults"],
+            json.dumps({"ops": {"write": {"error_rate": 1, "errno": name}}}).encode())
+        assert _write(ufs, 0) == -getattr(errno, name)
+
+
+def test_zram_mem_limit_answers_enospc(tmp_path: Path) -> None:
+    raw = {"device": {"type": "zram", "name": "zram_test", "capacity_mib": 16}, "zram": {"mem_limit_mib": 1}}
+    harness = Harness(DeviceRuntime(config_from_mapping(raw, "<test>")), tmp_path / "ublkc")
+    try:
+        results = [harness.request(0, uapi.UBLK_IO_OP_WRITE, i * 65536, 65536, data=os.urandom(65536))[0]
+                   for i in range(32)]  # 2 MiB of incompressible pages into a 1 MiB pool
+        assert results[0] == 65536 and results[-1] == -errno.ENOSPC  # BLK_STS_NOSPC in the guest
+    finally:
+        harness.server.close()
+        os.close(harness.fd)

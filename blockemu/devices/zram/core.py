@@ -327,6 +327,9 @@ class ZramCore:
         return bool(self.limit_pages) and self.mem_used_pages + extra_pages > self.limit_pages
 
     def _enospc(self, extra_pages: int) -> DeviceError:
+        # Linux's zram fails such a write with BLK_STS_IOERR (zram_write_page's
+        # -ENOMEM, zram_bio_write), so its users read EIO.  ENOSPC says why, and
+        # both transports carry it as it is: BLK_STS_NOSPC over ublk, NBD_ENOSPC.
         self.stats.failed_writes += 1
         return DeviceError(
             errno.ENOSPC,

@@ -165,9 +165,27 @@ def can_fua(h: int) -> int:
     return int(nbdkit.FUA_NATIVE if _runtime.device.capabilities.fua else nbdkit.FUA_EMULATE)
 
 
+# The errnos nbdkit 1.32 sends as themselves (nbd_errno() in server/protocol.c).
+# EOPNOTSUPP goes as ENOTSUP to a fast zero and as EINVAL otherwise, nbdkit's
+# own answer to a command the export does not support.  EOVERFLOW goes only
+# to a read with NBD_CMD_FLAG_DF (NBD's "too large to send unfragmented"),
+# and every other errno as EINVAL, which tells the client its request was
+# malformed: a refusal NBD cannot name (a zone's EOVERFLOW or ETOOMANYREFS)
+# is sent as EIO instead, as a Linux NBD client reports every error anyway.
+NBD_ERRNOS = frozenset({
+    errno.EPERM, errno.EROFS, errno.EIO, errno.ENOMEM, errno.ENOSPC, errno.EFBIG, errno.EDQUOT,
+    errno.ESHUTDOWN, errno.EINVAL, errno.EOPNOTSUPP,
+})
+
+
+def nbd_errno(err: Exception) -> int:
+    """The errno handed to nbdkit for a failed request: the device's where NBD has it, else EIO."""
+    code = err.errno if isinstance(err, DeviceError) else errno.EIO
+    return code if code in NBD_ERRNOS else errno.EIO
+
+
 def _fail(err: Exception) -> None:
-    nbdkit = _nbdkit()
-    nbdkit.set_error(err.errno if isinstance(err, DeviceError) else errno.EIO)
+    _nbdkit().set_error(nbd_errno(err))
 
 
 # Every data callback starts with keep_thread_state(): without it each request

@@ -392,6 +392,10 @@ class UblkServer:
                 return self._handle_zoned(tag, op, offset, count)
             return -errno.EOPNOTSUPP, 0
         except DeviceError as err:
+            # Unchanged: ublk_drv makes it a blk_status_t (errno_to_blk_status), so
+            # a zone's EOVERFLOW reaches the guest as BLK_STS_ZONE_ACTIVE_RESOURCE,
+            # as from an NVMe drive; an errno without one becomes EIO
+            # (blockemu/devices/blk_status.py).
             return -err.errno, 0
         except Exception as err:  # the host sees EIO; the server keeps serving
             print(f"blockemu: ublk tag {tag} op {op}: {err!r}", file=sys.stderr, flush=True)
