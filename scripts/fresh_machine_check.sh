@@ -49,7 +49,7 @@ fi
 root=$(mktemp -d "${FRESH_ROOT_DIR:-${TMPDIR:-/tmp}}/blockemu-fresh.XXXXXX")
 cleanup() {
   # Mounts first: rm -rf must never walk into the host's /dev or /proc.
-  for m in dev sys proc; do
+  for m in tmp dev sys proc; do
     if mountpoint -q "$root/$m"; then umount -R "$root/$m" || umount -lR "$root/$m" || true; fi
   done
   if [ "${FRESH_KEEP:-}" = 1 ]; then
