@@ -112,3 +112,35 @@ def test_trace_start_resolves_a_relative_path_against_the_callers_directory(serv
     assert started.returncode == 0, started.stderr
     assert ctl(served, "trace", "stop").returncode == 0
     assert (tmp_path / "relative.trace").is_file()
+
+
+def test_nbdkit_run_by_hand_with_a_filter(real_components: None, small_config: Path, tmp_path: Path) -> None:
+    """README's by-hand command, from the repository root, without `blockemu serve`'s PYTHONPATH."""
+    import nbd as libnbd
+
+    from blockemu.control.client import ControlClient, free_port
+
+    sock, stats = tmp_path / "hand.sock", tmp_path / "stats.txt"
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    argv = ["nbdkit", "--foreground", "--exit-with-parent", "--unix", str(sock), "--filter=stats",
+            "python", "plugins/blockemu.py", f"config={small_config}", f"http=127.0.0.1:{port}",
+            f"statsfile={stats}"]
+    process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not sock.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert sock.exists(), process.communicate(timeout=10)[0] if process.poll() is not None else "no socket"
+        handle = libnbd.NBD()
+        handle.connect_uri(f"nbd+unix:///?socket={sock}")
+        handle.pwrite(b"h" * 4096, 0)
+        assert handle.pread(4096, 0) == b"h" * 4096
+        handle.shutdown()
+        assert ControlClient(f"http://127.0.0.1:{port}").device()["name"] == "ufs_test"
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=20)[0]
+    assert "Error" not in output, output
+    assert "write: 1 ops" in stats.read_text()
