@@ -20,17 +20,18 @@ commit into the model or commit a new store's initial state.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from blockemu.api import API_PREFIX
 from blockemu.config import Config
 from blockemu.devices import MODELS, Device
 from blockemu.layers.base import Layer
 from blockemu.layers.checkpoint import CheckpointLayer, load_saved_state, restore_device_state
 from blockemu.layers.faults import FaultLayer
-from blockemu.layers.power import PowerModel
+from blockemu.layers.power import POWER_OFF_HINT, PowerModel
 from blockemu.layers.write_cache import JournaledStore, PowerCutLayer
 from blockemu.store import FileStore, Store, open_store
 from blockemu.store.file import check_store
@@ -52,6 +53,8 @@ class Stack:
     model: Device
     # Outermost first; empty for a bare model (then top is model).
     layers: tuple[Layer, ...]
+    # Route prefixes a layer configured off would serve, and how to turn it on (the 404's message).
+    absent: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def parts(self) -> tuple[Device, ...]:
@@ -148,7 +151,8 @@ def build(config: Config, clock: Callable[[], int] | None = None, layers: Iterab
     except BaseException:
         model.close()  # not through the layers: a failed start commits nothing
         raise
-    return Stack(built[-1] if built else model, model, tuple(reversed(built)))
+    absent = {f"{API_PREFIX}/power": POWER_OFF_HINT} if "power" in wanted and not config.power.enabled else {}
+    return Stack(built[-1] if built else model, model, tuple(reversed(built)), absent)
 
 
 def check_config_store(config: Config) -> None:

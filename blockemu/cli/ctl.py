@@ -23,7 +23,15 @@ from typing import Any
 
 from blockemu.cli.common import DEFAULT_URL, fail
 from blockemu.control.auth import TOKEN_ENV, TokenError, read_token_file
-from blockemu.control.client import ControlClientError, http_request, print_result
+from blockemu.control.client import (
+    HID_FINAL_STATES,
+    HID_STATES,
+    ControlClientError,
+    HidStateError,
+    ServerUnreachableError,
+    http_request,
+    print_result,
+)
 from blockemu.policies.governors import GOVERNORS, GovernorTunables
 
 # GET/PUT /api/v1/power/<attr>, devfreq's names first (blockemu/layers/power.py POWER_ATTRIBUTES).
@@ -38,6 +46,10 @@ POWERCUT_MODES = ("drop", "torn")
 FAULT_OPS = ("read", "write", "flush", "trim", "zero")
 # The conditions POST /api/v1/zones/N/fault can set (blockemu/devices/zns/device.py FAULT_CONDITIONS).
 ZONE_FAULT_CONDITIONS = ("read_only", "offline")
+
+# `ctl hid wait`'s exit status when HID stops in a final state other than the one awaited
+# (1 is a refused request or a timeout, 2 a usage error).
+EXIT_OTHER_FINAL_STATE = 3
 
 CtlFunc = Callable[[argparse.Namespace, str], int]
 
@@ -69,6 +81,10 @@ def cmd_ctl(args: argparse.Namespace) -> int:
             return fail(f"--token-file: {err}")
     try:
         return int(args.ctl_func(args, args.url.rstrip("/")) or 0)
+    except ServerUnreachableError as err:
+        return fail(f"no blockemu server answers at {args.url} ({err.reason}); start one with "
+                    f"'blockemu serve configs/ufs41.toml' (it listens on {DEFAULT_URL}), or give its address "
+                    "with --url or $BLOCKEMU_URL", 1)
     except ControlClientError as err:
         return fail(str(err), 1)
 
@@ -83,7 +99,10 @@ def _ctl_get(path: str) -> CtlFunc:
 
 # ---------------------------------------------------------------- age, timing, trace
 def _add_age(sub: Any) -> None:
-    age = sub.add_parser("age", help="induce fragmentation (UFS)")
+    age = sub.add_parser("age", help="induce fragmentation (UFS)",
+                         description="Scatter the physical layout of a share of the written data, as years of "
+                                     "use would. A fresh device has nothing written: write data first, or "
+                                     "give --all.")
     age.set_defaults(ctl_func=_ctl_age)
     age.add_argument("--fragmentation", type=float, required=True, metavar="PERCENT",
                      help="share of the data to scatter, 0-100")
@@ -182,8 +201,14 @@ def _ctl_group(name: str, run_other: CtlFunc | None) -> CtlFunc:
 def _add_hid(sub: Any) -> None:
     actions = _add_group(sub, "hid", "Host-Initiated Defragmentation, with the kernel's attribute names",
                          _ctl_hid_wait)
-    wait = actions.add_parser("wait", help="wait until state is one of STATES")
-    wait.add_argument("states", nargs="+", metavar="STATE")
+    wait = actions.add_parser(
+        "wait", help="wait until state is one of STATES",
+        description="Wait until the HID state is one of STATES: exit 0 there, "
+                    f"{EXIT_OTHER_FINAL_STATE} when it stops in another final state "
+                    f"({', '.join(HID_FINAL_STATES)}: nothing changes until a trigger is written), "
+                    "1 after --timeout.")
+    wait.add_argument("states", nargs="+", metavar="STATE", choices=HID_STATES,
+                      help=f"one of {', '.join(HID_STATES)}")
     wait.add_argument("--timeout", type=float, default=600.0)
     wait.add_argument("--interval", type=float, default=0.2)
     wait.add_argument("--quiet", dest="progress", action="store_false", help="do not print state changes")
@@ -200,6 +225,8 @@ def _ctl_hid_wait(args: argparse.Namespace, base: str) -> int:
         if state in args.states:
             print(state)
             return 0
+        if state in HID_FINAL_STATES:
+            return fail(str(HidStateError(state, tuple(args.states))), EXIT_OTHER_FINAL_STATE)
         if time.monotonic() > deadline:
             return fail(f"hid state is still {state!r} after {args.timeout} s", 1)
         time.sleep(args.interval)

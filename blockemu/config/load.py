@@ -39,13 +39,36 @@ class Config:
         return self.device.capacity_mib * 1024 * 1024
 
     def with_overrides(self, overrides: Iterable[str]) -> Config:
-        """Return a copy with ``section.key=value`` strings applied and validated."""
+        """Return a copy with ``section.key=value`` strings applied and validated.
+
+        An override of a section the (final) device type does not read is
+        refused: ``--set zram.policy=heuristic`` on a UFS device would
+        otherwise change nothing, silently.  A file may carry such sections
+        (one file for several types); a ``--set`` is typed for this device.
+        """
         raw = _config_to_raw(self)
+        sections: dict[str, str] = {}
         for item in overrides:
             section, key, value = parse_override(item, self.source)
             raw.setdefault(section, {})[key] = value
-        return config_from_mapping(raw, self.source)
+            sections.setdefault(section, item)
+        config = config_from_mapping(raw, self.source)
+        for section, item in sections.items():
+            users = [kind for kind, used in DEVICE_SECTIONS.items() if section in used]
+            if users and config.device.type not in users:
+                raise ConfigError(f"--set {item}: a {config.device.type} device does not use [{section}] "
+                                  f"(it is for {' and '.join(users)}); nothing would change")
+        return config
 
+
+# The sections only some device types read; every type reads the others
+# (device, store, timing, power, write_cache).
+DEVICE_SECTIONS: dict[str, tuple[str, ...]] = {
+    "ufs": ("ufs", "hid", "aging"),
+    "zns": ("zns",),
+    "zns_ftl": ("zns", "zns_ftl"),
+    "zram": ("zram",),
+}
 
 SECTION_NAMES = tuple(f.name for f in dataclasses.fields(Config) if f.name != "source")
 

@@ -39,6 +39,38 @@ class ControlClientError(Exception):
     """A control API request failed: refused (4xx/5xx, with the server's message) or no server there."""
 
 
+class ServerUnreachableError(ControlClientError):
+    """No server answered at the URL; ``reason`` is the socket's (connection refused, timed out...)."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+# UFS HID's states (blockemu/devices/ufs/hid.py HidState), and those it stays
+# in until the host writes a trigger (FINAL_STATES): tests/unit/test_cli.py pins both.
+HID_STATES = ("idle", "analysis_in_progress", "defrag_required", "defrag_in_progress", "defrag_completed",
+              "defrag_not_required")
+HID_FINAL_STATES = ("idle", "defrag_required", "defrag_completed", "defrag_not_required")
+
+
+class HidStateError(RuntimeError):
+    """HID reached a final state other than the one awaited: it will not move on by itself."""
+
+    def __init__(self, state: str, wanted: tuple[str, ...]) -> None:
+        super().__init__(f"HID state is {state!r}, a final state, not {' or '.join(wanted)}" + _hid_hint(state))
+        self.state = state
+
+
+def _hid_hint(state: str) -> str:
+    if state == "defrag_not_required":
+        return ("; analysis found no fragmented data: write data and age it first "
+                "('blockemu ctl age --fragmentation 60', or --all on an empty device)")
+    if state == "idle":
+        return "; nothing runs: write 'enable' to hid/analysis_trigger or hid/defrag_trigger first"
+    return ""
+
+
 def http_request(url: str, method: str = "GET", body: bytes | None = None, timeout_s: float = 30.0,
                  token: str | None = None) -> Any:
     """One control API request; ``token`` (default $BLOCKEMU_HTTP_TOKEN) is sent as a bearer token."""
@@ -58,8 +90,8 @@ def http_request(url: str, method: str = "GET", body: bytes | None = None, timeo
             message = text.strip()
         raise ControlClientError(f"{method} {url}: {err.code} {message}") from None
     except urllib.error.URLError as err:
-        raise ControlClientError(
-            f"{method} {url}: cannot connect ({err.reason}); is 'blockemu serve' running?"
+        raise ServerUnreachableError(
+            f"{method} {url}: cannot connect ({err.reason}); is 'blockemu serve' running?", str(err.reason)
         ) from None
     if ctype.startswith("application/json"):
         return json.loads(payload)
@@ -119,11 +151,17 @@ class ControlClient:
         return total
 
     def wait_hid(self, *states: str, timeout_s: float = 120.0) -> str:
+        """Wait until HID's state is one of ``states``; HidStateError at another final state."""
+        unknown = [s for s in states if s not in HID_STATES]
+        if unknown:
+            raise ValueError(f"not HID states: {', '.join(unknown)}; the states are {', '.join(HID_STATES)}")
         deadline = time.monotonic() + timeout_s
         while True:
             state = str(self.get("hid")["state"])
             if state in states:
                 return state
+            if state in HID_FINAL_STATES:
+                raise HidStateError(state, states)
             if time.monotonic() > deadline:
                 raise TimeoutError(f"HID state still {state!r} after {timeout_s} s, wanted {states}")
             time.sleep(0.05)
@@ -282,4 +320,5 @@ class ServedDevice:
         self.stop()
 
 
-__all__ = ["ControlClient", "ControlClientError", "ServedDevice", "free_port", "http_request", "print_result"]
+__all__ = ["HID_FINAL_STATES", "HID_STATES", "ControlClient", "ControlClientError", "HidStateError",
+           "ServedDevice", "ServerUnreachableError", "free_port", "http_request", "print_result"]

@@ -9,7 +9,7 @@ route's schema refuses; otherwise the handler's answer.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +37,10 @@ def _segments(path: str) -> list[str]:
 class RouteTable:
     """Every route of a served stack, by path pattern and method."""
 
-    def __init__(self, routes: Iterable[Route]) -> None:
+    def __init__(self, routes: Iterable[Route], absent: Mapping[str, str] | None = None) -> None:
+        """``absent``: path prefixes nobody serves here on purpose (a layer configured off), with the
+        hint a 404 under them gives."""
+        self.absent = dict(absent or {})
         self.routes: list[Route] = []
         self._by_path: dict[str, dict[str, Route]] = {}
         patterns: dict[str, _Pattern] = {}
@@ -77,6 +80,9 @@ class RouteTable:
             return route, kwargs
         if refusal is not None:
             raise refusal
+        for prefix, hint in self.absent.items():
+            if parts[: len(_segments(prefix))] == _segments(prefix):
+                raise ApiError(404, f"no such endpoint {path}: {hint}")
         raise ApiError(404, f"no such endpoint {path}; GET /api/v1/openapi.json lists the routes")
 
     @staticmethod

@@ -43,7 +43,7 @@ class ControlServer:
                   answer="metrics", errors=()),
             Route("GET", f"{API_PREFIX}/openapi.json", self.openapi, "This description", errors=()),
             *runtime.routes(),
-        ])
+        ], runtime.stack.absent)
         handler = type("Handler", (_Handler,), {"control": self})
         self.httpd = ThreadingHTTPServer((host, port), handler)
         self.httpd.daemon_threads = True

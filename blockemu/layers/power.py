@@ -168,6 +168,7 @@ class PowerModel(Layer):
                                f"({self.freqs[self.min_index]} <= {self.freqs[self.max_index]} now)")
         self.min_index, self.max_index = low, high
         self._decide(self._wanted_freq, now_ns)
+        self.advance(now_ns)  # a transition that starts now shows in cur_freq at once, as devfreq's does
 
     def _schedule_transition(self, now_ns: int) -> None:
         # One transition at a time; a newer decision waits for it to end.
@@ -337,6 +338,7 @@ class PowerModel(Layer):
         self.advance(now_ns)
         self.governor = make_governor(name, self.tunables)
         self._start_governor(now_ns)
+        self.advance(now_ns)  # a transition that starts now shows in cur_freq at once, as devfreq's does
 
     def set_tunable(self, name: str, text: str, now_ns: int) -> None:
         self.advance(now_ns)
@@ -345,6 +347,10 @@ class PowerModel(Layer):
             # devfreq restarts its timer with the new interval.
             self._next_poll_ns = now_ns + self.tunables.section.polling_ms * 1_000_000
         self._decide(self.governor.on_tunable_change(now_ns, self.cur_freq), now_ns)
+        # devfreq's set_freq store returns once update_devfreq has set the
+        # frequency: a transition that can start now (the device is idle)
+        # shows in cur_freq in the reply; a busy device starts it later.
+        self.advance(now_ns)
 
     # ------------------------------------------------------------ statistics
     @property
@@ -458,6 +464,11 @@ def _attribute(name: str, store: Callable[[PowerModel, str], Any] | None = None)
 
 def _tunable_store(name: str) -> Callable[[PowerModel, str], None]:
     return lambda power, text: power.set_tunable(name, text, power._accounted_ns)
+
+
+# What GET/PUT /api/v1/power... answer (404) on a device served without the power layer.
+POWER_OFF_HINT = ("this device is served without the power model; serve it with --set power.enabled=true "
+                  "(or [power] enabled = true in its config)")
 
 
 # devfreq's files (drivers/devfreq/devfreq.c) and the governors' tunables, every one readable.

@@ -104,3 +104,46 @@ def test_bad_fault_settings_are_400_and_change_nothing(served: ServedDevice) -> 
     bad_cli = subprocess.run([sys.executable, "-m", "blockemu", "ctl", "--url", served.control.url, "faults", "set",
                               "--error-rate", "read=lots"], capture_output=True, text=True, timeout=60)
     assert bad_cli.returncode == 2 and "expected OP=RATE[:ERRNO]" in bad_cli.stderr
+
+
+def test_each_injected_fault_is_one_line_of_the_serve_log(served: ServedDevice) -> None:
+    import nbd as libnbd
+
+    http_request(served.control.url + "/api/v1/faults", "PUT",
+                 json.dumps({"ops": {"write": {"error_rate": 1.0}, "read": {"error_rate": 1.0}}}).encode())
+    handle = served.connect()
+    for attempt in range(3):
+        with pytest.raises(libnbd.Error):
+            handle.pwrite(b"x" * 4096, attempt * 4096)
+    with pytest.raises(libnbd.Error):
+        handle.pread(4096, 0)
+    handle.shutdown()
+    served.stop()
+    log = list(served.output)
+    assert not any("Traceback" in line for line in log), "\n".join(log)
+    faults = [line for line in log if "injected fault" in line]
+    assert len(faults) == 4, "\n".join(log)
+    assert sum("pwrite" in line for line in faults) == 3 and sum("pread" in line for line in faults) == 1
+
+
+def test_a_bug_in_a_data_callback_still_logs_its_traceback(capsys: pytest.CaptureFixture[str],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import types
+
+    from blockemu.devices.base import DeviceError
+    from blockemu.frontends.nbdkit import plugin
+
+    errors: list[int] = []
+    monkeypatch.setattr(plugin, "_nbdkit_module", types.SimpleNamespace(set_error=errors.append))
+    try:
+        raise DeviceError(errno.EIO, "refused")
+    except DeviceError as err:
+        plugin._fail(err)
+    try:
+        raise KeyError("a bug")
+    except KeyError as err:
+        plugin._fail(err)
+    assert errors == [errno.EIO, errno.EIO]
+    printed = capsys.readouterr().err
+    assert printed.startswith("Traceback") and "KeyError: 'a bug'" in printed and "refused" not in printed

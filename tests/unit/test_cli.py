@@ -50,3 +50,48 @@ def test_the_ctl_client_knows_the_servers_vocabularies() -> None:
     assert ctl.POWERCUT_MODES == POWERCUT_MODES
     assert ctl.FAULT_OPS == FAULT_OPS
     assert ctl.ZONE_FAULT_CONDITIONS == FAULT_CONDITIONS
+
+
+def test_the_hid_state_lists_match_the_model() -> None:
+    from blockemu.control.client import HID_FINAL_STATES, HID_STATES
+    from blockemu.devices.ufs.hid import FINAL_STATES, HidState
+
+    assert HID_STATES == tuple(s.value for s in HidState)
+    assert set(HID_FINAL_STATES) == {s.value for s in FINAL_STATES}
+
+
+def _blockemu(*words: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "blockemu", *words], capture_output=True, text=True, timeout=60)
+
+
+def test_version() -> None:
+    import blockemu
+
+    result = _blockemu("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"blockemu {blockemu.__version__}"
+
+
+def test_ctl_without_a_server_says_where_it_looked_and_how_to_start_one() -> None:
+    from blockemu.control.client import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"  # nobody listens there
+    result = _blockemu("ctl", "--url", url, "device")
+    assert result.returncode == 1 and result.stdout == ""
+    line = result.stderr
+    assert line.count("\n") == 1, line
+    assert url in line and "blockemu serve" in line and "--url" in line and "BLOCKEMU_URL" in line
+
+
+def test_a_stray_word_gets_the_subcommands_usage() -> None:
+    result = _blockemu("ctl", "timing", "realtime")
+    assert result.returncode == 2
+    assert result.stderr.startswith("usage: blockemu ctl timing"), result.stderr
+    assert "unrecognized arguments: realtime" in result.stderr
+
+
+def test_hid_wait_accepts_only_hid_states(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser("ctl").parse_args(["ctl", "hid", "wait", "defrag_done"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'defrag_done'" in capsys.readouterr().err
+    assert build_parser("ctl").parse_args(["ctl", "hid", "wait", "defrag_completed"]).states == ["defrag_completed"]

@@ -96,3 +96,18 @@ def test_an_unwritable_store_directory_is_refused(tmp_path: Path, monkeypatch: p
         monkeypatch.setattr(os, "access", lambda path, mode: False if Path(path) == locked else real_access(path, mode))
     with pytest.raises(ConfigError, match=r"\[store\] path = .*: is not writable by this user"):
         config_from_mapping({"store": {"backend": "file", "path": str(locked)}}, "cfg")
+
+
+def test_a_set_for_a_section_the_device_does_not_use_is_refused_naming_the_type() -> None:
+    from blockemu.config.device import DEVICE_TYPES
+    from blockemu.config.load import DEVICE_SECTIONS
+
+    assert set(DEVICE_SECTIONS) == set(DEVICE_TYPES)
+    ufs = Config()
+    with pytest.raises(ConfigError, match=r"zram\.policy=heuristic: a ufs device does not use \[zram\]"):
+        ufs.with_overrides(["zram.policy=heuristic"])
+    with pytest.raises(ConfigError, match=r"a ufs device does not use \[zns_ftl\]"):
+        ufs.with_overrides(["zns_ftl.gc_policy=greedy"])
+    # The sections every device reads, and the final type's own, are fine.
+    assert ufs.with_overrides(["power.enabled=true", "hid.min_run_kib=64"]).power.enabled
+    assert ufs.with_overrides(["device.type=zram", "zram.policy=heuristic"]).zram.policy == "heuristic"

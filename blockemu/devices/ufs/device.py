@@ -288,6 +288,11 @@ class UfsDevice:
             in_span &= self.ftl.l2p[np.minimum(grid, self.ftl.logical_sectors - 1)] >= 0
         weight = in_span.sum(axis=1)
         total = int(weight.sum())
+        if mapped_only and total == 0:
+            raise NothingToAgeError(
+                "nothing to age: no data is written in the aged span yet; write data first "
+                "(e.g. nbdcopy, fio) or age every sector as a pre-aged device would be (ctl age --all, "
+                '"mapped_only": false)')
         order = rng.permutation(np.flatnonzero(weight))
         cumulative = np.cumsum(weight[order])
         chosen_count = int(np.searchsorted(cumulative, total * fragmentation_percent / 100.0, side="left"))
@@ -405,6 +410,8 @@ class UfsDevice:
             raise ApiError(409, "cannot age while HID defragmentation is in progress")
         try:
             return self.age(**request)
+        except NothingToAgeError as err:
+            raise ApiError(409, str(err)) from None
         except ValueError as err:
             raise ApiError(400, str(err)) from None
 
@@ -448,6 +455,10 @@ class UfsDevice:
 
     def close(self) -> None:
         self.store.close()
+
+
+class NothingToAgeError(ValueError):
+    """Aging written data only, on a device (or span) where nothing is written."""
 
 
 AGE_BODY = JsonBody(obj({

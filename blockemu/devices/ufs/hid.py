@@ -42,6 +42,12 @@ class HidState(enum.Enum):
     DEFRAG_NOT_REQUIRED = "defrag_not_required"
 
 
+# The states the machine stays in until the host writes a trigger: a waiter
+# for another state stops here (``ctl hid wait``, ControlClient.wait_hid).
+FINAL_STATES = frozenset({HidState.IDLE, HidState.DEFRAG_REQUIRED, HidState.DEFRAG_COMPLETED,
+                          HidState.DEFRAG_NOT_REQUIRED})
+
+
 class HidOperation(enum.IntEnum):
     """bDefragOperation values (include/ufs/ufs.h: enum ufs_hid_defrag_operation)."""
 

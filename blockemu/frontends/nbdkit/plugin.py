@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
+import traceback
 from typing import Any
 
 from blockemu.config import Config, ConfigError, load_config, parse_http_address
@@ -97,6 +99,11 @@ def get_ready() -> None:
     global _served, _runtime, _flag_fua
     assert _config is not None
     _flag_fua = int(_nbdkit().FLAG_FUA)
+    # nbdkit logs a failed callback's exception with traceback.format_exception,
+    # which honours this limit: a refused request or an injected fault (a
+    # DeviceError, the device's answer, not a crash) is then one line of the
+    # serve log.  _fail prints the whole traceback of anything else itself.
+    sys.tracebacklimit = 0
     _served = bring_up(_config, parse_http_address(_http) if _http else None, _token, _trace or None)
     _runtime = _served.runtime
 
@@ -185,7 +192,11 @@ def nbd_errno(err: Exception) -> int:
 
 
 def _fail(err: Exception) -> None:
-    _nbdkit().set_error(nbd_errno(err))
+    nbdkit = _nbdkit()
+    nbdkit.set_error(nbd_errno(err))
+    if not isinstance(err, DeviceError):
+        # A bug, not a refusal: its whole traceback (an explicit limit overrides sys.tracebacklimit).
+        sys.stderr.write("".join(traceback.format_exception(err, limit=1000)))
 
 
 # Every data callback starts with keep_thread_state(): without it each request
