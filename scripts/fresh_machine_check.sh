@@ -48,6 +48,12 @@ fi
 
 root=$(mktemp -d "${FRESH_ROOT_DIR:-${TMPDIR:-/tmp}}/blockemu-fresh.XXXXXX")
 cleanup() {
+  # Whatever still runs in the root (an interrupted test's nbdkit or qemu)
+  # holds its mounts busy: end it first.
+  for proc in /proc/[0-9]*; do
+    [ "$(readlink "$proc/root" 2>/dev/null)" = "$root" ] && kill -9 "${proc#/proc/}" 2>/dev/null
+  done
+  sleep 1
   # Mounts first: rm -rf must never walk into the host's /dev or /proc.
   for m in tmp dev sys proc; do
     if mountpoint -q "$root/$m"; then umount -R "$root/$m" || umount -lR "$root/$m" || true; fi
