@@ -112,7 +112,7 @@ served=no
 grep -q "blockemu: serving" "$root/root/make-run.log" && served=yes
 stamp "make run exited $run_rc (124 = still serving at the timeout), served: $served"
 
-summary=$(grep -E '^=+ .*(passed|failed|error).* =+$' "$root/root/make-test.log" | tail -n 1 || true)
+summary=$(grep -E '[0-9]+ (passed|failed|errors?)' "$root/root/make-test.log" | tail -n 1 || true)
 echo
 echo "fresh_machine_check: commit $(git -C "$repo" rev-parse --short HEAD), wall time $(($(date +%s) - start)) s"
 echo "  make test:  exit $test_rc  ${summary:-(no pytest summary line)}"
