@@ -36,6 +36,10 @@ class ZramSection:
     policy: str = "single"
     # mem_limit; 0 = no limit (zram's default).
     mem_limit_mib: int = 0
+    # zsmalloc's CONFIG_ZSMALLOC_CHAIN_SIZE: the most pages a zspage chains
+    # (mm/Kconfig: default 8, range 4..16; Debian's and Android GKI's 6.12
+    # kernels keep 8).  It sets the size classes and huge_class_size.
+    zsmalloc_chain_size: int = 8
     # multi/heuristic: pages not accessed for this long are recompressed.
     idle_recompress_after_s: float = 60.0
     # heuristic: a page read this often, the last time within hot_window_s, is hot.
@@ -72,6 +76,7 @@ class ZramSection:
             "recomp_algorithms": _zram_recomp(self.recomp_algorithms),
             "policy": choice(self.policy, ZRAM_POLICIES),
             "mem_limit_mib": non_negative(self.mem_limit_mib),
+            "zsmalloc_chain_size": None if 4 <= self.zsmalloc_chain_size <= 16 else "must be 4..16 pages",
             "idle_recompress_after_s": non_negative(self.idle_recompress_after_s),
             "hot_reads": positive(self.hot_reads),
             "hot_window_s": non_negative(self.hot_window_s),

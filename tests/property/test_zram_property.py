@@ -1,4 +1,4 @@
-"""zram against a reference bytearray: round trips, recompression, ENOSPC, malformed attributes, checkpoints."""
+"""zram against a reference bytearray: round trips, recompression, mem_limit, malformed attributes, checkpoints."""
 
 from __future__ import annotations
 
@@ -209,7 +209,7 @@ pool_pages = st.one_of(st.integers(0, 2**32).map(_noise), pages)
     writes=st.lists(st.tuples(st.integers(0, 60), st.lists(pool_pages, min_size=1, max_size=4)), min_size=1,
                     max_size=30),
 )
-def test_enospc_leaves_all_prior_data_intact(limit_pages: int, async_workers: int,
+def test_mem_limit_refusal_leaves_all_prior_data_intact(limit_pages: int, async_workers: int,
                                              writes: list[tuple[int, list[bytes]]]) -> None:
     dev = make(mem_limit_mib=0, async_workers=async_workers, staging_pages=8)
     dev.write_attribute("mem_limit", str(limit_pages * PAGE))
@@ -219,7 +219,7 @@ def test_enospc_leaves_all_prior_data_intact(limit_pages: int, async_workers: in
         try:
             dev.write(index * PAGE, memoryview(data), False, 0)
         except DeviceError as err:
-            assert err.errno == errno.ENOSPC
+            assert err.errno == errno.EIO
         else:
             reference[index * PAGE : index * PAGE + len(data)] = data
         buf = bytearray(len(reference))

@@ -126,18 +126,46 @@ def test_batch_back_ends_agree_on_one_contiguous_buffer() -> None:
 
 
 # ---------------------------------------------------------------- zsmalloc
-def test_pool_accounts_size_classes_and_zspages() -> None:
-    pool = ZsPool()
-    assert pool.class_index(1) == 0 and pool.class_index(32) == 0 and pool.class_index(33) == 1
-    assert pool.classes[-1].size == PAGE
-    huge = pool.classes[pool.class_index(pool.huge_class_size)]
-    assert huge.pages_per_zspage == 1 and huge.objs_per_zspage == 1
-    handles = [pool.malloc(100) for _ in range(200)]  # class 112
+def test_pool_follows_zsmalloc_size_classes_of_linux_6_12() -> None:
+    pool = ZsPool()  # CONFIG_ZSMALLOC_CHAIN_SIZE=8, as Debian's and GKI's 6.12 kernels
+    # zs_malloc() looks the class up for size + ZS_HANDLE_SIZE (8).
+    assert pool.class_index(24) == 0 and pool.class_index(25) == 1
+    assert pool.classes[pool.class_index(100)].size == 112  # 108 → the 112-byte class
+    # calculate_zspage_chain_size(): least absolute waste over 1..8 pages.
     cls = pool.classes[pool.class_index(100)]
-    assert cls.size == 112
-    assert pool.total_pages == -(-200 // cls.objs_per_zspage) * cls.pages_per_zspage
-    assert pool.total_pages * PAGE >= 200 * 100
-    for handle in handles:
+    assert (cls.pages_per_zspage, cls.objs_per_zspage) == (7, 256)  # 7 × 4096 = 256 × 112, no waste
+    kib = pool.classes[pool.class_index(1000)]
+    assert (kib.size, kib.pages_per_zspage, kib.objs_per_zspage) == (1024, 1, 4)  # a power of two: 1 page
+    # The largest class that is not huge is 3632 (9 objects in 8 pages): huge_class_size = 3632 - 7.
+    assert pool.huge_class_size == 3625
+    assert pool.classes[pool.class_index(3624)].size == 3632
+    assert pool.classes[pool.class_index(3625)].size == PAGE == pool.classes[-1].size
+    # Classes with the same geometry are merged into the larger one (can_merge):
+    # 777..808-byte objects share the 816-byte class, 5 objects to one page.
+    assert pool.class_index(777) == pool.class_index(808) != pool.class_index(776)
+    assert len(pool.classes) == 119
+    # Older kernels' 4-page chains: fewer classes survive, and a lower huge threshold.
+    assert (ZsPool(4).huge_class_size, len(ZsPool(4).classes)) == (3257, 69)
+    with pytest.raises(ValueError, match=re.escape("4..16 pages")):
+        ZsPool(3)
+
+
+def test_pool_accounts_zspages_and_refills_the_fullest_first() -> None:
+    pool = ZsPool()
+    handles = [pool.malloc(100) for _ in range(300)]  # 256 per 7-page zspage
+    assert pool.total_pages == 2 * 7 and pool.total_pages * PAGE >= 300 * 100
+    merged = [pool.malloc(size) for size in (777, 790, 808)]  # one merged class: one page holds all three
+    assert pool.total_pages == 2 * 7 + 1
+    # A third zspage of the 112 class, then free most of the second: the
+    # fullest partial zspage (fullness group, zs_malloc's find_get_zspage) is refilled first.
+    handles += [pool.malloc(100) for _ in range(256)]
+    assert pool.total_pages == 3 * 7 + 1
+    for handle in handles[256:500]:
+        pool.free(handle)  # zspage 1 keeps 12 of 256 (group _10), zspage 2 is full
+    pool.free(handles[-1])  # zspage 2 now 255 of 256 (group _99)
+    new = pool.malloc(100)
+    assert pool._objects[new][1] == pool._objects[handles[-2]][1]
+    for handle in [*handles[:256], *handles[500:-1], *merged, new]:
         pool.free(handle)
     assert pool.total_pages == 0 and pool.objects == 0
 
@@ -238,7 +266,7 @@ def test_out_of_range_requests_are_refused() -> None:
 
 
 # ---------------------------------------------------------------- mem_limit
-def test_enospc_at_the_limit_leaves_prior_data_and_the_failed_range_intact() -> None:
+def test_mem_limit_write_fails_with_eio_and_leaves_prior_data_and_the_failed_range_intact() -> None:
     dev = make(mem_limit_mib=1)
     stored: dict[int, bytes] = {}
     index = 0
@@ -248,7 +276,7 @@ def test_enospc_at_the_limit_leaves_prior_data_and_the_failed_range_intact() -> 
             write(dev, index * PAGE, page)
             stored[index] = page
             index += 1
-    assert info.value.errno == errno.ENOSPC
+    assert info.value.errno == errno.EIO  # zram_write_page's -ENOMEM ends the bio with BLK_STS_IOERR
     assert len(stored) == 256  # 1 MiB of one-page objects
     before = dev.read_attribute("mm_stat")
     # A multi-page write that overlaps existing pages fails as a whole.
@@ -262,12 +290,12 @@ def test_enospc_at_the_limit_leaves_prior_data_and_the_failed_range_intact() -> 
     write(dev, 0, os.urandom(PAGE))  # room again
 
 
-def test_enospc_with_async_staging_counts_staged_pages() -> None:
+def test_mem_limit_with_async_staging_counts_staged_pages() -> None:
     dev = make(mem_limit_mib=1, async_workers=1, staging_pages=1024)
     write(dev, 0, os.urandom(200 * PAGE))
     with pytest.raises(DeviceError) as info:
         write(dev, 200 * PAGE, os.urandom(100 * PAGE))
-    assert info.value.errno == errno.ENOSPC
+    assert info.value.errno == errno.EIO
     assert read(dev, 200 * PAGE, PAGE) == bytes(PAGE)
 
 
@@ -381,6 +409,46 @@ def test_compact_attribute_frees_pages_after_scattered_frees() -> None:
     compacted = mm_stat(dev)[6]
     assert orig == 100 * PAGE and compacted > 0 and used == used_before - compacted * PAGE and used >= compr
     assert all(read(dev, i * PAGE, PAGE) == pages[i] for i in range(1, 200, 2))
+
+
+def test_reset_and_disksize_follow_the_kernel() -> None:
+    dev = make(policy="multi", recomp_algorithms="zstd")
+    write(dev, 0, b"".join(text_page(i) for i in range(8)))
+    dev.write_attribute("mem_limit", "8M")
+    assert dev.read_attribute("initstate") == "1\n" and dev.read_attribute("disksize") == f"{16 << 20}\n"
+    with pytest.raises(ZramValueError, match="initialized device"):  # disksize_store: -EBUSY
+        dev.write_attribute("disksize", "8M")
+    for bad in ("0", "yes", "-1", "65536"):
+        with pytest.raises(ZramValueError, match="reset"):
+            dev.write_attribute("reset", bad)
+    dev.write_attribute("reset", "1")
+    # zram_reset_device(): no pages, zeroed statistics, no limit, the default algorithm alone, disksize 0.
+    assert dev.read_attribute("initstate") == "0\n" and dev.read_attribute("disksize") == "0\n"
+    assert mm_stat(dev) == [0] * 9 and dev.read_attribute("io_stat").split() == ["0"] * 4
+    assert dev.read_attribute("comp_algorithm") == "[lz4] lz4hc zstd \n"
+    assert dev.read_attribute("recomp_algorithm") == ""
+    with pytest.raises(DeviceError) as info:
+        read(dev, 0, PAGE)
+    assert info.value.errno == errno.EIO and "write disksize first" in str(info.value)
+    for attribute, value in (("idle", "all"), ("compact", "1"), ("recompress", "type=idle")):
+        with pytest.raises(ZramValueError, match="not initialized"):
+            dev.write_attribute(attribute, value)
+    dev.write_attribute("comp_algorithm", "zstd")
+    with pytest.raises(ZramValueError, match="exceeds the served capacity"):
+        dev.write_attribute("disksize", "17M")
+    dev.write_attribute("disksize", "4095K")  # PAGE_ALIGNed up
+    assert dev.read_attribute("disksize") == f"{4 << 20}\n" and dev.read_attribute("initstate") == "1\n"
+    write(dev, 0, text_page(1))
+    assert read(dev, 0, PAGE) == text_page(1) and dev.entries[0].codec == Codec("zstd")
+    with pytest.raises(DeviceError) as info:
+        write(dev, (4 << 20) - PAGE, bytes(2 * PAGE))  # beyond disksize: the kernel's capacity
+    assert info.value.errno == errno.EIO
+    with pytest.raises(DeviceError) as info:
+        write(dev, 16 << 20, bytes(PAGE))  # beyond what the frontend serves: malformed
+    assert info.value.errno == errno.EINVAL
+    with pytest.raises(ApiError) as api_info:
+        api(dev, "PUT", ["zram", "disksize"], b"1M")
+    assert api_info.value.status == 409
 
 
 def test_mem_limit_and_mem_used_max_writes() -> None:
@@ -716,9 +784,9 @@ def busy_device(**zram: Any) -> ZramDevice:
     dev.write_attribute("recompress", "type=idle max_pages=10 priority=2")  # zstd, slots 0..9
     dev.write_attribute("recompress", "type=huge")  # noise stays huge: marked incompressible
     dev.write_attribute("comp_algorithm", "zstd")  # pages written from now on use zstd at priority 0
-    for i in range(50, 90):  # one size class: zspages of several objects
+    for i in range(50, 210):  # one size class (448 bytes, 64 objects per 7-page zspage): three zspages
         write(dev, i * PAGE, text_page(7), now + 2 * 10**9)
-    for i in range(50, 90, 2):  # frees every other object: half-empty zspages to compact
+    for i in range(50, 210, 2):  # frees every other object: half-empty zspages to compact
         dev.trim(i * PAGE, PAGE, now)
     dev.trim(10 * PAGE, 5 * PAGE, now)
     write(dev, 3 * PAGE, text_page(300), now)  # rewritten: last in the page table, which recompress follows

@@ -3,8 +3,9 @@
 Each :class:`Codec` compresses one 4 KiB page and decompresses it back with a
 real library: ``lz4`` (lz4.block, fast mode; its level is LZ4's acceleration,
 as the kernel's lz4 backend uses it), ``lz4hc`` (lz4.block high-compression
-mode, levels 1–12) and ``zstd`` (zstandard, levels 1–22).  Frames carry no
-headers, sizes or checksums, as in the kernel: the page size is known.
+mode, levels 1–12) and ``zstd`` (zstandard, levels 1–22).  Frames are what
+the kernel's backends write: raw LZ4 blocks, and zstd frames with the
+content size and no checksum.
 
 :class:`CostModel` is the per-codec service time used in ``virtual`` timing:
 nanoseconds per page to compress and to decompress, measured once on a fixed
@@ -73,7 +74,10 @@ class Codec:
         pair = getattr(self._local, "zstd", None)
         if pair is None:
             pair = (
-                zstandard.ZstdCompressor(level=self.level, write_content_size=False, write_checksum=False,
+                # As the kernel's zstd backend: zstd_get_params(level, PAGE_SIZE)
+                # sets contentSizeFlag, so each frame carries the page's size
+                # (and, being single-segment, no window descriptor); no checksum.
+                zstandard.ZstdCompressor(level=self.level, write_content_size=True, write_checksum=False,
                                          write_dict_id=False),
                 zstandard.ZstdDecompressor(),
             )

@@ -29,6 +29,8 @@ from blockemu.timing import UnitTimeline
 
 # ZRAM_PRIMARY_COMP + up to three recompression algorithms (ZRAM_MAX_COMPS = 4).
 MAX_PRIORITIES = 4
+# What `reset` goes back to: CONFIG_ZRAM_DEF_COMP of Debian's and Android's kernels.
+DEFAULT_COMP_ALGORITHM = "lz4"
 # "busy" = queued CPU work per CPU over this horizon (see DeviceSignals.busy).
 BUSY_HORIZON_NS = 200_000
 
@@ -122,6 +124,9 @@ class ZramCore:
         self.config = config
         self.name = config.device.name
         self.size_bytes = config.capacity_bytes
+        # Served initialized, as if disksize had been written; `reset` sets it to 0
+        # (zram_reset_device) and I/O fails until disksize is written again.
+        self.disksize = self.size_bytes
         self.pages = self.size_bytes // PAGE
         self.capabilities = Capabilities(data_in_model=True)
         # Bytes live compressed in the page table: the store holds none of
@@ -129,7 +134,7 @@ class ZramCore:
         # it is the device's to close (whoever built the device opened it).
         self.store = store
         self.realtime = config.timing.mode == "realtime"
-        self.pool = ZsPool()
+        self.pool = ZsPool(config.zram.zsmalloc_chain_size)
         self.entries: dict[int, PageEntry] = {}
         self.staging: OrderedDict[int, StagedPage] = OrderedDict()
         self._untaken = 0  # staged pages no job has taken
@@ -174,8 +179,31 @@ class ZramCore:
         return max(p for p, codec in enumerate(self.algorithms) if codec is not None)
 
     def _check(self, offset: int, length: int) -> None:
-        if offset < 0 or length < 0 or offset + length > self.size_bytes:
-            raise out_of_range(offset, length, self.size_bytes)
+        if offset < 0 or length < 0 or offset + length > self.disksize:
+            if offset < 0 or length < 0 or offset + length > self.size_bytes:
+                raise out_of_range(offset, length, self.size_bytes)
+            # The kernel's zram has capacity disksize (0 after reset): the block
+            # layer ends I/O beyond it with BLK_STS_IOERR.
+            raise DeviceError(errno.EIO, f"request [{offset}, {offset + length}) is beyond zram disksize "
+                                         f"{self.disksize}" + (" (reset; write disksize first)" if not self.disksize
+                                                                 else ""))
+
+    def _reset(self) -> None:
+        """zram_reset_device(): every page freed, statistics zeroed, the default algorithm only, disksize 0."""
+        self.staging.clear()  # jobs in flight find their pages gone: their results are dropped as stale
+        self._untaken = 0
+        self._modeled_staged.clear()
+        self.entries.clear()
+        self._idle_candidates.clear()
+        self._pages_by_key.clear()
+        self._stored_bytes = 0
+        self.pool = ZsPool(self.pool.max_pages_per_zspage)
+        self.stats = ZramStats()
+        self.limit_pages = 0
+        default = Codec(DEFAULT_COMP_ALGORITHM)
+        self.algorithms = [default] + [None] * (MAX_PRIORITIES - 1)
+        self.cost_model.add(default)
+        self.disksize = 0
 
     def _seen(self, now_ns: int) -> None:
         if now_ns > self._now:
@@ -326,13 +354,13 @@ class ZramCore:
     def _over_limit(self, extra_pages: int) -> bool:
         return bool(self.limit_pages) and self.mem_used_pages + extra_pages > self.limit_pages
 
-    def _enospc(self, extra_pages: int) -> DeviceError:
-        # Linux's zram fails such a write with BLK_STS_IOERR (zram_write_page's
-        # -ENOMEM, zram_bio_write), so its users read EIO.  ENOSPC says why, and
-        # both transports carry it as it is: BLK_STS_NOSPC over ublk, NBD_ENOSPC.
+    def _limit_error(self, extra_pages: int) -> DeviceError:
+        # As Linux's zram: zram_write_page() returns -ENOMEM past mem_limit and
+        # zram_bio_write() ends the bio with BLK_STS_IOERR, so users read EIO
+        # (io_stat's failed_writes says why, and so does this message in the log).
         self.stats.failed_writes += 1
         return DeviceError(
-            errno.ENOSPC,
+            errno.EIO,
             f"zram mem_limit reached: {self.mem_used_pages * PAGE} bytes used + {extra_pages * PAGE} needed "
             f"> mem_limit {self.limit_pages * PAGE}",
         )

@@ -10,8 +10,10 @@ Data path (4 KiB pages; partial-page writes read, patch and rewrite the page):
 * Objects are accounted by :class:`~blockemu.devices.zram.zsmalloc.ZsPool`, so
   ``mem_used_total`` counts whole size-class slots and zspages.
 * With ``mem_limit`` set, a write whose allocation would take the pool above
-  it fails with ENOSPC before anything of it is stored; the pages it would
-  have replaced keep their old contents.
+  it fails with EIO, as Linux's zram fails it (``failed_writes`` counts it),
+  before anything of it is stored; the pages it would have replaced keep
+  their old contents (the kernel stores a bio's pages up to the first that
+  does not fit).
 
 Asynchronous compression (``async_workers`` > 0) stages written pages and
 compresses them in batches the runtime runs outside the model lock
@@ -130,7 +132,7 @@ class ZramDevice(ZramAttributes, ZramPersistence):
         # All-or-nothing: check the whole request against mem_limit first.
         extra = self.pool.pages_needed([e.size for _, e in built if e.kind != SAME])
         if self._over_limit(extra):
-            raise self._enospc(extra)
+            raise self._limit_error(extra)
         for index, entry in built:
             self._drop_staged(index)
             self._install(index, entry)
@@ -235,7 +237,8 @@ class ZramDevice(ZramAttributes, ZramPersistence):
             ("blockemu_zram_pages_compacted", "mm_stat pages_compacted", values[6]),
             ("blockemu_zram_huge_pages_since", "mm_stat huge_pages_since", values[8]),
             ("blockemu_zram_failed_reads", "io_stat failed_reads", self.stats.failed_reads),
-            ("blockemu_zram_failed_writes", "io_stat failed_writes (ENOSPC included)", self.stats.failed_writes),
+            ("blockemu_zram_failed_writes", "io_stat failed_writes (mem_limit refusals included)",
+             self.stats.failed_writes),
             ("blockemu_zram_notify_free", "io_stat notify_free: whole pages discarded", self.stats.notify_free),
             ("blockemu_zram_recompressed_pages", "Pages recompressed to a smaller size",
              self.stats.recompressed_pages),

@@ -55,7 +55,7 @@ class ZramOffload(ZramCore):
                 to_stage.append((index, page))
         new_staged = sum(1 for index, _ in to_stage if index not in self.staging)
         if self._over_limit(new_staged):
-            raise self._enospc(new_staged)
+            raise self._limit_error(new_staged)
         ack = now_ns + self.overhead_ns + read_cost + self.copy_ns * len(pages)
         # Modeled back-pressure: wait until enough staged pages are compressed.
         modeled = self._modeled_staged

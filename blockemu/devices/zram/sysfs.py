@@ -23,6 +23,10 @@ class ZramValueError(ValueError):
     """A malformed or refused attribute write (the kernel's -EINVAL)."""
 
 
+class ZramBusyError(ZramValueError):
+    """A write the device's state refuses (the kernel's -EBUSY): disksize on an initialized device."""
+
+
 def parse_kernel_args(text: str, allowed: tuple[str, ...], attribute: str) -> dict[str, str]:
     """``key=value key=value`` as the kernel's next_arg() splits it; every value non-empty."""
     args: dict[str, str] = {}
@@ -172,7 +176,32 @@ class ZramAttributes(ZramCore):
         self.cost_model.add(codec)
         self.algorithms[priority] = codec
 
+    def _require_init(self, attribute: str) -> None:
+        if not self.disksize:
+            raise ZramValueError(f"{attribute}: the device is not initialized (reset); write disksize first")
+
+    def _store_reset(self, value: str) -> None:
+        # reset_store(): kstrtou16, and 0 is refused.  The kernel also refuses a
+        # device someone holds open (EBUSY); the frontend always holds this one,
+        # so the model resets it as if it were closed.
+        if not (value.isascii() and value.isdigit()) or not 0 < int(value) < 1 << 16:
+            raise ZramValueError(f"reset: write 1 (a number 1..65535), got {value!r}")
+        self._reset()
+
+    def _store_disksize(self, value: str) -> None:
+        size = memparse(value, "disksize")
+        if not size:
+            raise ZramValueError("disksize must be > 0")
+        if self.disksize:
+            raise ZramBusyError("disksize: cannot change disksize for an initialized device; write 1 to reset first")
+        size = -(-size // PAGE) * PAGE  # PAGE_ALIGN
+        if size > self.size_bytes:
+            raise ZramValueError(f"disksize {size} exceeds the served capacity {self.size_bytes} bytes "
+                                 "(device.capacity_mib sets what the frontend exports)")
+        self.disksize = size
+
     def _store_idle(self, value: str) -> None:
+        self._require_init("idle")
         if value == "all":
             cutoff = None
         else:
@@ -182,6 +211,7 @@ class ZramAttributes(ZramCore):
                 entry.idle = True
 
     def _store_recompress(self, value: str) -> None:
+        self._require_init("recompress")
         args = parse_kernel_args(value, ("type", "max_pages", "threshold", "algo", "priority"), "recompress")
         want_idle = want_huge = False
         if "type" in args:
@@ -233,6 +263,7 @@ class ZramAttributes(ZramCore):
         self.stats.mem_used_max_pages = self.mem_used_pages
 
     def _store_compact(self, value: str) -> None:
+        self._require_init("compact")
         self.pool.compact()
 
     # ----------------------------------------------------------- control
@@ -272,11 +303,12 @@ ZRAM_GROUP: AttributeGroup[ZramAttributes] = AttributeGroup(
         Attribute("mem_limit", store=ZramAttributes._store_mem_limit),
         Attribute("mem_used_max", store=ZramAttributes._store_mem_used_max),
         Attribute("compact", store=ZramAttributes._store_compact),
-        Attribute("disksize", lambda z: f"{z.size_bytes}\n"),
-        Attribute("initstate", lambda z: "1\n"),  # the device is configured from the start
+        Attribute("disksize", lambda z: f"{z.disksize}\n", ZramAttributes._store_disksize),
+        Attribute("initstate", lambda z: f"{int(bool(z.disksize))}\n"),  # served initialized; 0 after reset
+        Attribute("reset", store=ZramAttributes._store_reset),
     ),
     ZramAttributes.snapshot,
-    errors={ZramValueError: 400},
+    errors={ZramBusyError: 409, ZramValueError: 400},
     mode_status=405,
 )
 ATTRIBUTES = ZRAM_GROUP.names
