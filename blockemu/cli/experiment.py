@@ -9,6 +9,7 @@ their host half inside the VM.
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -57,6 +58,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
     study.add_argument("--seed", type=int, help="workload seed")
     study.set_defaults(func=gc.main)
 
+    study = sub.add_parser("zram-fidelity", help="zram model vs Linux's zram: mm_stat on the same pages (VM)")
+    study.add_argument("--quick", action="store_true", help="1024 pages per corpus instead of 4096")
+    study.add_argument("--pages", type=int, help="pages per corpus")
+    study.add_argument("--cases", default="lz4,lz4hc:9,zstd:3,lz4+zstd",
+                       help="algorithms, comma-separated (default: lz4,lz4hc:9,zstd:3,lz4+zstd)")
+    study.add_argument("--seed", type=int, default=7, help="corpus seed (default 7)")
+    study.add_argument("--mem", default="2G", help="guest memory (default 2G)")
+    study.add_argument("--timeout", type=float, default=3600.0)
+    study.add_argument("--out", help="output folder (default results/zram-fidelity-<timestamp>)")
+    study.add_argument("--guest", action="store_true", help=argparse.SUPPRESS)
+    study.set_defaults(func=_run_zram_fidelity)
+
     study = sub.add_parser("pmqos-vm", help="PM-QoS vs ondemand on F2FS in the VM (realtime)")
     study.add_argument("--quick", action="store_true", help="12 bursts per governor instead of 60")
     study.add_argument("--bursts", type=int, help="bursts per governor")
@@ -74,6 +87,18 @@ def _run_hid(args: argparse.Namespace) -> int:
     from blockemu.experiments import hid
 
     return int(hid.guest_main(args) if args.guest else hid.host_main(args))
+
+
+def _run_zram_fidelity(args: argparse.Namespace) -> int:
+    from blockemu.experiments import zram_fidelity
+
+    cases = args.cases.split(",")
+    unknown = [c for c in cases if c not in zram_fidelity.CASES]
+    if unknown:
+        print(f"blockemu experiment zram-fidelity: unknown case {unknown[0]!r}; allowed: "
+              f"{', '.join(zram_fidelity.CASES)}", file=sys.stderr)
+        return 2
+    return int(zram_fidelity.guest_main(args) if args.guest else zram_fidelity.host_main(args))
 
 
 def _run_pmqos_vm(args: argparse.Namespace) -> int:
