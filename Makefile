@@ -12,6 +12,7 @@ setup:
 kernel: setup
 	@scripts/fetch_kernel.sh
 	@scripts/fetch_ublk_header.sh
+	@scripts/build_zram_multi.sh >/dev/null
 
 # Lists every external program and file the project and its tests use
 # (scripts/dependencies.txt) with its version; fails naming what is missing.

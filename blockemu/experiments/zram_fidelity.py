@@ -117,8 +117,12 @@ class _Side:
         return [int(v) for v in self.read("mm_stat").split()]
 
 
-def _kernel_side() -> _Side:
-    subprocess.run(["modprobe", "zram", "num_devices=1"], check=True)
+def _kernel_side(module: str | None) -> _Side:
+    """The guest kernel's zram0; from ``module`` (a zram.ko built with CONFIG_ZRAM_MULTI_COMP) if given."""
+    subprocess.run(["modprobe", "zram", "num_devices=1"], check=True)  # loads zram's dependencies too
+    if module:
+        subprocess.run(["rmmod", "zram"], check=True)
+        subprocess.run(["insmod", module, "num_devices=1"], check=True)
     sysfs = Path("/sys/block/zram0")
 
     def write(attribute: str, value: str) -> None:
@@ -194,7 +198,7 @@ def kernel_page_sizes(side: _Side, case: str, corpus: Path, disksize: int) -> li
 def guest_main(args: argparse.Namespace) -> int:
     results = Path(os.environ["BLOCKEMU_RESULTS"])
     manifest = json.loads((results / "corpora.json").read_text())
-    kernel, model = _kernel_side(), _model_side()
+    kernel, model = _kernel_side(manifest.get("zram_module")), _model_side()
     kernel_multi = Path("/sys/block/zram0/recomp_algorithm").exists()
     rows = []
     for case in args.cases.split(","):
@@ -362,6 +366,7 @@ def summary(rows: list[dict[str, Any]]) -> str:
 
 def host_main(args: argparse.Namespace) -> int:
     from blockemu import vm
+    from blockemu.vm import host as vm_host
 
     pages = args.pages or (QUICK_PAGES if args.quick else FULL_PAGES)
     out = report.results_dir("zram-fidelity", args.out).resolve()
@@ -372,7 +377,14 @@ def host_main(args: argparse.Namespace) -> int:
     for name, data in corpora.items():
         (shared / f"corpus-{name}.bin").write_bytes(data)
     disksize = pages * PAGE
-    (shared / "corpora.json").write_text(json.dumps({"corpora": list(corpora), "disksize": disksize}) + "\n")
+    module = vm_host.cache_dir() / "zram-multi" / "zram.ko"  # scripts/build_zram_multi.sh (make kernel)
+    if module.exists():
+        _say(f"kernel side: Linux's zram rebuilt with CONFIG_ZRAM_MULTI_COMP ({module})")
+    else:
+        _say(f"kernel side: the guest's own zram module (no {module}: recompression is compared on the model only)")
+    (shared / "corpora.json").write_text(json.dumps({"corpora": list(corpora), "disksize": disksize,
+                                                     "zram_module": str(module) if module.exists() else None})
+                                         + "\n")
     capacity_mib = -(-disksize // (1 << 20)) + 1
     overrides = [f"device.capacity_mib={capacity_mib}", "zram.policy=single", "zram.recomp_algorithms=",
                  "zram.async_workers=0", "zram.mem_limit_mib=0"]

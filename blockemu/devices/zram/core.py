@@ -389,6 +389,8 @@ class ZramCore:
         page, cost = self._page_bytes(index)
         old_class = self.pool.class_index(entry.size)
         self.stats.recompress_attempts += 1
+        # "We touched this entry so mark it as non-IDLE" (zram_recompress).
+        entry.idle = False
         for priority in range(first_priority, min(end_priority, MAX_PRIORITIES)):
             codec = self.algorithms[priority]
             if codec is None:
@@ -404,7 +406,7 @@ class ZramCore:
             if self._over_limit(self.pool.pages_needed([size])):
                 return cost
             new = PageEntry(COMPRESSED, priority=priority, codec=codec, data=compressed, size=size,
-                            idle=entry.idle, last_access_ns=entry.last_access_ns, reads=entry.reads,
+                            idle=False, last_access_ns=entry.last_access_ns, reads=entry.reads,
                             last_read_ns=entry.last_read_ns, probe_ratio=entry.probe_ratio)
             new.handle = self.pool.malloc(size)
             self.pool.free(entry.handle)

@@ -237,7 +237,10 @@ class ZramAttributes(ZramCore):
                                  f"{'' if end == first + 1 else ' or above'}; set one with recomp_algorithm")
         done = 0
         cost = 0
-        for index, entry in list(self.entries.items()):
+        # recompress_store() walks the slots in index order; max_pages counts
+        # the pages it tried to recompress (zram_recompress's num_recomp_pages).
+        for index in sorted(self.entries):
+            entry = self.entries[index]
             if max_pages is not None and done >= max_pages:
                 break
             if entry.kind == SAME or entry.incompressible:
@@ -248,8 +251,9 @@ class ZramAttributes(ZramCore):
                 continue
             if threshold and entry.size < threshold:
                 continue
+            attempts = self.stats.recompress_attempts
             cost += self._recompress_page(index, entry, first, end, threshold)
-            done += 1
+            done += self.stats.recompress_attempts - attempts
         if cost:
             self._occupy_cpu(self._now, cost)
 
