@@ -36,6 +36,7 @@ of the gap of each field in percent.  A field is within tolerance when
 from __future__ import annotations
 
 import argparse
+import errno
 import fcntl
 import json
 import os
@@ -126,7 +127,16 @@ def _kernel_side(module: str | None) -> _Side:
     sysfs = Path("/sys/block/zram0")
 
     def write(attribute: str, value: str) -> None:
-        (sysfs / attribute).write_text(value + "\n")
+        # reset_store() refuses while anyone holds the disk open (EBUSY): udev
+        # probes a new or resized zram0 for a moment, so retry as zramctl does.
+        for attempt in range(100):
+            try:
+                (sysfs / attribute).write_text(value + "\n")
+                return
+            except OSError as err:
+                if err.errno != errno.EBUSY or attribute != "reset" or attempt == 99:
+                    raise
+                time.sleep(0.1)
 
     return _Side("kernel", "/dev/zram0", write, lambda attribute: (sysfs / attribute).read_text())
 
