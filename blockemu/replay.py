@@ -17,6 +17,13 @@ Two engines compute the same thing:
   that trigger garbage collection go through the scalar path.  Tests check
   that both engines give identical completion times.
 
+Records the live device refused (``FLAG_REFUSED``) are skipped and counted;
+a request the replay device refuses although the live one served it (a fio
+iolog that breaks the zone rules, a trace replayed on another config) is
+counted too and ends the same way on the replay device: nothing changes.
+Zone management and Simple Copy (trace version 2) go to the zoned device's
+own commands, so a ZNS trace replays to the same zones.
+
 Open-loop replay (the default for traces with times) issues each request at
 its recorded arrival time; closed-loop replay (fio v2 iologs, or
 ``--closed-loop``) issues each request when the previous one completes (QD1).
@@ -33,14 +40,19 @@ from typing import Any, cast
 import numpy as np
 
 from blockemu.config import Config
-from blockemu.devices.base import Device, SavesState
+from blockemu.devices.base import Device, DeviceError, SavesState
 from blockemu.devices.ufs.device import UfsDevice
 from blockemu.devices.ufs.ftl import SECTOR
+from blockemu.devices.zns.device import CopySource, ZnsDevice
 from blockemu.stack import build
 from blockemu.store.null import NullStore
-from blockemu.trace import FLAG_FUA, OP_CODES, OPS, Trace
+from blockemu.trace import DATA_OPS, FLAG_FUA, FLAG_REFUSED, OP_CODES, OPS, ZONE_OPS, Trace
 
-READ, WRITE, FLUSH, TRIM, ZERO = (OP_CODES[name] for name in OPS)
+READ, WRITE, FLUSH, TRIM, ZERO = (OP_CODES[name] for name in DATA_OPS)
+FIRST_ZONE_OP = len(DATA_OPS)
+COPY_SOURCE, COPY = OP_CODES["copy_source"], OP_CODES["copy"]
+# Trace op -> ZnsDevice.zone_command action.
+ZONE_ACTIONS = {OP_CODES[name]: name.removeprefix("zone_") for name in ZONE_OPS if name.startswith("zone_")}
 
 
 @dataclass
@@ -71,6 +83,8 @@ class ReplayResult:
             "modeled_makespan_s": self.makespan_ns / 1e9,
             "wall_s": round(self.wall_s, 3),
             "requests_per_wall_s": round(len(self.ops) / self.wall_s) if self.wall_s > 0 else None,
+            "refused": {"recorded": int(self.extra.get("refused_recorded", 0)),
+                        "in_replay": int(self.extra.get("refused_in_replay", 0))},
             "ops": {},
         }
         latencies = self.latencies_ns
@@ -111,12 +125,20 @@ def replay(config: Config, trace: Trace, *, engine: str = "auto", closed_loop: b
         raise ValueError(f"engine must be auto, scalar or vector, got {engine!r}")
     device = build_replay_device(config, trace)
     records = trace.records
+    # What the live device refused, the host saw fail: not replayed, counted.
+    refused = (records["flags"] & FLAG_REFUSED) != 0
+    refused_recorded = int(np.count_nonzero(refused))
+    if refused_recorded:
+        records = records[~refused]
     if len(records):
         end = records["offset"].astype(np.int64) + records["length"].astype(np.int64)
         bad = np.flatnonzero(end > device.size_bytes)
         if len(bad):
             raise ValueError(f"trace request {int(bad[0])} ends at byte {int(end[bad[0]])}, "
                              f"beyond the device ({device.size_bytes} bytes); replay it on a larger config")
+        if int(records["op"].max()) >= FIRST_ZONE_OP and not isinstance(device, ZnsDevice):
+            raise ValueError(f"the trace holds zone-management commands; a {config.device.type} device has no "
+                             "zones (replay it on a zns config)")
     closed = (not trace.has_times) if closed_loop is None else closed_loop
     vector = device.capabilities.vector_replay
     if engine == "auto":
@@ -130,11 +152,17 @@ def replay(config: Config, trace: Trace, *, engine: str = "auto", closed_loop: b
     if engine == "vector":
         # The capability says it is a UFS model: the engine reads its FTL and dies.
         done, arrivals = VectorUfsReplay(cast(UfsDevice, device), records, arrivals, closed, progress).run()
+        served = np.ones(len(records), dtype=bool)
     else:
-        done, arrivals = _replay_scalar(device, records, arrivals, closed, progress)
+        done, arrivals, served = _replay_scalar(device, records, arrivals, closed, progress)
     wall = time.perf_counter() - started
-    return ReplayResult(arrivals, done, records["op"].copy(), records["length"].astype(np.int64), engine, wall,
-                        device)
+    # Copy sources are part of their copy, not requests; refusals have no latency.
+    requests = records["op"] != COPY_SOURCE
+    keep = served & requests
+    extra = {"refused_recorded": refused_recorded,
+             "refused_in_replay": int(np.count_nonzero(requests & ~served))}
+    return ReplayResult(arrivals[keep], done[keep], records["op"][keep], records["length"][keep].astype(np.int64),
+                        engine, wall, device, extra)
 
 
 def _scalar_one(device: Device, op: int, offset: int, length: int, fua: bool, now: int, buf: memoryview) -> int:
@@ -149,25 +177,53 @@ def _scalar_one(device: Device, op: int, offset: int, length: int, fua: bool, no
     return device.write_zeroes(offset, length, fua, now)
 
 
+def _zone_one(device: ZnsDevice, op: int, offset: int, length: int, now: int, buf: memoryview,
+              sources: list[CopySource]) -> int:
+    if op == COPY:
+        try:
+            return device.copy(sources, offset // device.zone_size, now)[1]
+        finally:
+            sources.clear()
+    return device.zone_command(ZONE_ACTIONS[op], offset // device.zone_size, now, buf[:length])[1]
+
+
 def _replay_scalar(device: Device, records: np.ndarray, arrivals: np.ndarray, closed: bool,
-                   progress: Callable[[int, int], None] | None) -> tuple[np.ndarray, np.ndarray]:
+                   progress: Callable[[int, int], None] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Completions, arrivals, and which records the device served (not refused, not a copy source)."""
     count = len(records)
     done = np.empty(count, dtype=np.int64)
+    served = np.ones(count, dtype=bool)
     arrivals = arrivals.copy()
     buf = memoryview(bytearray(int(records["length"].max()) if count else 0))
     ops = records["op"].tolist()
     offsets = records["offset"].tolist()
     lengths = records["length"].tolist()
     fuas = (records["flags"] & FLAG_FUA).astype(bool).tolist()
+    zoned = device if isinstance(device, ZnsDevice) else None
+    sources: list[CopySource] = []
     previous = 0
     for i in range(count):
         now = previous if closed else int(arrivals[i])
         arrivals[i] = now
-        previous = _scalar_one(device, ops[i], offsets[i], lengths[i], fuas[i], now, buf)
+        op = ops[i]
+        try:
+            if op < FIRST_ZONE_OP:
+                previous = _scalar_one(device, op, offsets[i], lengths[i], fuas[i], now, buf)
+            elif op == COPY_SOURCE:
+                sources.append(CopySource(offsets[i], lengths[i]))
+                served[i] = False
+                previous = now
+            else:
+                assert zoned is not None  # replay() refuses zone ops for other devices
+                previous = _zone_one(zoned, op, offsets[i], lengths[i], now, buf, sources)
+        except DeviceError:
+            # Refused here as it would be live: the device's state is unchanged.
+            served[i] = False
+            previous = now
         done[i] = previous
         if progress is not None and i % 500_000 == 0:
             progress(i, count)
-    return done, arrivals
+    return done, arrivals, served
 
 
 class VectorUfsReplay:
@@ -370,6 +426,10 @@ def format_summary(summary: dict[str, Any]) -> str:
     for name, s in summary["ops"].items():
         lines.append(f"{name:6s}{s['requests']:10d}{s['bytes'] / 2**20:10.1f}{s['mean_us']:10.1f}{s['p50_us']:10.1f}"
                      f"{s['p95_us']:10.1f}{s['p99_us']:10.1f}{s['max_us']:10.1f}")
+    refused = summary.get("refused", {})
+    if refused.get("recorded") or refused.get("in_replay"):
+        lines.append(f"refused: {refused['recorded']} by the recorded device (skipped), "
+                     f"{refused['in_replay']} by the replay device")
     return "\n".join(lines)
 
 

@@ -12,6 +12,22 @@ mapping), so a replay starts from the same physical layout the live device
 had.  Records are appended as requests arrive and flushed in blocks, so a
 trace of a server killed mid-run is still readable up to its last block.
 
+Version 2 (written since zone management was traced) keeps the record
+layout and adds:
+
+* zone-management commands, from the control API or a frontend (ublk):
+  ``zone_open``, ``zone_close``, ``zone_finish``, ``zone_reset``,
+  ``zone_offline`` and ``zone_append`` with ``offset`` = the zone's start
+  (and ``length`` = the appended bytes); ``zone_reset_all`` with offset 0;
+  an injected fault as ``zone_fault_read_only`` / ``zone_fault_offline``;
+  a Simple Copy as its ``copy_source`` records (offset, length) followed by
+  one ``copy`` record (offset = the destination zone's start, length = the
+  bytes copied);
+* ``FLAG_REFUSED``: the device refused the request (the host saw an error).
+  A replay skips such records and counts them.
+
+Version 1 files (the first five ops, FUA only) are still read.
+
 fio iologs (version 2, and version 3 with timestamps) are read directly; a
 file is recognised by its first line.
 """
@@ -34,14 +50,20 @@ if TYPE_CHECKING:
     from blockemu.devices.base import Device
 
 MAGIC = b"BLKEMUTR"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 TRACE_DTYPE = np.dtype(
     [("t_ns", "<u8"), ("offset", "<u8"), ("length", "<u4"), ("op", "u1"), ("flags", "u1"), ("qd", "<u2")]
 )
 assert TRACE_DTYPE.itemsize == 24
-OPS = ("read", "write", "flush", "trim", "zero")
+DATA_OPS = ("read", "write", "flush", "trim", "zero")
+# Version 2's zone management and Simple Copy (the module docstring says what offset and length hold).
+ZONE_OPS = ("zone_open", "zone_close", "zone_finish", "zone_reset", "zone_reset_all", "zone_offline",
+            "zone_append", "zone_fault_read_only", "zone_fault_offline", "copy_source", "copy")
+OPS = DATA_OPS + ZONE_OPS
 OP_CODES = {name: code for code, name in enumerate(OPS)}
 FLAG_FUA = 1
+FLAG_REFUSED = 2
 _BLOCK_RECORDS = 4096
 
 
@@ -102,10 +124,16 @@ class TraceWriter:
         handle.flush()
         return cls(path, handle, now_ns)
 
-    def append(self, t_ns: int, op: str, offset: int, length: int, fua: bool, depth: int) -> None:
-        self._pending.append((t_ns, offset, length, OP_CODES[op], FLAG_FUA if fua else 0, min(depth, 65535)))
+    def append(self, t_ns: int, op: str, offset: int, length: int, fua: bool, depth: int,
+               refused: bool = False) -> None:
+        flags = (FLAG_FUA if fua else 0) | (FLAG_REFUSED if refused else 0)
+        self._pending.append((t_ns, offset, length, OP_CODES[op], flags, min(depth, 65535)))
         if len(self._pending) >= _BLOCK_RECORDS:
             self._write_pending()
+
+    def record(self, now_ns: int, op: str, offset: int, length: int, refused: bool) -> None:
+        """A device's own command (zone management, Simple Copy): blockemu.devices.base.CommandRecorder."""
+        self.append(now_ns, op, offset, length, False, 1, refused)
 
     def _write_pending(self) -> None:
         if self._pending:
@@ -142,8 +170,9 @@ def _read_native(path: Path, f: BinaryIO) -> Trace:
     if len(fixed) != 8:
         raise TraceError(f"{path}: truncated header")
     version, header_len = struct.unpack("<II", fixed)
-    if version != VERSION:
-        raise TraceError(f"{path}: trace version {version}; this blockemu reads version {VERSION}")
+    if version not in READABLE_VERSIONS:
+        raise TraceError(f"{path}: trace version {version}; this blockemu reads versions "
+                         f"{', '.join(map(str, READABLE_VERSIONS))}")
     try:
         header = json.loads(f.read(header_len))
         (state_len,) = struct.unpack("<Q", f.read(8))
@@ -159,7 +188,8 @@ def _read_native(path: Path, f: BinaryIO) -> Trace:
     body = f.read()
     usable = len(body) - len(body) % TRACE_DTYPE.itemsize
     records = np.frombuffer(body[:usable], dtype=TRACE_DTYPE).copy()
-    if len(records) and int(records["op"].max()) >= len(OPS):
+    known = len(DATA_OPS) if version == 1 else len(OPS)
+    if len(records) and int(records["op"].max()) >= known:
         raise TraceError(f"{path}: unknown operation code {int(records['op'].max())}")
     return Trace(records, header, state)
 
