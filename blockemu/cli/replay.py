@@ -6,12 +6,14 @@ import argparse
 import json
 
 from blockemu.cli.common import fail
+from blockemu.cli.trace import add_import_options, import_options
 from blockemu.config import ConfigError, load_config
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="device configuration (TOML)")
-    parser.add_argument("trace", help="a 'blockemu serve --trace' file or a fio version 2/3 iolog")
+    parser.add_argument("trace", help="a 'blockemu serve --trace' file, fio iolog, blktrace, blkparse text or CSV")
+    add_import_options(parser)
     parser.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value")
     parser.add_argument("--engine", choices=("auto", "scalar", "vector"), default="auto",
                         help="vector (UFS, fast) or scalar (any device, the reference); default auto")
@@ -27,11 +29,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def cmd_replay(args: argparse.Namespace) -> int:
     # Imported here: the replay engines import numpy and every device model.
     from blockemu.replay import format_summary, print_progress, replay
-    from blockemu.trace import TraceError, read_trace
+    from blockemu.trace import TraceError
+    from blockemu.traceio import read_any
 
     try:
         config = load_config(args.config, args.set or [])
-        trace = read_trace(args.trace)
+        trace = read_any(args.trace, import_options(args))
         result = replay(config, trace, engine=args.engine, closed_loop=args.closed_loop, progress=print_progress)
     except (ConfigError, TraceError, ValueError) as err:
         return fail(str(err))
