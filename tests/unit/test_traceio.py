@@ -13,6 +13,7 @@ import pytest
 
 from blockemu.trace import FLAG_FUA, OP_CODES, TraceError, read_trace
 from blockemu.traceio import ImportOptions, convert, detect_format, fio, read_any
+from tests.conftest import require_tool
 
 R, W, F, T = (OP_CODES[name] for name in ("read", "write", "flush", "trim"))
 
@@ -114,6 +115,25 @@ def test_blktrace_binary_per_cpu_files(tmp_path: Path, order: str) -> None:
                                    (400, T, 32768, 8192, 0)]
     queued = read_any(path, ImportOptions(blktrace_event="Q"))
     assert rows(queued.records) == [(100, W, 4096, 4096, 0)]
+
+
+def test_blktrace_importer_agrees_with_blkparse(tmp_path: Path) -> None:
+    """blkparse itself reads the packed records; its text and the binary import give the same trace."""
+    blkparse = require_tool("blkparse")
+    (tmp_path / "sda.blktrace.0").write_bytes(
+        blk_record(1000, 8, 4096, Q, WRITE, 0) + blk_record(1050, 8, 4096, D, WRITE | FUA, 0)
+        + blk_record(1400, 64, 8192, D, WRITE | DISCARD, 0))
+    (tmp_path / "sda.blktrace.1").write_bytes(
+        blk_record(1200, 16, 512, D, READ, 1) + blk_record(1300, 0, 0, D, FLUSH | WRITE, 1))
+    text = subprocess.run([blkparse, "-i", "sda"], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                          check=True).stdout
+    (tmp_path / "sda.txt").write_text(text)
+    binary = read_any(tmp_path / "sda.blktrace.0").records
+    parsed = read_any(tmp_path / "sda.txt").records
+    assert len(binary) == 4
+    # blkparse prints times from the first event on.
+    binary["t_ns"] -= 1000
+    assert rows(parsed) == rows(binary)
 
 
 def test_blktrace_bad_and_truncated_records(tmp_path: Path) -> None:
