@@ -31,6 +31,7 @@ its recorded arrival time; closed-loop replay (fio v2 iologs, or
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from collections.abc import Callable
@@ -44,6 +45,7 @@ from blockemu.devices.base import Device, DeviceError, SavesState
 from blockemu.devices.ufs.device import UfsDevice
 from blockemu.devices.ufs.ftl import SECTOR
 from blockemu.devices.zns.device import CopySource, ZnsDevice
+from blockemu.precondition import precondition as precondition_device
 from blockemu.stack import build
 from blockemu.store.null import NullStore
 from blockemu.trace import DATA_OPS, FLAG_FUA, FLAG_REFUSED, OP_CODES, OPS, ZONE_OPS, Trace
@@ -87,6 +89,8 @@ class ReplayResult:
                         "in_replay": int(self.extra.get("refused_in_replay", 0))},
             "ops": {},
         }
+        if "precondition" in self.extra:
+            out["precondition"] = self.extra["precondition"]
         latencies = self.latencies_ns
         for code, name in enumerate(OPS):
             mask = self.ops == code
@@ -119,11 +123,19 @@ def build_replay_device(config: Config, trace: Trace | None = None) -> Device:
 
 
 def replay(config: Config, trace: Trace, *, engine: str = "auto", closed_loop: bool | None = None,
-           progress: Callable[[int, int], None] | None = None) -> ReplayResult:
-    """Run ``trace`` through a fresh device built from ``config`` (plus the trace's saved state)."""
+           progress: Callable[[int, int], None] | None = None, precondition: str = "none") -> ReplayResult:
+    """Run ``trace`` through a fresh device built from ``config`` (plus the trace's saved state).
+
+    ``precondition`` (none, full, trace) writes the device first, untimed
+    (blockemu/precondition.py).
+    """
     if engine not in ("auto", "scalar", "vector"):
         raise ValueError(f"engine must be auto, scalar or vector, got {engine!r}")
-    device = build_replay_device(config, trace)
+    build_config = config
+    if precondition == "trace":
+        # [aging] at start-up would write its whole span; here it lays out only what the trace reads first.
+        build_config = dataclasses.replace(config, aging=dataclasses.replace(config.aging, fragmentation_percent=0.0))
+    device = build_replay_device(build_config, trace)
     records = trace.records
     # What the live device refused, the host saw fail: not replayed, counted.
     refused = (records["flags"] & FLAG_REFUSED) != 0
@@ -139,6 +151,7 @@ def replay(config: Config, trace: Trace, *, engine: str = "auto", closed_loop: b
         if int(records["op"].max()) >= FIRST_ZONE_OP and not isinstance(device, ZnsDevice):
             raise ValueError(f"the trace holds zone-management commands; a {config.device.type} device has no "
                              "zones (replay it on a zns config)")
+    conditioned = precondition_device(device, config, precondition, records)
     closed = (not trace.has_times) if closed_loop is None else closed_loop
     vector = device.capabilities.vector_replay
     if engine == "auto":
@@ -159,8 +172,10 @@ def replay(config: Config, trace: Trace, *, engine: str = "auto", closed_loop: b
     # Copy sources are part of their copy, not requests; refusals have no latency.
     requests = records["op"] != COPY_SOURCE
     keep = served & requests
-    extra = {"refused_recorded": refused_recorded,
-             "refused_in_replay": int(np.count_nonzero(requests & ~served))}
+    extra: dict[str, Any] = {"refused_recorded": refused_recorded,
+                             "refused_in_replay": int(np.count_nonzero(requests & ~served))}
+    if precondition != "none":
+        extra["precondition"] = conditioned.as_dict()
     return ReplayResult(arrivals[keep], done[keep], records["op"][keep], records["length"][keep].astype(np.int64),
                         engine, wall, device, extra)
 
@@ -426,6 +441,11 @@ def format_summary(summary: dict[str, Any]) -> str:
     for name, s in summary["ops"].items():
         lines.append(f"{name:6s}{s['requests']:10d}{s['bytes'] / 2**20:10.1f}{s['mean_us']:10.1f}{s['p50_us']:10.1f}"
                      f"{s['p95_us']:10.1f}{s['p99_us']:10.1f}{s['max_us']:10.1f}")
+    if "precondition" in summary:
+        p = summary["precondition"]
+        reached = "n/a" if p["fragmentation_percent"] is None else f"{p['fragmentation_percent']:.1f}%"
+        lines.insert(0, f"precondition {p['mode']}: wrote {p['bytes_written'] / 2**20:.1f} MiB in {p['seconds']} s "
+                        f"(untimed), fragmentation {reached} (asked {p['target_fragmentation_percent']:g}%)")
     refused = summary.get("refused", {})
     if refused.get("recorded") or refused.get("in_replay"):
         lines.append(f"refused: {refused['recorded']} by the recorded device (skipped), "

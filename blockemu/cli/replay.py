@@ -22,6 +22,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                       help="issue each request when the previous completes (default for fio v2 iologs)")
     loop.add_argument("--open-loop", dest="closed_loop", action="store_false",
                       help="issue requests at their recorded times (default for traces with times)")
+    parser.add_argument("--precondition", choices=("auto", "none", "full", "trace"), default="auto",
+                        help="write the device before timing, laid out as [aging] says: full (every sector) or "
+                             "trace (what the trace reads before writing); auto: trace for imported traces on "
+                             "ufs, else none (a blockemu trace carries the device's state)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.set_defaults(func=cmd_replay)
 
@@ -35,7 +39,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config, args.set or [])
         trace = read_any(args.trace, import_options(args))
-        result = replay(config, trace, engine=args.engine, closed_loop=args.closed_loop, progress=print_progress)
+        mode = args.precondition
+        if mode == "auto":
+            imported = trace.header.get("source") not in (None, "native") and "device" not in trace.header
+            mode = "trace" if imported and config.device.type == "ufs" else "none"
+        result = replay(config, trace, engine=args.engine, closed_loop=args.closed_loop, progress=print_progress,
+                        precondition=mode)
     except (ConfigError, TraceError, ValueError) as err:
         return fail(str(err))
     summary = result.summary()
