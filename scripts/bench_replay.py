@@ -1,18 +1,31 @@
 #!/usr/bin/env python3
-"""Replay throughput: requests per wall-clock second, vector engine vs scalar engine.
+"""Replay throughput: requests per wall-clock second, vector engine vs scalar engine, and end to end.
 
 Generates a seeded trace of 4 KiB requests (70% random reads, 30% random
 writes, open-loop arrivals at 200 K requests per modeled second) over an
 aged UFS device, replays it with both engines on the same config, checks that
 both computed the same completion times, and prints the rates and their ratio.
 
-    .venv/bin/python scripts/bench_replay.py [--requests 2000000] [--config configs/ufs41.toml]
+The text case (``--text-requests``, 0 to skip) writes the same kind of
+trace as a fio v2 iolog and measures, in this one invocation:
+
+* parsing it with the line-by-line parser (the only one before
+  blockemu/traceio, "before") and with the numpy tokeniser ("after"),
+  checking both give the same records;
+* ``blockemu replay CONFIG FILE`` end to end (process start to summary, a
+  subprocess timed from spawn to exit) on the iolog, and on the same trace
+  converted to blockemu's binary format (``blockemu trace convert``).
+
+    .venv/bin/python scripts/bench_replay.py [--requests 2000000] [--text-requests 1000000]
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +36,7 @@ sys.path.insert(0, str(REPO))
 from blockemu.config import load_config  # noqa: E402
 from blockemu.replay import replay  # noqa: E402
 from blockemu.trace import OP_CODES, TRACE_DTYPE, Trace  # noqa: E402
+from blockemu.traceio import fio, read_any  # noqa: E402
 
 
 def random_4k_trace(count: int, span_bytes: int, seed: int) -> Trace:
@@ -36,12 +50,60 @@ def random_4k_trace(count: int, span_bytes: int, seed: int) -> Trace:
     return Trace(records, {}, {})
 
 
+def write_fio_iolog(path: Path, trace: Trace) -> None:
+    names = np.array(["read", "write"])[(trace.records["op"] == OP_CODES["write"]).astype(int)]
+    lines = [f"/dev/x {a} {o} {n}\n" for a, o, n in zip(names.tolist(), trace.records["offset"].tolist(),
+                                                      trace.records["length"].tolist(), strict=True)]
+    path.write_text("fio version 2 iolog\n/dev/x add\n/dev/x open\n" + "".join(lines) + "/dev/x close\n")
+
+
+def end_to_end(config: str, trace_path: Path) -> tuple[float, str]:
+    """Wall seconds of ``blockemu replay`` from spawn to exit, and its summary's first line."""
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "blockemu", "replay", config, str(trace_path),
+                             "--precondition", "none"], capture_output=True, text=True, check=True, cwd=REPO)
+    return time.perf_counter() - started, result.stdout.splitlines()[0]
+
+
+def text_case(count: int, config_path: str, seed: int) -> bool:
+    config = load_config(config_path)
+    trace = random_4k_trace(count, config.capacity_bytes, seed)
+    with tempfile.TemporaryDirectory() as folder:
+        iolog = Path(folder) / "job.iolog"
+        write_fio_iolog(iolog, trace)
+        block = iolog.read_bytes().split(b"\n", 1)[1]
+        started = time.perf_counter()
+        before = fio._parse_lines(iolog, block, 2, 2)
+        before_s = time.perf_counter() - started
+        started = time.perf_counter()
+        after = read_any(iolog).records
+        after_s = time.perf_counter() - started
+        same = np.array_equal(before, after)
+        native = Path(folder) / "job.trace"
+        subprocess.run([sys.executable, "-m", "blockemu", "trace", "convert", str(iolog), str(native)],
+                       check=True, capture_output=True, cwd=REPO)
+        text_s, text_line = end_to_end(config_path, iolog)
+        binary_s, binary_line = end_to_end(config_path, native)
+    print(f"\nfio v2 iolog, {count} lines ({iolog.name}):")
+    print(f"{'parse':28s}{'wall s':>10s}{'requests/s':>14s}")
+    print(f"{'before: line by line':28s}{before_s:10.2f}{count / before_s:14.0f}")
+    print(f"{'after: numpy tokeniser':28s}{after_s:10.2f}{count / after_s:14.0f}")
+    print(f"parse after/before: {before_s / after_s:.1f}x; identical records: {same}")
+    print(f"{'end to end (replay CLI)':28s}{'wall s':>10s}{'requests/s':>14s}")
+    print(f"{'fio iolog':28s}{text_s:10.2f}{count / text_s:14.0f}")
+    print(f"{'blockemu binary':28s}{binary_s:10.2f}{count / binary_s:14.0f}")
+    print(f"  {text_line}\n  {binary_line}")
+    return same
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=2_000_000)
     parser.add_argument("--scalar-requests", type=int, default=200_000, help="the scalar engine replays a prefix")
     parser.add_argument("--config", default=str(REPO / "configs" / "ufs41.toml"))
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--text-requests", type=int, default=1_000_000,
+                        help="lines of the fio iolog for the text case; 0 skips it")
     args = parser.parse_args()
     config = load_config(args.config, ["aging.fragmentation_percent=50"])
     trace = random_4k_trace(args.requests, config.capacity_bytes, args.seed)
@@ -55,6 +117,8 @@ def main() -> int:
     print(f"{'vector':8s}{len(trace):12d}{vector.wall_s:10.2f}{v_rate:14.0f}")
     print(f"{'scalar':8s}{len(prefix):12d}{scalar.wall_s:10.2f}{s_rate:14.0f}")
     print(f"vector/scalar: {v_rate / s_rate:.1f}x; identical completions on the common prefix: {same}")
+    if args.text_requests:
+        same = text_case(args.text_requests, args.config, args.seed) and same
     return 0 if same else 1
 
 
