@@ -26,26 +26,42 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="write the device before timing, laid out as [aging] says: full (every sector) or "
                              "trace (what the trace reads before writing); auto: trace for imported traces on "
                              "ufs, else none (a blockemu trace carries the device's state)")
+    parser.add_argument("--vary", action="append", metavar="SECTION.KEY=V1,V2",
+                        help="replay against each value (repeatable: every combination); prints one table and "
+                             "writes CSV + a PNG of latency CDFs to --out")
+    parser.add_argument("--out", metavar="DIR", help="--vary's results folder (default results/replay-vary-TIME)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.set_defaults(func=cmd_replay)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
     # Imported here: the replay engines import numpy and every device model.
-    from blockemu.replay import format_summary, print_progress, replay
+    from blockemu.cli.replay_vary import run_vary
+    from blockemu.config import Config
+    from blockemu.precondition import PreconditionError
+    from blockemu.replay import ReplayResult, format_summary, print_progress, replay
     from blockemu.trace import TraceError
     from blockemu.traceio import read_any
 
     try:
         config = load_config(args.config, args.set or [])
         trace = read_any(args.trace, import_options(args))
-        mode = args.precondition
-        if mode == "auto":
-            imported = trace.header.get("source") not in (None, "native") and "device" not in trace.header
-            mode = "trace" if imported and config.device.type == "ufs" else "none"
-        result = replay(config, trace, engine=args.engine, closed_loop=args.closed_loop, progress=print_progress,
-                        precondition=mode)
-    except (ConfigError, TraceError, ValueError) as err:
+
+        def replay_one(config: Config) -> ReplayResult:
+            mode = args.precondition
+            if mode == "auto":
+                imported = trace.header.get("source") not in (None, "native") and "device" not in trace.header
+                mode = "trace" if imported and config.device.type == "ufs" else "none"
+            return replay(config, trace, engine=args.engine, closed_loop=args.closed_loop,
+                          progress=print_progress, precondition=mode)
+
+        if args.vary:
+            table, folder = run_vary(args.config, args.set or [], args.vary, args.out, replay_one)
+            print(table)
+            print(f"wrote {folder / 'replay-vary.csv'} and {folder / 'latency-cdf.png'}")
+            return 0
+        result = replay_one(config)
+    except (ConfigError, TraceError, PreconditionError, ValueError) as err:
         return fail(str(err))
     summary = result.summary()
     print(json.dumps(summary, indent=1) if args.json else format_summary(summary))
