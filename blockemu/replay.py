@@ -343,7 +343,10 @@ class VectorUfsReplay:
             order = np.argsort(w_key, kind="stable")
             w_sorted = w_key[order]
             r_key = r_lpn * scale + r_req
-            hit = np.searchsorted(w_sorted, r_key, side="left") - 1
+            # Searched in key order (numpy narrows each search by the last), then put back.
+            r_order = np.argsort(r_key)
+            hit = np.empty(len(r_key), dtype=np.int64)
+            hit[r_order] = np.searchsorted(w_sorted, r_key[r_order], side="left") - 1
             valid = hit >= 0
             hit_lpn = np.where(valid, w_sorted[np.maximum(hit, 0)] // scale, -1)
             valid &= hit_lpn == r_lpn
@@ -362,18 +365,19 @@ class VectorUfsReplay:
         # Work per (request, die): reads pay a tR per distinct NAND group.
         groups = m_ppn // spg
         ngroups = ftl.physical_sectors // spg + 1
-        rg = np.unique(m_req * ngroups + groups)
-        dev.read_tr_total += len(rg)
-        read_key = (rg // ngroups) * dies + (rg % ngroups) % dies
+        # One sector of each distinct (request, group): each costs a tR.
+        rg_first = _unique_inverse(m_req * ngroups + groups)[2]
+        dev.read_tr_total += len(rg_first)
         sector_key = m_req * dies + groups % dies
         write_key = w_req * dies + (w_ppn // spg) % dies
         # The (request, die) pairs that have work, as keys request * dies + die in
         # order; counted sparsely (most requests touch one or two of the dies).
-        used = np.unique(np.concatenate([sector_key, write_key]))
-        tr_per = np.bincount(np.searchsorted(used, read_key), minlength=len(used))
-        sec_per = np.bincount(np.searchsorted(used, sector_key), minlength=len(used))
+        used, inverse, _ = _unique_inverse(np.concatenate([sector_key, write_key]))
+        sector_at, write_at = inverse[: len(sector_key)], inverse[len(sector_key):]
+        tr_per = np.bincount(sector_at[rg_first], minlength=len(used))
+        sec_per = np.bincount(sector_at, minlength=len(used))
         read_cost = (tr_per * dev.tr_ns + sec_per * dev.read_ns_per_sector).astype(np.int64)
-        w_per = np.bincount(np.searchsorted(used, write_key), minlength=len(used))
+        w_per = np.bincount(write_at, minlength=len(used))
         write_cost = (w_per * dev.write_ns_per_sector).astype(np.int64)
         cost = np.where(read_cost > 0, read_cost, write_cost)
         entry_req, entry_die, entry_cost = used // dies, used % dies, cost
@@ -435,6 +439,22 @@ class VectorUfsReplay:
             programmed = self.ftl.program(lpns, distinct=False)
             if programmed[0] != predicted[0] or programmed[-1] != predicted[-1]:
                 raise AssertionError("vector replay predicted the log head wrong")
+
+
+def _unique_inverse(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """np.unique's (values, inverse) and one index of each value in ``keys``.
+
+    The keys come in long sorted runs (request order), which a stable sort
+    (timsort) takes in nearly linear time; np.unique would hash them first.
+    """
+    order = np.argsort(keys, kind="stable")
+    ordered = keys[order]
+    distinct = np.ones(len(ordered), dtype=bool)
+    if len(ordered) > 1:
+        np.not_equal(ordered[1:], ordered[:-1], out=distinct[1:])
+    inverse = np.empty(len(keys), dtype=np.int64)
+    inverse[order] = np.cumsum(distinct) - 1
+    return ordered[distinct], inverse, order[distinct]
 
 
 def format_summary(summary: dict[str, Any]) -> str:

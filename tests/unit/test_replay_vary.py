@@ -26,8 +26,8 @@ def test_vary_prints_one_table_and_writes_csv_and_png(tmp_path: Path) -> None:
     trace = tmp_path / "t.iolog"
     trace.write_text("fio version 3 iolog\n" + "\n".join(lines) + "\n")
     out = tmp_path / "out"
-    result = run(str(config), str(trace), "--vary", "ufs.read_setup_us=60,40", "--vary", "aging.fragmentation_percent=0,60",
-                 "--out", str(out))
+    result = run(str(config), str(trace), "--vary", "ufs.read_setup_us=60,40",
+                 "--vary", "aging.fragmentation_percent=0,60", "--out", str(out))
     assert result.returncode == 0, result.stderr
     labels = [f"ufs.read_setup_us={t} aging.fragmentation_percent={f}" for t in (60, 40) for f in (0, 60)]
     table = result.stdout.splitlines()
