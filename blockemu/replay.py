@@ -142,6 +142,9 @@ def replay(config: Config, trace: Trace, *, engine: str = "auto", closed_loop: b
     refused_recorded = int(np.count_nonzero(refused))
     if refused_recorded:
         records = records[~refused]
+    if trace.has_times and len(records) > 1 and (records["t_ns"][1:] < records["t_ns"][:-1]).any():
+        # A converted CSV need not be in time order; arrivals must be.
+        records = records[np.argsort(records["t_ns"], kind="stable")]
     if len(records):
         end = records["offset"].astype(np.int64) + records["length"].astype(np.int64)
         bad = np.flatnonzero(end > device.size_bytes)
@@ -458,15 +461,16 @@ def _unique_inverse(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 
 def format_summary(summary: dict[str, Any]) -> str:
+    width = max([6, *(len(name) + 1 for name in summary["ops"])])  # zone ops have long names
     lines = [
         f"requests {summary['requests']}, modeled makespan {summary['modeled_makespan_s']:.6f} s, "
         f"replayed in {summary['wall_s']} s ({summary['requests_per_wall_s']} requests/s, {summary['engine']} engine)",
-        f"{'op':6s}{'requests':>10s}{'MiB':>10s}{'mean us':>10s}{'p50 us':>10s}{'p95 us':>10s}"
+        f"{'op':{width}s}{'requests':>10s}{'MiB':>10s}{'mean us':>10s}{'p50 us':>10s}{'p95 us':>10s}"
         f"{'p99 us':>10s}{'max us':>10s}",
     ]
     for name, s in summary["ops"].items():
-        lines.append(f"{name:6s}{s['requests']:10d}{s['bytes'] / 2**20:10.1f}{s['mean_us']:10.1f}{s['p50_us']:10.1f}"
-                     f"{s['p95_us']:10.1f}{s['p99_us']:10.1f}{s['max_us']:10.1f}")
+        lines.append(f"{name:{width}s}{s['requests']:10d}{s['bytes'] / 2**20:10.1f}{s['mean_us']:10.1f}"
+                     f"{s['p50_us']:10.1f}{s['p95_us']:10.1f}{s['p99_us']:10.1f}{s['max_us']:10.1f}")
     if "precondition" in summary:
         p = summary["precondition"]
         reached = "n/a" if p["fragmentation_percent"] is None else f"{p['fragmentation_percent']:.1f}%"

@@ -229,3 +229,19 @@ def test_convert_streams_to_the_native_format(tmp_path: Path) -> None:
     cli = subprocess.run([sys.executable, "-m", "blockemu", "trace", "convert", str(source), str(tmp_path / "c.trace")],
                          capture_output=True, text=True, timeout=60)
     assert cli.returncode == 0 and "100 records" in cli.stdout, cli.stderr
+
+
+def test_an_unsorted_csv_converted_replays_in_time_order(tmp_path: Path) -> None:
+    from blockemu.replay import replay
+    from tests.conftest import small_ufs_config
+
+    source = tmp_path / "late.csv"
+    source.write_text("W,0,4096,3\nR,0,4096,1\nW,8192,4096,2\n")
+    options = ImportOptions(csv_columns="op=1,offset=2,size=3,time=4:ms")
+    dest = tmp_path / "late.trace"
+    convert(source, dest, options)
+    assert read_trace(dest).records["t_ns"].tolist() == [3_000_000, 1_000_000, 2_000_000]  # streamed as read
+    direct = replay(small_ufs_config(), read_any(source, options), engine="scalar")
+    converted = replay(small_ufs_config(), read_trace(dest), engine="scalar")
+    assert direct.arrivals_ns.tolist() == converted.arrivals_ns.tolist() == [0, 1_000_000, 2_000_000]
+    assert np.array_equal(direct.completions_ns, converted.completions_ns)
