@@ -2,8 +2,9 @@
 
 ``--csv-columns op=COL,offset=COL[:UNIT],size=COL[:UNIT][,time=COL[:UNIT]]``:
 COL is a 1-based column number or a header name (the first line is then a
-header); offset and size are in ``bytes`` (default) or ``sectors`` (512
-bytes); time in ``s``, ``ms``, ``us`` or ``ns`` (default), integer or
+header; with numbers only, a first line whose offset is not a number is
+one); offset and size are in ``bytes`` (default) or ``sectors`` (512 bytes);
+time in ``s``, ``ms``, ``us`` or ``ns`` (default), integer or
 decimal.  Ops are R/W/D/F or words (read, write, discard, trim, flush, sync),
 any case; a column holding e.g. ``RS`` or ``WS`` (blkparse's RWBS) is read
 by its first letter after an F.  Without a time column the trace replays
@@ -13,6 +14,7 @@ closed-loop.
 from __future__ import annotations
 
 import csv
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,7 +80,12 @@ def read_csv(path: Path, columns: dict[str, Column], delimiter: str = ",") -> tu
             else:
                 index = {field: int(column.ref) - 1 for field, column in columns.items()}
             need = max(index.values()) + 1
-            for row in reader:
+            rows_in = iter(reader)
+            first = next(rows_in, None)
+            # Columns by number: a first row whose offset is not a number is a header.
+            if first is not None and not (len(first) > index["offset"] and _looks_numeric(first[index["offset"]])):
+                first = None
+            for row in itertools.chain([first] if first is not None else [], rows_in):
                 number = reader.line_num
                 if not row or not any(cell.strip() for cell in row):
                     continue
@@ -102,6 +109,14 @@ def read_csv(path: Path, columns: dict[str, Column], delimiter: str = ",") -> tu
             yield np.array(rows, dtype=TRACE_DTYPE)
 
     return "time" in columns, chunks()
+
+
+def _looks_numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _op(path: Path, number: int, text: str) -> int:

@@ -188,6 +188,8 @@ def test_csv_with_header_names_and_units(tmp_path: Path) -> None:
     # Sorted by time on import.
     assert rows(trace.records) == [(250_000_000, W, 0, 8192, 0), (500_000_000, R, 51200, 4096, 0),
                                    (750_000_000, F, 0, 0, 0)]
+    by_number = read_any(path, ImportOptions(csv_columns="op=3,offset=4:sectors,size=5:sectors,time=6:s"))
+    assert np.array_equal(by_number.records, trace.records)  # the header line is recognised and skipped
     numbered = tmp_path / "plain.csv"
     numbered.write_text("Read;4096;4096\nWrite;0;512\nDiscard;8192;4096\n")
     trace = read_any(numbered, ImportOptions(csv_columns="op=1,offset=2,size=3", csv_delimiter=";"))
