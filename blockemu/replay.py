@@ -103,9 +103,9 @@ class ReplayResult:
                 "requests": int(mask.sum()),
                 "bytes": nbytes,
                 "mean_us": round(float(lat.mean()), 3),
-                "p50_us": round(float(np.percentile(lat, 50)), 3),
-                "p95_us": round(float(np.percentile(lat, 95)), 3),
-                "p99_us": round(float(np.percentile(lat, 99)), 3),
+                # One call: one partition of the latencies for all three.
+                **{f"p{q}_us": round(float(v), 3) for q, v in zip((50, 95, 99), np.percentile(lat, (50, 95, 99)),
+                                                                  strict=True)},
                 "max_us": round(float(lat.max()), 3),
                 "mb_per_modeled_s": round(nbytes / busy_s / 1e6, 3) if busy_s > 0 else None,
             }
