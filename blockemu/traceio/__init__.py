@@ -11,8 +11,8 @@ csv       CSV with ``--csv-columns`` (:mod:`.csvtrace`)          only by ``--for
 ========  =====================================================  =======================
 
 Each reader yields blocks of records (blockemu.trace.TRACE_DTYPE), so a
-conversion holds one block at a time (blktrace's per-CPU files excepted:
-they are merged in time order in memory).  Bad input raises TraceError
+conversion holds one block at a time (for blktrace, one per CPU file: they
+are merged in time order block by block).  Bad input raises TraceError
 naming the file, line and field; nothing is replayed or left half-written.
 """
 
@@ -76,7 +76,7 @@ def open_chunks(path: str | Path,
     if fmt == "fio":
         has_times, chunks = fio.read_chunks(path)
     elif fmt == "blktrace":
-        has_times, chunks = True, iter([blktrace.read_binary(path, options.blktrace_event)])
+        has_times, chunks = True, blktrace.read_binary_blocks(path, options.blktrace_event)
     elif fmt == "blkparse":
         has_times, chunks = True, blktrace.read_blkparse(path, options.blktrace_event)
     else:

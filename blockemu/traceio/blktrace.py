@@ -64,70 +64,106 @@ def looks_binary(head: bytes) -> bool:
                for order in ("little", "big"))
 
 
-def _records_of_file(path: Path) -> np.ndarray:
-    """All blk_io_trace records of one file (payloads skipped), in its byte order."""
-    data = path.read_bytes()
-    if len(data) < RECORD_BYTES:
-        return np.zeros(0, dtype=blk_io_trace_dtype("<"))
-    order = "<" if int.from_bytes(data[:4], "little") & 0xFFFFFF00 == MAGIC else ">"
-    dtype = blk_io_trace_dtype(order)
-    pieces: list[np.ndarray] = []
-    position = 0
-    # Runs of records without payload are read with one numpy view; a record
-    # with a payload ends a run and the next run starts after its payload.
-    while position + RECORD_BYTES <= len(data):
-        count = (len(data) - position) // RECORD_BYTES
-        run = np.frombuffer(data, dtype=dtype, count=count, offset=position)
-        bad_magic = (run["magic"] & 0xFFFFFF00) != MAGIC
-        stop = np.flatnonzero((run["pdu_len"] != 0) | bad_magic)
-        if not len(stop):
-            pieces.append(run)
-            position += count * RECORD_BYTES
-            break
-        cut = int(stop[0])
-        if bad_magic[cut]:
-            raise TraceError(f"{path}: record at byte {position + cut * RECORD_BYTES}: field magic: "
-                             f"{int(run['magic'][cut]):#010x} is not blktrace's {MAGIC:#010x} | version")
-        pieces.append(run[: cut + 1])
-        position += (cut + 1) * RECORD_BYTES + int(run["pdu_len"][cut])
-    if position != len(data):  # a partial record, or a payload running past the end
-        raise TraceError(f"{path}: record at byte {position - (position > len(data)) * RECORD_BYTES}: truncated "
-                         f"(the file ends at byte {len(data)})")
-    records = np.concatenate(pieces) if pieces else np.zeros(0, dtype=dtype)
-    versions = records["magic"] & 0xFF
-    if len(records) and (versions != VERSION).any():
-        first = int(np.flatnonzero(versions != VERSION)[0])
-        raise TraceError(f"{path}: record {first}: field magic: version {int(versions[first])}; "
-                         f"this reader knows version {VERSION}")
+_BLOCK_RECORDS = 1 << 18  # records read at a time: 12 MiB of a file
+
+
+def _file_blocks(path: Path, event: str) -> Iterator[np.ndarray]:
+    """One file's records of ``event``, converted, block by block (payloads skipped)."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(4)
+        order = "<" if int.from_bytes(head, "little") & 0xFFFFFF00 == MAGIC else ">"
+        dtype = blk_io_trace_dtype(order)
+        position = 0
+        # Runs of records without payload are read as one numpy array; a
+        # record with a payload ends a run and the next starts after it.
+        while position + RECORD_BYTES <= size:
+            count = min((size - position) // RECORD_BYTES, _BLOCK_RECORDS)
+            f.seek(position)
+            run = np.frombuffer(f.read(count * RECORD_BYTES), dtype=dtype)
+            bad_magic = (run["magic"] & 0xFFFFFF00) != MAGIC
+            stop = np.flatnonzero((run["pdu_len"] != 0) | bad_magic)
+            take, advance = run, count * RECORD_BYTES
+            if len(stop):
+                cut = int(stop[0])
+                if bad_magic[cut]:
+                    raise TraceError(f"{path}: record at byte {position + cut * RECORD_BYTES}: field magic: "
+                                     f"{int(run['magic'][cut]):#010x} is not blktrace's {MAGIC:#010x} | version")
+                take, advance = run[: cut + 1], (cut + 1) * RECORD_BYTES + int(run["pdu_len"][cut])
+            versions = take["magic"] & 0xFF
+            if (versions != VERSION).any():
+                first = int(np.flatnonzero(versions != VERSION)[0])
+                raise TraceError(f"{path}: record at byte {position + first * RECORD_BYTES}: field magic: version "
+                                 f"{int(versions[first])}; this reader knows version {VERSION}")
+            yield _convert(take, event)
+            position += advance
+    if position != size:  # a partial record, or a payload running past the end
+        raise TraceError(f"{path}: record at byte {position - (position > size) * RECORD_BYTES}: truncated "
+                         f"(the file ends at byte {size})")
+
+
+def _convert(raw: np.ndarray, event: str) -> np.ndarray:
+    """blk_io_trace records → trace records, keeping ``event`` and dropping messages."""
+    category = raw["action"] >> 16
+    chosen = ((raw["action"] & 0xFF) == EVENTS[event]) & ((category & TC_NOTIFY) == 0)
+    raw = raw[chosen]
+    category = category[chosen]
+    records = np.zeros(len(raw), dtype=TRACE_DTYPE)
+    records["t_ns"] = raw["time"]
+    records["offset"] = raw["sector"] * SECTOR
+    records["length"] = raw["bytes"]
+    op = np.full(len(raw), OP_CODES["read"], dtype=np.uint8)
+    op[(category & TC_WRITE) != 0] = OP_CODES["write"]
+    op[(category & TC_DISCARD) != 0] = OP_CODES["trim"]
+    op[((category & TC_FLUSH) != 0) & (raw["bytes"] == 0)] = OP_CODES["flush"]
+    records["op"] = op
+    records["offset"][op == OP_CODES["flush"]] = 0
+    records["flags"] = np.where((category & TC_FUA) != 0, 1, 0)
+    records["qd"] = 1
     return records
 
 
-def read_binary(path: Path, event: str = "D") -> np.ndarray:
-    """Records of the chosen event (Q or D) from ``path``'s per-CPU files, in time order."""
+def read_binary_blocks(path: Path, event: str = "D") -> Iterator[np.ndarray]:
+    """Records of ``event`` (Q or D) from ``path``'s per-CPU files, merged in time order, block by block.
+
+    Each CPU's file is in time order; a block holds every buffered record up
+    to the earliest of the streams' latest buffered times, so memory holds
+    one block per CPU, whatever the trace's length.
+    """
     if event not in EVENTS:
         raise TraceError(f"blktrace event must be one of {', '.join(EVENTS)}, got {event!r}")
-    kept: list[np.ndarray] = []
-    for file in per_cpu_files(path):
-        raw = _records_of_file(file)
-        category = raw["action"] >> 16
-        chosen = ((raw["action"] & 0xFF) == EVENTS[event]) & ((category & TC_NOTIFY) == 0)
-        raw = raw[chosen]
-        category = category[chosen]
-        records = np.zeros(len(raw), dtype=TRACE_DTYPE)
-        records["t_ns"] = raw["time"]
-        records["offset"] = raw["sector"] * SECTOR
-        records["length"] = raw["bytes"]
-        op = np.full(len(raw), OP_CODES["read"], dtype=np.uint8)
-        op[(category & TC_WRITE) != 0] = OP_CODES["write"]
-        op[(category & TC_DISCARD) != 0] = OP_CODES["trim"]
-        op[((category & TC_FLUSH) != 0) & (raw["bytes"] == 0)] = OP_CODES["flush"]
-        records["op"] = op
-        records["offset"][op == OP_CODES["flush"]] = 0
-        records["flags"] = np.where((category & TC_FUA) != 0, 1, 0)
-        records["qd"] = 1
-        kept.append(records)
-    records = np.concatenate(kept) if kept else np.zeros(0, dtype=TRACE_DTYPE)
-    return records[np.argsort(records["t_ns"], kind="stable")]
+    streams = [_file_blocks(file, event) for file in per_cpu_files(path)]
+    buffers = [np.zeros(0, dtype=TRACE_DTYPE) for _ in streams]
+    live = [True] * len(streams)
+    while True:
+        for i, stream in enumerate(streams):
+            while live[i] and not len(buffers[i]):
+                block = next(stream, None)
+                if block is None:
+                    live[i] = False
+                else:
+                    buffers[i] = block
+        waiting = [i for i in range(len(streams)) if live[i]]
+        if not any(len(b) for b in buffers):
+            return
+        limit = min(waiting, key=lambda i: int(buffers[i]["t_ns"][-1])) if waiting else None
+        bound = int(buffers[limit]["t_ns"][-1]) if limit is not None else 0
+        parts = []
+        for i, buffer in enumerate(buffers):
+            if limit is None or i == limit:
+                take = len(buffer)  # the stream that sets the bound gives all it has: progress
+            else:
+                take = int(np.searchsorted(buffer["t_ns"], bound, side="right"))
+            parts.append(buffer[:take])
+            buffers[i] = buffer[take:]
+        merged = np.concatenate(parts)
+        yield merged[np.argsort(merged["t_ns"], kind="stable")]
+
+
+def read_binary(path: Path, event: str = "D") -> np.ndarray:
+    """All records of ``event`` from ``path``'s per-CPU files, in time order."""
+    blocks = list(read_binary_blocks(path, event))
+    return np.concatenate(blocks) if blocks else np.zeros(0, dtype=TRACE_DTYPE)
 
 
 _TEXT_EVENT = re.compile(r"\s*\d+,\d+\s")

@@ -247,3 +247,21 @@ def test_an_unsorted_csv_converted_replays_in_time_order(tmp_path: Path) -> None
     converted = replay(small_ufs_config(), read_trace(dest), engine="scalar")
     assert direct.arrivals_ns.tolist() == converted.arrivals_ns.tolist() == [0, 1_000_000, 2_000_000]
     assert np.array_equal(direct.completions_ns, converted.completions_ns)
+
+
+def test_blktrace_per_cpu_files_merge_block_by_block(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from blockemu.traceio import blktrace
+
+    rng = np.random.default_rng(4)
+    expected = []
+    for cpu in range(3):
+        times = np.sort(rng.integers(0, 10**9, size=500))
+        data = b"".join(blk_record(int(t), int(t) % 1000 * 8, 4096, D, READ if t % 2 else WRITE, cpu,
+                                   b"x" * 8 if i % 97 == 0 else b"") for i, t in enumerate(times))
+        (tmp_path / f"m.blktrace.{cpu}").write_bytes(data)
+        expected += times.tolist()
+    monkeypatch.setattr(blktrace, "_BLOCK_RECORDS", 16)
+    blocks = list(blktrace.read_binary_blocks(tmp_path / "m.blktrace.0"))
+    assert len(blocks) > 20  # merged a little at a time
+    merged = np.concatenate(blocks)
+    assert merged["t_ns"].tolist() == sorted(expected)
