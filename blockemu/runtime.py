@@ -22,7 +22,14 @@ from typing import Any
 from blockemu.api import API_PREFIX, JsonBody, Route, obj, wrap_all
 from blockemu.clock import Clock, RealClock, VirtualClock
 from blockemu.config import TIMING_MODES, Config
-from blockemu.devices.base import ApiError, ControlTimed, LocksMemory, ObservesArrival, Offloading
+from blockemu.devices.base import (
+    ApiError,
+    ControlTimed,
+    LocksMemory,
+    ObservesArrival,
+    Offloading,
+    RecordsCommands,
+)
 from blockemu.process_guard import protect_server_process
 from blockemu.stack import Stack, build
 from blockemu.trace import TraceWriter
@@ -154,14 +161,16 @@ class DeviceRuntime:
             arrival = clock.now_ns()
             if self._observe_arrival is not None:
                 self._observe_arrival(arrival, depth)
-            if self.trace is not None:
-                self.trace.append(arrival, op, offset, nbytes, fua, depth)
             try:
                 done = call(*args, arrival)
             except Exception:
                 stats.ops[op].errors += 1
                 stats.in_flight -= 1
+                if self.trace is not None:  # the host saw an error: a replay skips it
+                    self.trace.append(arrival, op, offset, nbytes, fua, depth, True)
                 raise
+            if self.trace is not None:
+                self.trace.append(arrival, op, offset, nbytes, fua, depth)
             stats.record(op, nbytes, done - arrival)
             if self._offload is not None:
                 self._offload_ready.notify()
@@ -260,6 +269,10 @@ class DeviceRuntime:
                 raise ApiError(409, f"already tracing to {self.trace.path}; stop it first")
             # The model's state, which a replay starts from.
             self.trace = TraceWriter.create(path, self.config, self.stack.model, self.clock.now_ns())
+            # Zone management and Simple Copy do not pass _serve: the model records them.
+            for part in self.stack.parts:
+                if isinstance(part, RecordsCommands):
+                    part.recorder = self.trace
             return self.trace.status()
 
     def stop_trace(self) -> dict[str, Any]:
@@ -267,6 +280,9 @@ class DeviceRuntime:
             if self.trace is None:
                 raise ApiError(409, "not tracing")
             trace, self.trace = self.trace, None
+            for part in self.stack.parts:
+                if isinstance(part, RecordsCommands):
+                    part.recorder = None
             trace.close()
             return trace.status()
 

@@ -12,8 +12,24 @@ mapping), so a replay starts from the same physical layout the live device
 had.  Records are appended as requests arrive and flushed in blocks, so a
 trace of a server killed mid-run is still readable up to its last block.
 
-fio iologs (version 2, and version 3 with timestamps) are read directly; a
-file is recognised by its first line.
+Version 2 (written since zone management was traced) keeps the record
+layout and adds:
+
+* zone-management commands, from the control API or a frontend (ublk):
+  ``zone_open``, ``zone_close``, ``zone_finish``, ``zone_reset``,
+  ``zone_offline`` and ``zone_append`` with ``offset`` = the zone's start
+  (and ``length`` = the appended bytes); ``zone_reset_all`` with offset 0;
+  an injected fault as ``zone_fault_read_only`` / ``zone_fault_offline``;
+  a Simple Copy as its ``copy_source`` records (offset, length) followed by
+  one ``copy`` record (offset = the destination zone's start, length = the
+  bytes copied);
+* ``FLAG_REFUSED``: the device refused the request (the host saw an error).
+  A replay skips such records and counts them.
+
+Version 1 files (the first five ops, FUA only) are still read.
+
+Other formats (fio iologs, blktrace, blkparse, CSV) are imported by
+:mod:`blockemu.traceio`, which writes this format for ``blockemu trace convert``.
 """
 
 from __future__ import annotations
@@ -21,6 +37,7 @@ from __future__ import annotations
 import io
 import json
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -34,14 +51,20 @@ if TYPE_CHECKING:
     from blockemu.devices.base import Device
 
 MAGIC = b"BLKEMUTR"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 TRACE_DTYPE = np.dtype(
     [("t_ns", "<u8"), ("offset", "<u8"), ("length", "<u4"), ("op", "u1"), ("flags", "u1"), ("qd", "<u2")]
 )
 assert TRACE_DTYPE.itemsize == 24
-OPS = ("read", "write", "flush", "trim", "zero")
+DATA_OPS = ("read", "write", "flush", "trim", "zero")
+# Version 2's zone management and Simple Copy (the module docstring says what offset and length hold).
+ZONE_OPS = ("zone_open", "zone_close", "zone_finish", "zone_reset", "zone_reset_all", "zone_offline",
+            "zone_append", "zone_fault_read_only", "zone_fault_offline", "copy_source", "copy")
+OPS = DATA_OPS + ZONE_OPS
 OP_CODES = {name: code for code, name in enumerate(OPS)}
 FLAG_FUA = 1
+FLAG_REFUSED = 2
 _BLOCK_RECORDS = 4096
 
 
@@ -102,10 +125,16 @@ class TraceWriter:
         handle.flush()
         return cls(path, handle, now_ns)
 
-    def append(self, t_ns: int, op: str, offset: int, length: int, fua: bool, depth: int) -> None:
-        self._pending.append((t_ns, offset, length, OP_CODES[op], FLAG_FUA if fua else 0, min(depth, 65535)))
+    def append(self, t_ns: int, op: str, offset: int, length: int, fua: bool, depth: int,
+               refused: bool = False) -> None:
+        flags = (FLAG_FUA if fua else 0) | (FLAG_REFUSED if refused else 0)
+        self._pending.append((t_ns, offset, length, OP_CODES[op], flags, min(depth, 65535)))
         if len(self._pending) >= _BLOCK_RECORDS:
             self._write_pending()
+
+    def record(self, now_ns: int, op: str, offset: int, length: int, refused: bool) -> None:
+        """A device's own command (zone management, Simple Copy): blockemu.devices.base.CommandRecorder."""
+        self.append(now_ns, op, offset, length, False, 1, refused)
 
     def _write_pending(self) -> None:
         if self._pending:
@@ -122,6 +151,18 @@ class TraceWriter:
         self._file.close()
 
 
+def write_native(path: Path, header: dict[str, Any], chunks: Iterable[np.ndarray]) -> int:
+    """A trace file (no device state) from record blocks, written as they come; returns the record count."""
+    header_bytes = json.dumps(header).encode()
+    count = 0
+    with path.open("xb") as f:
+        f.write(MAGIC + struct.pack("<II", VERSION, len(header_bytes)) + header_bytes + struct.pack("<Q", 0))
+        for chunk in chunks:
+            f.write(np.ascontiguousarray(chunk, dtype=TRACE_DTYPE).tobytes())
+            count += len(chunk)
+    return count
+
+
 def read_trace(path: str | Path) -> Trace:
     path = Path(path)
     try:
@@ -131,10 +172,7 @@ def read_trace(path: str | Path) -> Trace:
                 return _read_native(path, f)
     except OSError as err:
         raise TraceError(f"{path}: cannot read: {err.strerror}") from None
-    first = head + path.open("rb").read(64)[len(head):]
-    if first.startswith(b"fio version 2 iolog") or first.startswith(b"fio version 3 iolog"):
-        return read_fio_iolog(path)
-    raise TraceError(f"{path}: not a blockemu trace (magic {MAGIC!r}) nor a fio version 2/3 iolog")
+    raise TraceError(f"{path}: not a blockemu trace (magic {MAGIC!r}); other formats: blockemu.traceio.read_any")
 
 
 def _read_native(path: Path, f: BinaryIO) -> Trace:
@@ -142,8 +180,9 @@ def _read_native(path: Path, f: BinaryIO) -> Trace:
     if len(fixed) != 8:
         raise TraceError(f"{path}: truncated header")
     version, header_len = struct.unpack("<II", fixed)
-    if version != VERSION:
-        raise TraceError(f"{path}: trace version {version}; this blockemu reads version {VERSION}")
+    if version not in READABLE_VERSIONS:
+        raise TraceError(f"{path}: trace version {version}; this blockemu reads versions "
+                         f"{', '.join(map(str, READABLE_VERSIONS))}")
     try:
         header = json.loads(f.read(header_len))
         (state_len,) = struct.unpack("<Q", f.read(8))
@@ -159,44 +198,8 @@ def _read_native(path: Path, f: BinaryIO) -> Trace:
     body = f.read()
     usable = len(body) - len(body) % TRACE_DTYPE.itemsize
     records = np.frombuffer(body[:usable], dtype=TRACE_DTYPE).copy()
-    if len(records) and int(records["op"].max()) >= len(OPS):
+    known = len(DATA_OPS) if version == 1 else len(OPS)
+    if len(records) and int(records["op"].max()) >= known:
         raise TraceError(f"{path}: unknown operation code {int(records['op'].max())}")
-    return Trace(records, header, state)
-
-
-def read_fio_iolog(path: str | Path) -> Trace:
-    """fio iolog v2 (``file action offset length``) or v3 (``time_ms file action ...``)."""
-    path = Path(path)
-    lines = path.read_text().splitlines()
-    version3 = lines[0].startswith("fio version 3")
-    rows: list[tuple[int, int, int, int, int, int]] = []
-    action_ops = {"read": "read", "write": "write", "sync": "flush", "datasync": "flush", "trim": "trim"}
-    for number, line in enumerate(lines[1:], start=2):
-        fields = line.split()
-        if not fields:
-            continue
-        t_ns = 0
-        if version3:
-            try:
-                t_ns = int(fields[0]) * 1_000_000
-            except ValueError:
-                raise TraceError(f"{path}:{number}: expected a timestamp in ms, got {fields[0]!r}") from None
-            fields = fields[1:]
-        if len(fields) < 2:
-            raise TraceError(f"{path}:{number}: expected 'file action [offset length]', got {line!r}")
-        action = fields[1]
-        if action in ("add", "open", "close", "wait"):
-            continue
-        if action not in action_ops:
-            raise TraceError(f"{path}:{number}: unknown action {action!r}; allowed: {', '.join(action_ops)}")
-        offset = length = 0
-        if len(fields) >= 4:
-            try:
-                offset, length = int(fields[2]), int(fields[3])
-            except ValueError:
-                raise TraceError(f"{path}:{number}: offset and length must be integers") from None
-        elif action_ops[action] != "flush":
-            raise TraceError(f"{path}:{number}: {action} needs an offset and a length")
-        rows.append((t_ns, offset, length, OP_CODES[action_ops[action]], 0, 1))
-    records = np.array(rows, dtype=TRACE_DTYPE)
-    return Trace(records, {"source": "fio-iolog", "version": 3 if version3 else 2}, {}, has_times=version3)
+    # A converted fio v2 iolog has no times: it replays closed-loop.
+    return Trace(records, header, state, has_times=bool(header.get("has_times", True)))

@@ -14,7 +14,7 @@ import os
 import sys
 
 from blockemu import __version__
-from blockemu.cli import ctl, experiment, replay, serve, vm
+from blockemu.cli import ctl, experiment, replay, serve, trace, vm
 from blockemu.cli.common import Command
 
 DESCRIPTION = "``blockemu``: serve devices, control them, boot them under a real kernel."
@@ -22,6 +22,7 @@ COMMANDS: dict[str, Command] = {
     "serve": Command("serve a device over NBD (nbdkit) with a control API", serve.configure),
     "replay": Command("run a recorded trace or fio iolog through a device model in virtual time",
                       replay.configure),
+    "trace": Command("convert traces (fio iolog, blktrace, blkparse, CSV) to blockemu's format", trace.configure),
     "ctl": Command("talk to a running device's control API", ctl.configure),
     "experiment": Command("run a study: seeded, writes CSV + PNG, prints a table", experiment.configure),
     "vm": Command("run commands against devices in a Linux VM", vm.configure),

@@ -11,7 +11,7 @@ The ground floor: it imports nothing else from blockemu, except that [zns_ftl]
 asks blockemu.policies.gc how many zones a GC policy keeps open.  The modules:
 
 - ``base``: ConfigError, the per-key checks, reading one value (``--set``, TOML types);
-- ``device``: [device], [store], [timing], [write_cache];
+- ``device``: [device], [store], [timing], [write_cache], [precondition];
 - ``ufs``: [ufs], [hid], [aging];
 - ``zns``: [zns], [zns_ftl];
 - ``zram``: [zram];
@@ -23,9 +23,11 @@ from blockemu.config.base import ConfigError, parse_http_address, parse_override
 from blockemu.config.device import (
     DEVICE_TYPES,
     MAX_CAPACITY_MIB,
+    PRECONDITION_MODES,
     STORE_BACKENDS,
     TIMING_MODES,
     DeviceSection,
+    PreconditionSection,
     StoreSection,
     TimingSection,
     WriteCacheSection,
@@ -44,6 +46,7 @@ __all__ = [
     "GOVERNOR_TUNABLES",
     "MAX_CAPACITY_MIB",
     "POWER_GOVERNORS",
+    "PRECONDITION_MODES",
     "SECTION_NAMES",
     "STORE_BACKENDS",
     "TIMING_MODES",
@@ -56,6 +59,7 @@ __all__ = [
     "DeviceSection",
     "HidSection",
     "PowerSection",
+    "PreconditionSection",
     "StoreSection",
     "TimingSection",
     "Tunable",

@@ -101,3 +101,24 @@ class WriteCacheSection:
         return {"size_mib": non_negative(self.size_mib)}
 
 
+PRECONDITION_MODES = ("none", "full")
+
+
+@dataclass(frozen=True)
+class PreconditionSection:
+    """Write the device before it serves, so that reads find data as on a used device (blockemu/precondition.py).
+
+    A real device is full of data before any trace starts; an empty model
+    answers reads of never-written sectors from the map alone (no NAND
+    read).  SSD simulators precondition for this (MQSim fills the device to
+    steady state before timing).  The data is laid out as [aging] says.
+    ``blockemu replay --precondition`` also has ``trace`` (what the trace
+    reads before writing).
+    """
+
+    # none: start empty; full: every logical sector written before serving.
+    mode: str = "none"
+
+    def check(self) -> dict[str, str | None]:
+        return {"mode": choice(self.mode, PRECONDITION_MODES)}
+

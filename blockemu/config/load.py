@@ -11,7 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from blockemu.config.base import ConfigError, coerce, one_line, parse_override
-from blockemu.config.device import DeviceSection, StoreSection, TimingSection, WriteCacheSection
+from blockemu.config.device import (
+    DeviceSection,
+    PreconditionSection,
+    StoreSection,
+    TimingSection,
+    WriteCacheSection,
+)
 from blockemu.config.power import PowerSection
 from blockemu.config.ufs import AgingSection, HidSection, UfsSection, check_ufs_device
 from blockemu.config.zns import ZnsFtlSection, ZnsSection, check_zns_device
@@ -26,6 +32,7 @@ class Config:
     ufs: UfsSection = field(default_factory=UfsSection)
     hid: HidSection = field(default_factory=HidSection)
     aging: AgingSection = field(default_factory=AgingSection)
+    precondition: PreconditionSection = field(default_factory=PreconditionSection)
     zns: ZnsSection = field(default_factory=ZnsSection)
     zns_ftl: ZnsFtlSection = field(default_factory=ZnsFtlSection)
     power: PowerSection = field(default_factory=PowerSection)
@@ -64,7 +71,7 @@ class Config:
 # The sections only some device types read; every type reads the others
 # (device, store, timing, power, write_cache).
 DEVICE_SECTIONS: dict[str, tuple[str, ...]] = {
-    "ufs": ("ufs", "hid", "aging"),
+    "ufs": ("ufs", "hid", "aging", "precondition"),
     "zns": ("zns",),
     "zns_ftl": ("zns", "zns_ftl"),
     "zram": ("zram",),

@@ -144,6 +144,23 @@ class ControlTimed(Protocol):
         ...
 
 
+class CommandRecorder(Protocol):
+    def record(self, now_ns: int, op: str, offset: int, length: int, refused: bool) -> None:
+        """One command the device served (or refused) outside the data path (blockemu/trace.py names the ops)."""
+        ...
+
+
+@runtime_checkable
+class RecordsCommands(Protocol):
+    """A device with commands besides the data path (zone management, Simple Copy) that a trace must hold.
+
+    The runtime sets ``recorder`` while tracing and None otherwise; the device
+    calls it for each such command, whichever frontend or route sent it.
+    """
+
+    recorder: CommandRecorder | None
+
+
 @runtime_checkable
 class LocksMemory(Protocol):
     # A device meant to back swap (zram) asks that the serving process stay out of reclaim.

@@ -11,6 +11,7 @@ in :meth:`ServedRuntime.start` (nbdkit: after it forks).
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from typing import Any
 from blockemu.config import Config
 from blockemu.control.server import ControlServer
 from blockemu.frontends import ServeError
+from blockemu.precondition import PreconditionError, precondition
 from blockemu.runtime import DeviceRuntime
 
 
@@ -47,6 +49,8 @@ def bring_up(config: Config, http: tuple[str, int] | None = None, token: str | N
     runtime = DeviceRuntime(config)
     control = None
     try:
+        if config.precondition.mode != "none":
+            _precondition(runtime, config)
         # The port first: a busy one must not leave a trace file behind.
         control = ControlServer(runtime, *http, token) if http is not None else None
         if trace:
@@ -57,6 +61,15 @@ def bring_up(config: Config, http: tuple[str, int] | None = None, token: str | N
         runtime.close()
         raise
     return ServedRuntime(runtime, control)
+
+
+def _precondition(runtime: DeviceRuntime, config: Config) -> None:
+    """[precondition]: the device starts written (and aged, as [aging] says) before it serves."""
+    try:
+        report = precondition(runtime.stack.model, config, config.precondition.mode)
+    except PreconditionError as err:
+        raise ServeError(f"{config.source}: [precondition] mode = {config.precondition.mode!r}: {err}") from None
+    print(f"blockemu: {report.line()}", file=sys.stderr, flush=True)
 
 
 def serve_ublk(config: Config, http: tuple[str, int] | None, token: str | None, trace: str | Path | None,

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from blockemu.config import load_config
 from blockemu.control.client import ServedDevice
 from blockemu.replay import replay
 from blockemu.trace import OP_CODES, read_trace
+from tests.conftest import toml_text
 
 pytestmark = pytest.mark.integration
 MIB = 1024 * 1024
@@ -87,3 +89,40 @@ def test_serve_trace_flag_and_fio_iolog(real_components: None, small_config: Pat
     result = subprocess.run([sys.executable, "-m", "blockemu", "replay", str(small_config), str(bad)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "unknown action 'scribble'" in result.stderr
+
+
+ZNS_SMALL: dict[str, dict[str, Any]] = {
+    "device": {"type": "zns", "name": "zns_replay", "capacity_mib": 16},
+    "zns": {"zone_size_mib": 2, "zone_capacity_mib": 1, "conventional_zones": 1, "max_open_zones": 3,
+            "max_active_zones": 4},
+}
+
+
+def test_zns_trace_with_a_zone_reset_replays_to_the_same_zones(real_components: None, tmp_path: Path) -> None:
+    """Issue 24 item 3: write → ``ctl zone reset 5`` → write, traced on a served device, replays as it ran."""
+    import nbd as libnbd
+
+    config_path = tmp_path / "zns.toml"
+    config_path.write_text(toml_text(ZNS_SMALL))
+    trace_path = tmp_path / "zns.trace"
+    zone5 = 5 * 2 * MIB
+    with ServedDevice(config_path, extra_args=["--trace", str(trace_path)]) as served:
+        nbd = served.connect()
+        nbd.pwrite(b"a" * 65536, zone5)
+        served.control.zone_action(5, "reset")
+        nbd.pwrite(b"b" * 65536, zone5)
+        with pytest.raises(libnbd.Error):
+            nbd.pwrite(b"c" * 4096, zone5 + 8 * 65536)  # not at the write pointer: refused
+        served.control.zone_append(6, b"d" * 8192)
+        live_zones = served.control.zones()
+        nbd.shutdown()
+    cli = subprocess.run([sys.executable, "-m", "blockemu", "replay", str(config_path), str(trace_path), "--json"],
+                         capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 0, cli.stderr
+    assert "Traceback" not in cli.stderr
+    summary = json.loads(cli.stdout)
+    assert summary["refused"] == {"recorded": 1, "in_replay": 0}
+    assert summary["ops"]["write"]["requests"] == 2
+    assert summary["ops"]["zone_reset"]["requests"] == 1
+    result = replay(load_config(config_path), read_trace(trace_path), engine="scalar")
+    assert result.device.report_zones() == live_zones  # type: ignore[attr-defined]

@@ -11,14 +11,15 @@ from blockemu.cli import COMMANDS, build_parser, ctl
 
 
 def test_every_group_is_in_the_table_in_order() -> None:
-    assert list(COMMANDS) == ["serve", "replay", "ctl", "experiment", "vm"]
+    assert list(COMMANDS) == ["serve", "replay", "trace", "ctl", "experiment", "vm"]
     parser = build_parser()
-    for words in (["serve", "c.toml"], ["replay", "c.toml", "t.trace"], ["ctl", "device"],
+    for words in (["serve", "c.toml"], ["replay", "c.toml", "t.trace"], ["trace", "convert", "a", "b"],
+                  ["ctl", "device"],
                   ["experiment", "gc", "--quick"], ["vm", "shell"]):
         assert callable(parser.parse_args(words).func)
 
 
-@pytest.mark.parametrize("command", ["serve", "ctl", "vm", "replay"])
+@pytest.mark.parametrize("command", ["serve", "ctl", "vm", "replay", "trace"])
 def test_a_command_but_experiment_starts_without_the_models(command: str) -> None:
     # `serve` starts inside slow VMs, `ctl` is the guest's client: neither may pay for numpy and the models.
     code = (f"import sys; from blockemu.cli import build_parser; build_parser({command!r}); "

@@ -208,3 +208,27 @@ def test_zram_mem_limit_answers_eio_as_the_kernel_zram(tmp_path: Path) -> None:
     finally:
         harness.server.close()
         os.close(harness.fd)
+
+
+def test_zone_commands_from_the_kernel_are_traced_and_replay(zns: Harness, tmp_path: Path) -> None:
+    from blockemu.replay import replay
+    from blockemu.trace import FLAG_REFUSED, OP_CODES, read_trace
+
+    runtime = zns.server.runtime
+    runtime.start_trace(tmp_path / "ublk.trace")
+    zone = 2 * MIB
+    assert zns.request(0, uapi.UBLK_IO_OP_ZONE_OPEN, 3 * zone, 0) == (0, 0)
+    assert _write(zns, 3 * zone) == 4096
+    assert zns.request(1, uapi.UBLK_IO_OP_ZONE_APPEND, 3 * zone, 4096, data=bytes(4096))[0] == 4096
+    assert zns.request(0, uapi.UBLK_IO_OP_ZONE_RESET, 3 * zone, 0) == (0, 0)
+    assert _write(zns, 3 * zone) == 4096  # only at the start again because the reset was traced too
+    assert zns.request(0, uapi.UBLK_IO_OP_ZONE_FINISH, 4 * zone, 0) == (0, 0)
+    assert zns.request(0, uapi.UBLK_IO_OP_ZONE_OPEN, 4 * zone, 0)[0] < 0  # full: refused
+    runtime.stop_trace()
+    trace = read_trace(tmp_path / "ublk.trace")
+    names = ["zone_open", "write", "zone_append", "zone_reset", "write", "zone_finish", "zone_open"]
+    assert trace.records["op"].tolist() == [OP_CODES[n] for n in names]
+    assert (trace.records["flags"] & FLAG_REFUSED).astype(bool).tolist() == [False] * 6 + [True]
+    result = replay(runtime.config, trace, engine="scalar")
+    assert result.extra["refused_recorded"] == 1 and result.extra["refused_in_replay"] == 0
+    assert result.device.report_zones() == runtime.stack.model.report_zones()  # type: ignore[attr-defined]

@@ -40,6 +40,7 @@ from blockemu.config import Config
 from blockemu.devices.base import (
     ApiError,
     Capabilities,
+    CommandRecorder,
     DeviceError,
     MetricFamily,
     describe_identity,
@@ -110,6 +111,8 @@ class ZnsDevice(ZoneStateMachine):
         self.append_bytes = 0
         self.copy_commands = 0
         self.copied_bytes = 0
+        # Set by the runtime while tracing (blockemu.devices.base.RecordsCommands).
+        self.recorder: CommandRecorder | None = None
 
     # --------------------------------------------------------------- costs
     def _unit_bytes(self, offset: int, length: int) -> dict[int, int]:
@@ -306,6 +309,50 @@ class ZnsDevice(ZoneStateMachine):
         done = self._media_program(offset, total, read_done) + self.overhead_ns
         return offset, done
 
+    # ------------------------------------------------ commands from outside
+    # The control API and the ublk frontend send zone management and Simple
+    # Copy through these two doors, so that a trace holds each of them,
+    # refused ones included (blockemu/trace.py); the zoned log's own appends
+    # and copies do not pass here.
+    def zone_command(self, action: str, index: int, now_ns: int,
+                     data: bytes | bytearray | memoryview = b"") -> tuple[int, int]:
+        """open, close, finish, reset, offline, append, reset_all (``index`` ignored), fault_read_only or
+        fault_offline on zone ``index``: (offset appended at, else the zone's start; completion)."""
+        start = 0 if action == "reset_all" else index * self.zone_size
+        offset = start
+        try:
+            if action == "append":
+                offset, done = self.append(index, data, now_ns)
+            elif action == "reset_all":
+                done = self.reset_all(now_ns)
+            elif action.startswith("fault_"):
+                self.inject_fault(index, ZoneCondition(action.removeprefix("fault_")))
+                done = now_ns
+            else:
+                done = {"open": self.open_zone, "close": self.close_zone, "finish": self.finish_zone,
+                        "reset": self.reset_zone, "offline": self.offline_zone}[action](index, now_ns)
+        except DeviceError:
+            if self.recorder is not None:
+                self.recorder.record(now_ns, f"zone_{action}", start, len(data), True)
+            raise
+        if self.recorder is not None:
+            self.recorder.record(now_ns, f"zone_{action}", start, len(data), False)
+        return offset, done
+
+    def copy_command(self, sources: Sequence[CopySource], dest_zone: int, now_ns: int) -> tuple[int, int]:
+        """Simple Copy from outside the device: :meth:`copy`, recorded as its sources then the copy."""
+        refused = True
+        try:
+            offset, done = self.copy(sources, dest_zone, now_ns)
+            refused = False
+        finally:
+            if self.recorder is not None:
+                for source in sources:
+                    self.recorder.record(now_ns, "copy_source", source.offset, source.length, refused)
+                self.recorder.record(now_ns, "copy", dest_zone * self.zone_size,
+                                     sum(s.length for s in sources), refused)
+        return offset, done
+
     # ---------------------------------------------------------- background
     def background_step(self, now_ns: int) -> int | None:
         self.now_ns = max(self.now_ns, now_ns)
@@ -397,22 +444,20 @@ class ZnsDevice(ZoneStateMachine):
 
     def _reset_all_request(self) -> dict[str, Any]:
         try:
-            self.reset_all(self.now_ns)
+            self.zone_command("reset_all", 0, self.now_ns)
         except DeviceError as err:
             raise ApiError(_http_status(err), str(err)) from None
         return {"reset": True, "conditions": self.condition_counts()}
 
     def _zone_action(self, index: int, action: str, data: bytes) -> dict[str, Any]:
-        now = self.now_ns
         try:
             if action == "append":
-                offset, _ = self.append(index, data, now)
+                offset, _ = self.zone_command(action, index, self.now_ns, data)
                 return {"offset": offset, "length": len(data), "zone": self.zones[index].report()}
             if action == "fault":
-                self.inject_fault(index, _parse_fault(data))
+                self.zone_command(f"fault_{_parse_fault(data).value}", index, self.now_ns)
             else:
-                {"open": self.open_zone, "close": self.close_zone, "finish": self.finish_zone,
-                 "reset": self.reset_zone, "offline": self.offline_zone}[action](index, now)
+                self.zone_command(action, index, self.now_ns)
         except DeviceError as err:
             raise ApiError(_http_status(err), str(err)) from None
         return self.zones[index].report()
@@ -422,7 +467,7 @@ class ZnsDevice(ZoneStateMachine):
             raise ApiError(400, f"dest_zone must be a zone index 0..{len(self.zones) - 1}, got {dest_zone!r}")
         ranges = [CopySource(s["offset"], s["length"]) for s in sources]
         try:
-            offset, _ = self.copy(ranges, dest_zone, self.now_ns)
+            offset, _ = self.copy_command(ranges, dest_zone, self.now_ns)
         except DeviceError as err:
             raise ApiError(_http_status(err), str(err)) from None
         return {"offset": offset, "length": sum(s.length for s in ranges), "dest_zone": dest_zone}

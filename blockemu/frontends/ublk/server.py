@@ -426,7 +426,7 @@ class UblkServer:
             appended: list[int] = []
 
             def append(now_ns: int) -> int:
-                written_at, done = device.append(index, data, now_ns)
+                written_at, done = device.zone_command("append", index, now_ns, data)
                 appended.append(written_at)
                 return done
 
@@ -434,11 +434,12 @@ class UblkServer:
             # COMMIT's addr field carries zone_append_lba (in sectors).
             return len(data), appended[0] >> uapi.SECTOR_SHIFT
         commands: dict[int, Callable[[int], int]] = {
-            uapi.UBLK_IO_OP_ZONE_OPEN: lambda now: device.open_zone(index, now),
-            uapi.UBLK_IO_OP_ZONE_CLOSE: lambda now: device.close_zone(index, now),
-            uapi.UBLK_IO_OP_ZONE_FINISH: lambda now: device.finish_zone(index, now),
-            uapi.UBLK_IO_OP_ZONE_RESET: lambda now: device.reset_zone(index, now),
-            uapi.UBLK_IO_OP_ZONE_RESET_ALL: lambda now: device.reset_all(now),
+            # Through zone_command, which a trace records (blockemu/devices/zns/device.py).
+            uapi.UBLK_IO_OP_ZONE_OPEN: lambda now: device.zone_command("open", index, now)[1],
+            uapi.UBLK_IO_OP_ZONE_CLOSE: lambda now: device.zone_command("close", index, now)[1],
+            uapi.UBLK_IO_OP_ZONE_FINISH: lambda now: device.zone_command("finish", index, now)[1],
+            uapi.UBLK_IO_OP_ZONE_RESET: lambda now: device.zone_command("reset", index, now)[1],
+            uapi.UBLK_IO_OP_ZONE_RESET_ALL: lambda now: device.zone_command("reset_all", index, now)[1],
         }
         command = commands.get(op)
         if command is None:
