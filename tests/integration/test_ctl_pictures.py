@@ -58,7 +58,7 @@ def test_fragmentation_png(real_components: None, tmp_path: Path) -> None:
 
 def test_zone_report_png(real_components: None, tmp_path: Path) -> None:
     require(_has_matplotlib(), "matplotlib (pip, pyproject's test extra)")
-    raw = {"device": {"type": "zns", "name": "zns_png", "capacity_mib": 128},
+    raw: dict[str, dict[str, Any]] = {"device": {"type": "zns", "name": "zns_png", "capacity_mib": 128},
            "zns": {"zone_size_mib": 4, "zone_capacity_mib": 3, "conventional_zones": 2}}
     with serve(tmp_path, raw) as served:
         nbd = served.connect()
