@@ -134,6 +134,8 @@ class LiveViews:
             if self.ufs is not None:
                 ftl = self.ufs.ftl
                 sample["ufs"] = {
+                    # Bumped on every mapping change: the page fetches the map again only when it moved.
+                    "layout_generation": ftl.generation,
                     "hid": self.ufs.hid.snapshot(),
                     "free_superblocks": ftl.free_superblocks,
                     "gc_bytes_relocated": ftl.gc_sectors_relocated * SECTOR,
@@ -197,9 +199,11 @@ class LiveViews:
             first = int(mapped[0]) // window * window if len(mapped) else 0
             first = max(0, min(first, len(l2p) - MAP_SECTORS))
             ppn = l2p[first:first + MAP_SECTORS].copy()
+            generation = ufs.ftl.generation
             physical_sectors = ufs.ftl.physical_sectors
             hid = ufs.hid.snapshot()
         return {
+            "layout_generation": generation,
             "first_sector": first,
             "sector_bytes": SECTOR,
             "window_sectors": window,

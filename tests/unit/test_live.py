@@ -95,6 +95,9 @@ def test_fragmentation_map_shows_runs_before_and_after_defrag() -> None:
     after = views.fragmentation_map()
     assert after["hid"]["state"] == "defrag_completed"
     assert {r for r in after["run"] if r} == {pages}  # each file one physical run now
+    # The page fetches the map again only when the sample's generation differs from the map's.
+    assert after["layout_generation"] > fragmented["layout_generation"]
+    assert views.sample()["ufs"]["layout_generation"] == after["layout_generation"]
     runtime.close()
 
 

@@ -295,7 +295,12 @@ async function main() {
   setUp(info);
   repeat(info.poll_ms, async () => onSample(await getJson("/api/v1/live/sample")));
   if (info.views.includes("ufs")) {
-    repeat(info.map_poll_ms, async () => drawFragmentationMap(await getJson("/api/v1/live/fragmentation-map")));
+    // The map is fetched again only once the mapping has changed (a read-only workload leaves it alone).
+    repeat(info.map_poll_ms, async () => {
+      const wanted = live.last && live.last.ufs ? live.last.ufs.layout_generation : null;
+      if (live.fragmentationMap && live.fragmentationMap.layout_generation === wanted) return;
+      drawFragmentationMap(await getJson("/api/v1/live/fragmentation-map"));
+    });
   }
   if (info.views.includes("zones")) repeat(info.poll_ms, async () => drawZones(await getJson("/api/v1/zones")));
   if (info.views.includes("zram")) {
