@@ -11,6 +11,7 @@ chromedriver or Selenium is a failure.
 
 from __future__ import annotations
 
+import random
 import shutil
 import threading
 import time
@@ -53,7 +54,7 @@ def browser(real_components: None) -> Iterator[Any]:
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                     "--window-size=1280,1600"):
+                     "--window-size=1280,2000"):
         options.add_argument(argument)
     driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver_path))
     driver.set_script_timeout(10)
@@ -86,18 +87,20 @@ def js(browser: Any, expression: str) -> Any:
 class Writer:
     """libnbd writes (and reads back) one 4 KiB page after another at ``offsets(n)``, in a background thread."""
 
-    def __init__(self, served: ServedDevice, offsets: Callable[[int], int], limit: int | None = None) -> None:
+    def __init__(self, served: ServedDevice, offsets: Callable[[int], int], limit: int | None = None,
+                 data: Callable[[int], bytes] | None = None) -> None:
         self.served, self.offsets, self.limit = served, offsets, limit
+        page = b"\x5a" * 2048 + bytes(range(256)) * 8
+        self.data = data or (lambda n: page)
         self.stop = threading.Event()
         self.written = 0
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         nbd = self.served.connect()
-        page = b"\x5a" * 2048 + bytes(range(256)) * 8
         try:
             while not self.stop.is_set() and self.written != self.limit:
-                nbd.pwrite(page, self.offsets(self.written))
+                nbd.pwrite(self.data(self.written), self.offsets(self.written))
                 nbd.pread(4096, self.offsets(self.written))
                 self.written += 1
                 if self.written % 64 == 0:
@@ -134,13 +137,14 @@ def screenshot(browser: Any, kind: str) -> None:
     assert browser.save_screenshot(str(SCREENSHOTS / f"{kind}.png"))
 
 
-def test_ufs_page_shows_io_and_hid_defrag_progress(browser: Any, tmp_path: Path) -> None:
+def test_ufs_page_shows_io_power_and_hid_defrag_progress(browser: Any, tmp_path: Path) -> None:
     # 8 files of 256 KiB written interleaved, as HID's own end-to-end test does: fragmented for HID.
     files = 8
-    with _served(tmp_path, SMALL_UFS, "ufs") as served:
+    with _served(tmp_path, {**SMALL_UFS, "power": {"enabled": True}}, "ufs") as served:
         with Writer(served, lambda n: (n % files) * MIB + (n // files % 64) * 4096):
             open_page(browser, served)
             assert_charts_grow(browser)
+            assert_charts_grow(browser, "power")
             wait_for("the fragmentation map", lambda: js(browser, "blockemuLive.mapUpdates") >= 1)
         assert js(browser, "document.getElementById('hid-progress').dataset.progress") == "0"
         control = served.control
@@ -148,6 +152,8 @@ def test_ufs_page_shows_io_and_hid_defrag_progress(browser: Any, tmp_path: Path)
         assert control.wait_hid("defrag_required") == "defrag_required"
         wait_for("HID's defrag_required", lambda: js(
             browser, "document.getElementById('hid-state').dataset.state") == "defrag_required")
+        assert js(browser, "Math.max(...blockemuLive.fragmentationMap.run)") == 1  # every run one sector long
+        screenshot(browser, "ufs-fragmented")
         control.put("hid/defrag_trigger", "enable")
         control.wait_hid("defrag_completed")
         wait_for("defrag progress 100", lambda: js(
@@ -188,15 +194,24 @@ def test_zns_page_zone_cells_follow_finish_and_reset(browser: Any, tmp_path: Pat
 
 
 def test_zram_page_shows_pages_per_algorithm(browser: Any, tmp_path: Path) -> None:
-    with _served(tmp_path, SMALL_ZRAM, "zram") as served, Writer(served, lambda n: (n % 4096) * 4096):
+    rng = random.Random(1)
+
+    def data(n: int) -> bytes:  # same-filled, incompressible (huge) and compressible pages
+        if n % 5 == 0:
+            return bytes(4096)
+        if n % 7 == 0:
+            return rng.randbytes(4096)
+        return bytes([n % 251]) * 1024 + rng.randbytes(512) * 6
+
+    with _served(tmp_path, SMALL_ZRAM, "zram") as served, Writer(served, lambda n: (n % 4096) * 4096, data=data):
         open_page(browser, served)
         assert_charts_grow(browser)
         assert_charts_grow(browser, "mmstat")
         wait_for("compressed pages in the census", lambda: js(
             browser, "blockemuLive.census && Object.keys(blockemuLive.census.pages).some(k => k.includes(':'))"))
-        rows = wait_for("the algorithm table", lambda: js(
-            browser, "document.querySelectorAll('#zram-table tbody tr').length"))
-        assert rows >= 1
+        rows = wait_for("same, huge and compressed pages in the table", lambda: js(
+            browser, "document.querySelectorAll('#zram-table tbody tr').length") >= 3)
+        assert rows
         screenshot(browser, "zram")
 
 

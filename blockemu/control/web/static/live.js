@@ -33,16 +33,19 @@ function bytes(n) {
 function timeline(id, title, names, unit, opts = {}) {
   const el = $(id);
   const colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"];
+  // A series named "... %" goes on its own scale, with an axis on the right.
+  const percent = names.some(name => name.endsWith("%"));
   const series = [{}].concat(names.map((name, i) => ({
     label: name, stroke: colours[i % colours.length], width: 1.5, spanGaps: true,
+    scale: name.endsWith("%") ? "%" : "y",
     paths: opts.step ? uPlot.paths.stepped({ align: 1 }) : undefined,
   })));
   const data = [[]].concat(names.map(() => []));
-  const chart = new uPlot({
-    title, width: opts.width || 460, height: 200, series,
-    scales: { x: { time: opts.time !== false } },
-    axes: [{}, { label: unit, size: 70 }],
-  }, data, el);
+  const axes = [{}, { label: unit, size: 70, scale: "y" }];
+  if (percent) axes.push({ label: "%", scale: "%", side: 1, grid: { show: false } });
+  const scales = { x: { time: opts.time !== false } };
+  if (percent) scales["%"] = { range: [0, 100] };
+  const chart = new uPlot({ title, width: opts.width || 460, height: 200, series, scales, axes }, data, el);
   live.charts[id.replace("chart-", "")] = chart;
   return chart;
 }
@@ -241,7 +244,7 @@ function setUp(info) {
     if (panel) panel.hidden = false;
   }
   if (info.views.includes("ufs")) {
-    timeline("chart-frag", "Fragmentation and HID", ["fragmented MiB", "HID fragmented_size MiB", "progress %"], "");
+    timeline("chart-frag", "Fragmentation and HID", ["fragmented", "HID fragmented_size", "progress %"], "MiB");
   }
   if (info.views.includes("zones")) {
     $("zone-legend").replaceChildren(...Object.entries(ZONE_COLOURS).map(([name, colour]) => {
