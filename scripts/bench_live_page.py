@@ -20,6 +20,7 @@ part of the cost measured.  Usage:
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import socket
 import statistics
@@ -36,7 +37,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from bench_nbd import run_fio  # noqa: E402
+from bench_nbd import run_fio, server_cpu_s  # noqa: E402
 
 from blockemu.experiments.report import format_table  # noqa: E402
 from blockemu.frontends.nbdkit.launcher import plugin_environment  # noqa: E402
@@ -62,6 +63,29 @@ def browser() -> Any:
                      "--window-size=1280,1600"):
         options.add_argument(argument)
     return webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver))
+
+
+def tree_cpu_s(root: int) -> float:
+    """User + system CPU seconds of ``root`` and every process below it, found by parent ids in /proc
+    (Chromium's processes are started by chromedriver's threads, which bench_nbd's walk does not see)."""
+    stats: dict[int, tuple[int, int]] = {}  # pid: (parent, ticks)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        stats[int(entry.name)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+    below = {root}
+    grew = True
+    while grew:
+        grew = False
+        for pid, (parent, _) in stats.items():
+            if parent in below and pid not in below:
+                below.add(pid)
+                grew = True
+    return sum(stats[pid][1] for pid in below if pid in stats) / os.sysconf("SC_CLK_TCK")
 
 
 class Poller:
@@ -114,13 +138,15 @@ def main() -> int:
             driver = browser()
             modes = ("without page", "page's requests only", "with page")
             runs: dict[str, list[tuple[float, float, float]]] = {mode: [] for mode in modes}
-            page_samples = []
+            page_samples: list[float] = []
+            browser_share: list[float] = []  # the browser's CPU-seconds per second while it shows the page
             for round_number in range(1, args.rounds + 1):
                 for mode in runs:
                     if mode == "with page":
                         driver.get(f"http://127.0.0.1:{port}/")
                         time.sleep(2)  # the page has loaded and polls
                         before = driver.execute_script("return window.blockemuLive.samples")
+                        browser_cpu = tree_cpu_s(driver.service.process.pid)  # chromedriver and Chromium
                     else:
                         driver.get("about:blank")
                     print(f"bench: round {round_number} {mode} ...", file=sys.stderr, flush=True)
@@ -138,6 +164,17 @@ def main() -> int:
                             sys.exit(f"bench: the page did not poll during the run ({after - before} samples, "
                                      f"{errors} errors)")
                         page_samples.append((after - before) / args.runtime)
+                        browser_share.append((tree_cpu_s(driver.service.process.pid) - browser_cpu) / args.runtime)
+            # The server's side alone, in CPU time rather than wall time (which this machine's other
+            # work blurs): what serving the page's requests costs, measured with the device idle.
+            url = f"http://127.0.0.1:{port}"
+            per_request_us = {}
+            for path, count in (("/api/v1/live/sample", 300), ("/api/v1/live/fragmentation-map", 30), ("/", 100)):
+                before_cpu = server_cpu_s(server.pid)
+                for _ in range(count):
+                    with urllib.request.urlopen(url + path, timeout=10) as answer:
+                        answer.read()
+                per_request_us[path] = (server_cpu_s(server.pid) - before_cpu) / count * 1e6
         finally:
             if driver is not None:
                 driver.quit()
@@ -151,7 +188,15 @@ def main() -> int:
     for mode in modes[1:]:
         ratio = medians[mode][0] / base
         print(f"{mode} / without page, IOPS: {ratio:.3f} (cost {100 * (1 - ratio):.1f}%)")
-    print(f"the page took {statistics.median(page_samples):.2f} samples/s")
+    rate = statistics.median(page_samples)
+    print(f"the page took {rate:.2f} samples/s; Chromium used {statistics.median(browser_share):.3f} "
+          "CPU-seconds per second showing it")
+    for path, us in per_request_us.items():
+        print(f"server CPU per GET {path}: {us:.0f} µs")
+    busy = medians["without page"][0] * medians["without page"][2]  # server CPU µs per second under fio
+    page_us = rate * per_request_us["/api/v1/live/sample"]
+    print(f"the page's polling costs the server {page_us:.0f} µs of CPU per second, "
+          f"{100 * page_us / busy:.2f}% of the {busy / 1e6:.2f} CPU-seconds per second it spends on fio's reads")
     return 0
 
 
