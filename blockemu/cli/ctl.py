@@ -21,8 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from blockemu.cli import pictures
 from blockemu.cli.common import DEFAULT_URL, fail
+from blockemu.cli.pictures import PictureError, fragmentation_png, zones_png, zram_png
 from blockemu.control.auth import TOKEN_ENV, TokenError, read_token_file
 from blockemu.control.client import (
     HID_FINAL_STATES,
@@ -87,7 +87,7 @@ def cmd_ctl(args: argparse.Namespace) -> int:
         return fail(f"no blockemu server answers at {args.url} ({err.reason}); start one with "
                     f"'blockemu serve configs/ufs41.toml' (it listens on {DEFAULT_URL}), or give its address "
                     "with --url or $BLOCKEMU_URL", 1)
-    except (ControlClientError, pictures.PictureError) as err:
+    except (ControlClientError, PictureError) as err:
         return fail(str(err), 1)
 
 
@@ -109,7 +109,7 @@ def _ctl_fragmentation(args: argparse.Namespace, base: str) -> int:
     if not args.png:
         print_result(summary)
         return 0
-    pictures.fragmentation_png(http_request(base + "/api/v1/live/fragmentation-map"), summary, args.png)
+    fragmentation_png(http_request(base + "/api/v1/live/fragmentation-map"), summary, args.png)
     return _wrote(args.png)
 
 
@@ -279,7 +279,7 @@ def _ctl_zram_show(args: argparse.Namespace, base: str) -> int:
     if not args.png:
         print_result(attributes)
         return 0
-    pictures.zram_png(http_request(base + "/api/v1/live/zram"), attributes, args.png)
+    zram_png(http_request(base + "/api/v1/live/zram"), attributes, args.png)
     return _wrote(args.png)
 
 
@@ -322,7 +322,7 @@ def _ctl_zone(args: argparse.Namespace, base: str) -> int:
     if action == "report":
         result = http_request(api + "/zones")
         if args.png:
-            pictures.zones_png(result, args.png)
+            zones_png(result, args.png)
             return _wrote(args.png)
         if args.json:
             print_result(result)
