@@ -180,3 +180,18 @@ def test_live_views_are_compact_json(served_ufs: ControlServer) -> None:
     assert headers["Content-Type"] == "application/json"
     assert b"\n " not in body  # one line: 8192 numbers indented would be ten times longer
     assert len(json.loads(body)["ppn"]) == 8192
+
+
+def test_zoned_log_sample_has_its_gc() -> None:
+    raw = {"device": {"type": "zns_ftl", "name": "log_t", "capacity_mib": 32},
+           "zns": {"zone_size_mib": 1, "max_open_zones": 6, "max_active_zones": 8},
+           "zns_ftl": {"overprovision_percent": 25.0, "gc_start_free_zones": 3}}
+    runtime = DeviceRuntime(config_from_mapping(raw, "<test>"))
+    views = LiveViews(runtime)
+    for i in range(16):
+        write(runtime, i * 4096, pattern(i))
+    sample = views.sample()
+    assert views.views == ["io", "zones", "gc"]
+    assert sample["gc"]["host_bytes_written"] == 16 * 4096
+    assert sample["zns"]["host_write_bytes"] >= 16 * 4096
+    runtime.close()
