@@ -105,7 +105,7 @@ class RawBody:
 
 
 Body = JsonBody | TextBody | RawBody
-Answer = Literal["json", "text", "metrics"]
+Answer = Literal["json", "text", "metrics", "asset"]
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,8 @@ class Route:
 
     ``params`` parses each ``{name}`` of the path; ``body`` says what the
     request carries; ``answer`` what the handler returns (JSON-ready data,
-    text as a sysfs file reads, or the metrics exposition); ``errors`` the
+    text as a sysfs file reads, the metrics exposition, or a file of the live
+    page with its content type); ``errors`` the
     4xx statuses the route can answer besides the dispatcher's own.
     """
 

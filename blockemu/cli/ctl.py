@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from blockemu.cli.common import DEFAULT_URL, fail
+from blockemu.cli.pictures import PictureError, fragmentation_png, zones_png, zram_png
 from blockemu.control.auth import TOKEN_ENV, TokenError, read_token_file
 from blockemu.control.client import (
     HID_FINAL_STATES,
@@ -64,8 +65,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     sub.add_parser("device", help="description and live statistics").set_defaults(
         ctl_func=_ctl_get("/api/v1/device"))
     sub.add_parser("metrics", help="Prometheus metrics text").set_defaults(ctl_func=_ctl_get("/metrics"))
-    sub.add_parser("fragmentation", help="fragmentation summary (UFS)").set_defaults(
-        ctl_func=_ctl_get("/api/v1/fragmentation"))
+    fragmentation = sub.add_parser("fragmentation", help="fragmentation summary (UFS)")
+    fragmentation.add_argument("--png", metavar="FILE", help="draw the fragmentation map to FILE instead")
+    fragmentation.set_defaults(ctl_func=_ctl_fragmentation)
     for add in (_add_age, _add_timing, _add_trace, _add_hid, _add_power, _add_zram, _add_zone, _add_powercut,
                 _add_faults):
         add(sub)
@@ -85,7 +87,7 @@ def cmd_ctl(args: argparse.Namespace) -> int:
         return fail(f"no blockemu server answers at {args.url} ({err.reason}); start one with "
                     f"'blockemu serve configs/ufs41.toml' (it listens on {DEFAULT_URL}), or give its address "
                     "with --url or $BLOCKEMU_URL", 1)
-    except ControlClientError as err:
+    except (ControlClientError, PictureError) as err:
         return fail(str(err), 1)
 
 
@@ -95,6 +97,20 @@ def _ctl_get(path: str) -> CtlFunc:
         return 0
 
     return run
+
+
+def _wrote(path: str) -> int:
+    print(f"wrote {path}")
+    return 0
+
+
+def _ctl_fragmentation(args: argparse.Namespace, base: str) -> int:
+    summary = http_request(base + "/api/v1/fragmentation")
+    if not args.png:
+        print_result(summary)
+        return 0
+    fragmentation_png(http_request(base + "/api/v1/live/fragmentation-map"), summary, args.png)
+    return _wrote(args.png)
 
 
 # ---------------------------------------------------------------- age, timing, trace
@@ -252,7 +268,19 @@ def _add_zram(sub: Any) -> None:
         blockemu ctl zram set recomp_algorithm algo=zstd priority=1
         blockemu ctl zram set recompress type=idle max_pages=1000
     """
-    _add_group(sub, "zram", "zram attributes, with the kernel's names and formats")
+    actions = _add_group(sub, "zram", "zram attributes, with the kernel's names and formats")
+    show = actions.choices["show"]
+    show.add_argument("--png", metavar="FILE", help="draw pages and bytes per algorithm to FILE instead")
+    show.set_defaults(ctl_func=_ctl_zram_show)
+
+
+def _ctl_zram_show(args: argparse.Namespace, base: str) -> int:
+    attributes = http_request(base + "/api/v1/zram")
+    if not args.png:
+        print_result(attributes)
+        return 0
+    zram_png(http_request(base + "/api/v1/live/zram"), attributes, args.png)
+    return _wrote(args.png)
 
 
 # ---------------------------------------------------------------- zones
@@ -263,6 +291,7 @@ def _add_zone(sub: Any) -> None:
     zone_sub = zone.add_subparsers(dest="zone", required=True)
     report = zone_sub.add_parser("report", help="list zones (like blkzone report)")
     report.add_argument("--json", action="store_true", help="print the API's JSON instead of lines")
+    report.add_argument("--png", metavar="FILE", help="draw the zone map to FILE instead")
     for action, text in (("open", "explicitly open"), ("close", "close"), ("finish", "finish (make full)"),
                          ("reset", "reset (empty, data gone)"), ("offline", "take a read-only zone offline")):
         zone_sub.add_parser(action, help=f"{text} zone INDEX").add_argument("index", type=int)
@@ -292,6 +321,9 @@ def _ctl_zone(args: argparse.Namespace, base: str) -> int:
     action = args.zone
     if action == "report":
         result = http_request(api + "/zones")
+        if args.png:
+            zones_png(result, args.png)
+            return _wrote(args.png)
         if args.json:
             print_result(result)
         else:

@@ -95,6 +95,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
               f"{config.timing.mode} timing)")
         print(f"  {label + ':':9}{where}")
         if http is not None:
+            print(f"  live:    http://{args.http}/  (open in a browser)")
             print(f"  metrics: http://{args.http}/metrics")
             print(f"  control: http://{args.http}/api/v1/device")
         print("  stop with Ctrl-C", flush=True)

@@ -21,6 +21,8 @@ DISPATCH_ERRORS = (405,)
 def _operation(route: Route) -> dict[str, Any]:
     if route.answer == "json":
         content = {"application/json": {"schema": JSON_ANY}}
+    elif route.answer == "asset":  # the live page: HTML, scripts, styles
+        content = {"text/*": {"schema": {"type": "string"}}}
     else:
         content = {"text/plain": {"schema": {"type": "string"}}}
     statuses = set(route.errors) | set(DISPATCH_ERRORS) | ({404} if route.params else set())

@@ -1,10 +1,14 @@
 """The control API and /metrics, on one loopback HTTP server.
 
-Routes: the server's own two (``GET /metrics``, Prometheus text format, and
+Routes: the server's own (``GET /metrics``, Prometheus text format;
 ``GET /api/v1/openapi.json``, the OpenAPI description generated from the
-routes, blockemu/control/openapi.py), then those the runtime, each layer and
-the model declare (blockemu/api.py), dispatched by one
-:class:`~blockemu.control.routes.RouteTable`.
+routes, blockemu/control/openapi.py; the live page at ``GET /`` with its
+files under ``/static/`` and the JSON views it polls under ``/api/v1/live``,
+blockemu/control/live.py), then those the runtime, each layer and the model
+declare (blockemu/api.py), dispatched by one
+:class:`~blockemu.control.routes.RouteTable`.  The page is read-only: it
+only ever sends ``GET``, so it works without the token, and changes still
+go through the API with it.
 
 Answers are JSON, except attribute reads that mirror a sysfs file, which are
 ``text/plain`` exactly as the file would read.  Errors are JSON
@@ -22,8 +26,10 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from blockemu.api import API_PREFIX, ApiError, Route
+from blockemu.api import API_PREFIX, ApiError, Route, enum_param
+from blockemu.control import web
 from blockemu.control.auth import authorized
+from blockemu.control.live import LIVE, LiveViews
 from blockemu.control.metrics import make_registry
 from blockemu.control.openapi import openapi_document
 from blockemu.control.routes import RouteTable
@@ -38,10 +44,16 @@ class ControlServer:
         # When set, every request but GET/HEAD must carry it (blockemu/control/auth.py).
         self.token = token or None
         self.registry = make_registry(runtime)
+        self.live = LiveViews(runtime)
         self.routes = RouteTable([
             Route("GET", "/metrics", lambda: generate_latest(self.registry), "Prometheus metrics",
                   answer="metrics", errors=()),
             Route("GET", f"{API_PREFIX}/openapi.json", self.openapi, "This description", errors=()),
+            Route("GET", "/", web.page, "The live page (read-only; polls /api/v1/live)", answer="asset",
+                  errors=()),
+            Route("GET", "/static/{name}", web.static, "The live page's scripts and styles, uPlot vendored",
+                  {"name": enum_param(web.STATIC_TYPES, "file")}, answer="asset", errors=()),
+            *self.live.routes(),
             *runtime.routes(),
         ], runtime.stack.absent)
         handler = type("Handler", (_Handler,), {"control": self})
@@ -83,16 +95,22 @@ class _Handler(BaseHTTPRequestHandler):
         """Requests are not logged: the metrics are the record."""
 
     def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
-        if isinstance(payload, bytes):
+        headers = dict(headers or {})
+        if isinstance(payload, web.Asset):
+            body, ctype = payload.body, payload.content_type
+            headers["Content-Security-Policy"] = web.CONTENT_SECURITY_POLICY
+        elif isinstance(payload, bytes):
             body, ctype = payload, CONTENT_TYPE_LATEST
         elif isinstance(payload, str):
             body, ctype = payload.encode(), "text/plain; charset=utf-8"
         else:
-            body, ctype = (json.dumps(payload, indent=1) + "\n").encode(), "application/json"
+            # The live views are polled every second or two and can be long lists: sent compact.
+            indent = None if getattr(self, "path", "").startswith(LIVE) else 1  # no path: a malformed request line
+            body, ctype = (json.dumps(payload, indent=indent) + "\n").encode(), "application/json"
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
-        for name, value in (headers or {}).items():
+        for name, value in headers.items():
             self.send_header(name, value)
         self.end_headers()
         if self.command != "HEAD":

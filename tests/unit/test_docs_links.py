@@ -22,7 +22,8 @@ CODE_SPAN = re.compile(r"(`+)(.+?)\1")
 HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 # Quoted repository paths that the docs promise exist (globs and placeholders excluded).
 QUOTED_PATH = re.compile(r"^(?:blockemu|plugins)/[\w./-]*$")
-DOTTED_NAME = re.compile(r"\bblockemu(?:\.[A-Za-z_]\w*)+")
+# (?<![/\w]): not a file name inside a path, such as dashboards/blockemu.json.
+DOTTED_NAME = re.compile(r"(?<![/\w])blockemu(?:\.[A-Za-z_]\w*)+")
 FROM_IMPORT = re.compile(r"\bfrom\s+(blockemu(?:\.\w+)*)\s+import\s+([\w, ]+)")
 
 
