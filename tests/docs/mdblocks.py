@@ -7,13 +7,14 @@ The rules are in docs/testing.md ("Docs that run"); in short:
   ```` ```console ```` blocks run their ``$ `` lines and compare what they print.
 - ```` ```text ```` (and toml, json, ...) blocks are not commands; an unnamed fence is an error.
 - One HTML comment right above a fence changes that block:
-  ``<!-- docs: output -->``  (a text block: what the run block before it prints),
+  ``<!-- docs: output [COMMAND] -->`` (a text block: what the block before it, or COMMAND, prints),
   ``<!-- docs: serve -->``   (the block is a server: run it in the background until the page ends),
   ``<!-- docs: serve CONFIG [ARGS] -->`` (start ``blockemu serve CONFIG ARGS`` before the block),
   ``<!-- docs: slow REASON -->`` (only in ``make docs-slow``),
   ``<!-- docs: skip REASON -->`` (never run: a synopsis, the suite itself).
-- ``/tmp/`` in a block is the page's own temporary directory, and ``127.0.0.1:9250`` (the
-  default control address) the page's own free port, so pages run side by side.
+- ``/tmp`` in a block is the page's own temporary directory, and ``127.0.0.1:9250`` (the
+  default control address) the page's own free port, so pages run side by side; output is
+  compared with them put back.
 
 Markdown is parsed with markdown-it-py (the CommonMark parser), so fences in lists count too.
 """
@@ -129,6 +130,8 @@ def _check_directives(block: Block, before: list[Block]) -> None:
         if kind == "output":
             if lang != "text":
                 raise DocsError(f"{where}: <!-- docs: output --> marks a ```text block, not ```{lang}")
+            if arg:
+                continue  # <!-- docs: output COMMAND -->: what a hidden command prints
             previous = before[-1] if before else None
             if (previous is None or previous.lang not in ("sh", "python") or previous.has("skip")
                     or (previous.has("serve") and not previous.arg("serve"))):
@@ -221,15 +224,30 @@ class Page:
         env.pop("PYTHONPATH", None)
         return env
 
+    def unlocalise(self, output: str) -> str:
+        """Output as the page shows it: the shared /tmp/ and port again."""
+        return output.replace(str(self.tmp), "/tmp").replace(self.http, DEFAULT_HTTP)
+
+    def _with_port(self, command: str) -> str:
+        """A ``blockemu serve`` without ``--http`` serves the control API on the page's port."""
+        if "blockemu serve" in command and "--http" not in command:
+            return command.replace("blockemu serve", f"blockemu serve --http {self.http}", 1)
+        return command
+
     def localise(self, text: str) -> str:
-        """The page's /tmp/ and control port in place of the shared ones."""
-        text = re.sub(r"(?<![\w.])/tmp/", str(self.tmp) + "/", text)
+        """The page's /tmp and control port in place of the shared ones (/var/tmp and /tmpfoo stay)."""
+        text = re.sub(r"(?<![\w.])/tmp(?=/|\s|$|[;&|)'\"])", str(self.tmp), text)
         return text.replace(DEFAULT_HTTP, self.http)
 
     def run(self, block: Block) -> None:
         if block.has("output"):
-            if self.previous_ran:
-                self._check_output(block)
+            command = block.arg("output")
+            if command:  # a hidden command whose output the block shows
+                self.ran.append(block.where)
+                self._check_output(block, self._shell(block, self._with_port(command),
+                                                      check=False), f"$ {command}")
+            elif self.previous_ran:
+                self._check_output(block, self.last_output, "the block above")
             return
         runs = (block.lang in RUN_LANGS and not block.has("skip") and (self.slow or not block.has("slow")))
         self.previous_ran = runs
@@ -243,8 +261,8 @@ class Page:
                 return  # the block was the server
         if block.lang == "console":
             for command, expected in console_parts(block.text):
-                result = self._shell(block, command, check=False)
-                if not output_matches(self.localise(expected), result):
+                result = self.unlocalise(self._shell(block, command, check=False))
+                if not output_matches(expected, result):
                     raise DocsError(f"{block.where}: $ {command}\nexpected:\n{expected}\ngot:\n{result}")
             return
         self.last_output = self._shell(block, block.text, check=True)
@@ -254,8 +272,7 @@ class Page:
 
     def _serve(self, block: Block, command: str) -> None:
         self._stop_server()  # one device at a time, as a reader with one spare terminal has
-        if "blockemu serve" in command and "--http" not in command:
-            command = command.replace("blockemu serve", f"blockemu serve --http {self.http}", 1)
+        command = self._with_port(command)
         self.server_log = self.tmp / f"serve-{block.line}.log"
         with open(self.server_log, "w") as log:
             self.server = subprocess.Popen(["bash", "-c", command], cwd=ROOT, env=self.env(), stdout=log,
@@ -295,10 +312,11 @@ class Page:
                             f"{result.stdout[-4000:]}")
         return result.stdout
 
-    def _check_output(self, block: Block) -> None:
-        if not output_matches(self.localise(block.text), self.last_output):
-            raise DocsError(f"{block.where}: the block above printed something else.\nexpected:\n{block.text}\n"
-                            f"got:\n{self.last_output}")
+    def _check_output(self, block: Block, output: str, source: str) -> None:
+        output = self.unlocalise(output)
+        if not output_matches(block.text, output):
+            raise DocsError(f"{block.where}: {source} printed something else.\nexpected:\n{block.text}\n"
+                            f"got:\n{output}")
 
     def _stop_server(self) -> None:
         if self.server is not None:

@@ -84,7 +84,7 @@ def test_blocks_run_in_order_in_the_pages_own_tmp() -> None:
         one two
         ```
         ```console
-        $ cat /tmp/out.txt
+        $ cd /tmp && cat out.txt
         one
         ```
         <!-- docs: slow would take an hour -->
