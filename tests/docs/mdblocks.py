@@ -109,6 +109,7 @@ def blocks(page: Path, text: str | None = None) -> list[Block]:
                             "(docs/testing.md, Docs that run)")
         block = Block(page, line, lang, token.content, tuple(pending))
         _check_directives(block, found)
+        _check_console(block)
         found.append(block)
         pending, pending_line = [], 0
     if pending:
@@ -138,6 +139,14 @@ def _check_directives(block: Block, before: list[Block]) -> None:
                 raise DocsError(f"{where}: <!-- docs: output --> must follow a sh or python block that runs")
 
 
+def _check_console(block: Block) -> None:
+    if block.lang == "console":
+        try:
+            console_parts(block.text)
+        except DocsError as err:
+            raise DocsError(f"{block.page.name}:{block.line}: {err}") from None
+
+
 def has_slow(page: Path) -> bool:
     """Whether ``page`` has a slow block; a page that breaks the rules fails its own test, not collection."""
     try:
@@ -159,15 +168,25 @@ def output_matches(expected: str, actual: str) -> bool:
     """Line by line, numbers aside (times, addresses and counters vary); a line ``...`` matches any lines."""
     want = [_norm(line) for line in expected.strip("\n").splitlines()]
     got = [_norm(line) for line in actual.strip("\n").splitlines()]
-
-    def match(i: int, j: int) -> bool:
-        if i == len(want):
-            return j == len(got)
-        if want[i] == "...":
-            return any(match(i + 1, k) for k in range(j, len(got) + 1))
-        return j < len(got) and want[i] == got[j] and match(i + 1, j + 1)
-
-    return match(0, 0)
+    segments: list[list[str]] = [[]]  # the runs of lines between "..." lines
+    for line in want:
+        if line == "...":
+            segments.append([])
+        else:
+            segments[-1].append(line)
+    if len(segments) == 1:
+        return want == got
+    first, *middle, last = segments
+    end = len(got) - len(last)
+    if end < len(first) or got[:len(first)] != first or got[end:] != last:
+        return False
+    at = len(first)
+    for segment in middle:  # each at its earliest place: leaves the most room for the rest
+        found = next((i for i in range(at, end - len(segment) + 1) if got[i:i + len(segment)] == segment), None)
+        if found is None:
+            return False
+        at = found + len(segment)
+    return True
 
 
 def console_parts(text: str) -> list[tuple[str, str]]:

@@ -47,6 +47,7 @@ def test_blocks_carry_their_language_line_and_directives() -> None:
     ("<!-- docs: skip x -->\n\ntext between\n\n```sh\nls\n```\n", "right above a fence"),
     ("<!-- docs: skip not a command -->\n```text\nls\n```\n", "is not a command"),
     ("```text\nx\n```\n<!-- docs: output -->\n```text\ny\n```\n", "must follow a sh or python block"),
+    ("```console\nno prompt\n```\n", "starts with '$ COMMAND'"),
     ("<!-- docs: serve -->\n```python\nprint()\n```\n", "bare <!-- docs: serve -->"),
     ("<!-- docs: skip a reason\n     on two lines -->\n```sh\nls\n```\n", "not a docs directive"),
 ])
@@ -63,6 +64,10 @@ def test_output_is_compared_line_by_line_numbers_aside() -> None:
     assert output_matches("first\n...\nlast\n", "first\nx\ny\nlast\n")
     assert output_matches("first\n...\nlast\n", "first\nlast\n")
     assert not output_matches("first\n...\nlast\n", "first\nx\n")
+    assert output_matches("a\n...\nb\n...\nc\n", "a\nb\nx\nb\nc\n")
+    assert not output_matches("a\n...\nc\n...\nb\n", "a\nb\nc\n")
+    assert not output_matches("a\n...\na\n", "a\n")
+    assert output_matches("...\n", "".join(f"zone {i}\n" for i in range(5000)))
 
 
 def test_console_blocks_pair_commands_with_their_output() -> None:
