@@ -384,5 +384,8 @@ def run_page(path: Path, *, slow: bool = False, text: str | None = None) -> list
 
 
 if __name__ == "__main__":  # python -m tests.docs.mdblocks PAGE [--slow]: one page, by hand
-    ran = run_page(Path(sys.argv[1]).resolve(), slow="--slow" in sys.argv)
+    try:
+        ran = run_page(Path(sys.argv[1]).resolve(), slow="--slow" in sys.argv)
+    except DocsError as err:
+        sys.exit(f"FAILED {err}")
     print(f"{len(ran)} blocks ran: {', '.join(ran)}")
