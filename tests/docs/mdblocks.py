@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -367,9 +368,36 @@ def _stop(server: subprocess.Popen[bytes]) -> None:
             server.wait()
 
 
+def _in_checkout() -> set[str]:
+    """What git does not track or ignore, and what is under results/ (experiments' default): not for outputs."""
+    try:
+        listed = subprocess.run(["git", "ls-files", "--others", "--exclude-standard", "--directory"], cwd=ROOT,
+                                capture_output=True, text=True, timeout=60, check=True).stdout.splitlines()
+    except (OSError, subprocess.SubprocessError):
+        return set()  # not a git checkout: nothing to compare
+    results = ROOT / "results"
+    if results.is_dir():
+        listed += [f"results/{entry.name}" for entry in results.iterdir()]
+    # Tools' caches (.import_linter_cache, made by `make lint`) are not a page's outputs.
+    return {line.rstrip("/") for line in listed if not line.startswith(".")}
+
+
+def _remove_new(before: set[str]) -> list[str]:
+    """Remove what the page left in the checkout (it was not there before the page ran)."""
+    left = sorted(_in_checkout() - before)
+    for name in left:
+        path = ROOT / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return left
+
+
 def run_page(path: Path, *, slow: bool = False, text: str | None = None) -> list[str]:
     """Run ``path``'s blocks in order; returns where the blocks that ran are. DocsError on the first failure."""
     page_blocks = blocks(path, text)
+    before = _in_checkout()
     with tempfile.TemporaryDirectory(prefix="blockemu-docs-") as tmp:
         page = Page(path, Path(tmp), free_port(), slow=slow)
         try:
@@ -380,6 +408,10 @@ def run_page(path: Path, *, slow: bool = False, text: str | None = None) -> list
                     raise DocsError(str(err) + page.server_output()) from None
         finally:
             page.close()
+            left = _remove_new(before)
+        if left:
+            raise DocsError(f"{path.name}: its blocks left {', '.join(left)} in the repository (now removed); "
+                            "write outputs under /tmp, the page's own temporary directory (--out /tmp/NAME)")
         return page.ran
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SMALL_UFS, require_tool, toml_text
-from tests.docs.mdblocks import DocsError, blocks, console_parts, output_matches, run_page
+from tests.docs.mdblocks import ROOT, DocsError, blocks, console_parts, output_matches, run_page
 
 PAGE = Path("page.md")
 
@@ -164,3 +164,11 @@ def _servers() -> str:
     import subprocess
 
     return subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+
+
+def test_a_page_that_leaves_files_in_the_repository_fails_and_they_are_removed() -> None:
+    name = "docs-test-left-behind.txt"
+    with pytest.raises(DocsError, match=f"left {name} in the repository") as err:
+        run_page(PAGE, text=f"```sh\necho out > {name}\n```\n")
+    assert "under /tmp" in str(err.value)
+    assert not (ROOT / name).exists()
