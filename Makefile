@@ -4,7 +4,7 @@ PY := .venv/bin/python
 CONFIG ?= configs/ufs41.toml
 PYTEST_ARGS ?=
 
-.PHONY: setup kernel doctor run test unit lint bench clean
+.PHONY: setup kernel doctor run test unit lint docs-slow bench clean
 
 setup:
 	@scripts/setup.sh
@@ -32,6 +32,11 @@ unit: setup
 
 test: setup kernel doctor lint
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
+
+# The docs' slow blocks too (VM runs, long experiments); make test runs the rest of
+# every page (docs/testing.md, Docs that run).
+docs-slow: setup kernel
+	BLOCKEMU_DOCS_SLOW=1 $(PY) -m pytest -q -ra -m docs_slow tests/docs $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) scripts/bench_nbd.py

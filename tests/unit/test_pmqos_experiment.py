@@ -60,3 +60,32 @@ def test_command_writes_csv_png_and_table(tmp_path: Path, monkeypatch: pytest.Mo
     assert len(sweep) == 1 + 2 * 2  # header, two workloads × two hold times
     assert (tmp_path / "pmqos_qd_threshold_sweep.csv").exists()
     assert (tmp_path / "pmqos.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_energy_panel_shows_the_cost_on_a_linear_axis_and_labels_are_whole() -> None:
+    """Issue 24: a log axis hid boosting's ×1.4 energy cost, and the frequency panel cut 'inter', 'susta'."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = run_experiment(TINY, sweep=(0, 1), hold_sweep=(0.0, 60.0))
+    section = pmqos.config_from_mapping(pmqos.DEVICE_CONFIG).power
+    comparison = pmqos.comparison_rows(results, section)
+    fig = pmqos.figure(comparison, pmqos.sweep_rows(results, comparison, section, "qd_threshold"),
+                       pmqos.sweep_rows(results, comparison, section, "hold_ms"))
+    try:
+        energy, shares = fig.axes[2], fig.axes[5]
+        assert energy.get_yscale() == "linear"
+        assert "× simple_ondemand" in energy.get_ylabel()
+        by = {(r["workload"], r["governor"]): r for r in comparison}
+        cost = by[("intermittent", "pmqos_qd")]["energy_j_per_gib"] / by[("intermittent", "simple_ondemand")][
+            "energy_j_per_gib"]
+        bar_labels = [t.get_text() for t in energy.texts]
+        assert any(label.startswith(f"×{cost:.2f}") for label in bar_labels), bar_labels
+        heights = sorted(round(p.get_height(), 6) for p in energy.patches)
+        assert heights.count(1.0) == 2  # each workload's baseline at 1
+        ticks = [t.get_text() for t in shares.get_xticklabels()]
+        assert ticks[0] == "intermittent\nondemand" and ticks[3] == "sustained\nondemand", ticks
+    finally:
+        plt.close(fig)
