@@ -423,9 +423,16 @@ class UfsDevice:
         chosen = np.sort(order[:chosen_count])
         piece = min(wsec, fragment_kib * 1024 // SECTOR)
         # Interleave: piece k of every chosen window, then piece k+1 of every one...
-        shape = (len(chosen), wsec // piece, piece)
-        scattered = grid[chosen].reshape(shape).transpose(1, 0, 2).reshape(-1)
-        scattered_mask = in_span[chosen].reshape(shape).transpose(1, 0, 2).reshape(-1)
+        # in a new random order each round, as files growing at once append in
+        # no fixed order.  (A fixed order would put a window's pieces a
+        # constant stride apart, all on one die when the stride is a multiple
+        # of the die rotation.)
+        rounds = wsec // piece
+        shape = (len(chosen), rounds, piece)
+        order_per_round = np.argsort(rng.random((rounds, len(chosen))), axis=1)
+        round_index = np.arange(rounds)[:, None]
+        scattered = grid[chosen].reshape(shape)[order_per_round, round_index].reshape(-1)
+        scattered_mask = in_span[chosen].reshape(shape)[order_per_round, round_index].reshape(-1)
         rest = np.setdiff1d(np.flatnonzero(weight), chosen)
         sequential = grid[rest].reshape(-1)
         sequential_mask = in_span[rest].reshape(-1)
