@@ -79,12 +79,12 @@ def test_cache_and_writebooster_never_change_data_or_mapping(ops: list[tuple[str
         for dev in variants:
             assert np.array_equal(dev.ftl.l2p, plain.ftl.l2p), "the cache must not change the mapping"
             assert dev.l2p is not None
-            assert dev.l2p.used_bytes == sum(dev.l2p._lru.values()) <= dev.l2p.capacity_bytes
+            assert dev.l2p.used_bytes == sum(dev.l2p.lru.values()) <= dev.l2p.capacity_bytes
     extent = variants[1]
     assert extent.l2p is not None
     size = extent.l2p.unit_sectors
     for unit in range(extent.l2p.units):
         ppns = extent.ftl.l2p[unit * size : (unit + 1) * size]
         assert extent.ftl.unit_extents(unit) == extents(ppns)
-        if unit in extent.l2p._lru:
-            assert extent.l2p._lru[unit] == extent.l2p.cost(unit)
+        if unit in extent.l2p.lru:
+            assert extent.l2p.lru[unit] == extent.l2p.cost(unit)

@@ -34,7 +34,7 @@ def test_page_mode_hit_miss_and_lru_eviction() -> None:
     assert cache.access(1, dirty=False) == 1
     assert cache.access(0, dirty=False) == 0  # 0 is now the most recent
     assert cache.access(2, dirty=False) == 1  # evicts 1, the least recent
-    assert list(cache._lru) == [0, 2]
+    assert list(cache.lru) == [0, 2]
     assert cache.access(1, dirty=False) == 1  # a miss again; evicts 0
     assert cache.counters() == {"hits": 2, "misses": 4, "map_reads": 4, "map_writes": 0, "evictions": 2}
     assert cache.used_bytes == 2 * PAGE and cache.cached_units == 2
@@ -64,7 +64,7 @@ def test_extent_unit_costs_follow_the_data_when_it_moves() -> None:
     assert cache.cost(0) == 8 and cache.cost(1) == PAGE  # extents, or the page map when that is smaller
     cache.access(0, dirty=False)
     # One map page read brings unit 0 and the packed units after it that fit: unit 1 needs a page of its own.
-    assert list(cache._lru) == [0] and cache.used_bytes == 8
+    assert list(cache.lru) == [0] and cache.used_bytes == 8
     # An overwrite in the middle splits unit 0 into three extents ...
     ftl.program_one(5)
     assert ftl.unit_extents(0) == 3 == brute_extents(ftl, 0)
@@ -157,10 +157,10 @@ def test_state_round_trips_cache_contents() -> None:
     dev.write(0, memoryview(bytes(2**20)), False, 0)
     dev.write(20 * 2**20, memoryview(bytes(SECTOR)), False, 0)
     assert dev.l2p is not None
-    before = list(dev.l2p._lru.items()), set(dev.l2p._dirty)
+    before = list(dev.l2p.lru.items()), set(dev.l2p.dirty)
     copy = make_device(l2p_cache_kib=8, l2p_mode="extent")
     copy.restore_state(dev.snapshot_state())
     copy.restore_counters(dev.snapshot_counters())
     assert copy.l2p is not None
-    assert (list(copy.l2p._lru.items()), set(copy.l2p._dirty)) == before
+    assert (list(copy.l2p.lru.items()), set(copy.l2p.dirty)) == before
     assert copy.l2p.counters() == dev.l2p.counters()

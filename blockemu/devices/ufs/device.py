@@ -32,7 +32,7 @@ Service-time model (all constants in ``[ufs]``, see blockemu/config/ufs.py for s
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -227,8 +227,14 @@ class UfsDevice:
             return now_ns + self.overhead_ns
         first = offset // SECTOR
         last = (offset + length - 1) // SECTOR
-        if self.l2p is not None:
-            now_ns = self._map_start(first, last, now_ns, False)
+        l2p = self.l2p
+        if l2p is not None:
+            unit = first >> self._l2p_shift
+            if unit == last >> self._l2p_shift and unit in l2p.lru:  # _map_start's hit, inline: the common case
+                l2p.lru.move_to_end(unit)
+                l2p.hits += 1
+            else:
+                now_ns = self._map_start(first, last, now_ns, False)
         if first == last:
             ppn = self.ftl.lookup(first)
             if ppn < 0:
@@ -267,19 +273,29 @@ class UfsDevice:
     def _program(self, first: int, last: int, now_ns: int) -> int:
         """Program host sectors first..last (map units loaded first, the SLC buffer if it has room)."""
         self._now = now_ns
-        start = self._map_start(first, last, now_ns, True) if self.l2p is not None else now_ns
+        l2p = self.l2p
+        start = now_ns
+        if l2p is not None:
+            unit = first >> self._l2p_shift
+            if unit == last >> self._l2p_shift and unit in l2p.lru:  # _map_start's hit, inline
+                l2p.lru.move_to_end(unit)
+                l2p.hits += 1
+                l2p.dirty.add(unit)
+            else:
+                start = self._map_start(first, last, now_ns, True)
         slc = self.wb.admit(last - first + 1) if self.wb is not None else None
         if first == last:
             ppn = self.ftl.program_one(first)
             die = (ppn // self._sectors_per_group) % self._dies
             cost = self._one_sector_write_ns if slc is None or slc else self._one_sector_tlc_write_ns
             done = self.dies.occupy_one(start, die, cost)
+            if self._l2p_extents:
+                cast(ExtentMapCache, l2p).refresh_one(first >> self._l2p_shift)
         else:
             ppns = self.ftl.program(np.arange(first, last + 1, dtype=np.int64))
             done = self.dies.occupy(start, self._write_costs(ppns, slc))
-        if self._l2p_extents:
-            assert self.l2p is not None
-            self.l2p.refresh(first >> self._l2p_shift, last >> self._l2p_shift)
+            if self._l2p_extents:
+                cast(ExtentMapCache, l2p).refresh(first >> self._l2p_shift, last >> self._l2p_shift)
         return done
 
     def _full_sectors(self, offset: int, length: int) -> tuple[int, int]:

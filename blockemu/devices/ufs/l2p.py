@@ -62,8 +62,10 @@ class MapCache:
         self.unit_sectors = unit_sectors
         self.shift = unit_sectors.bit_length() - 1
         self.units = -(-ftl.logical_sectors // unit_sectors)
-        self._lru: OrderedDict[int, int] = OrderedDict()  # unit -> bytes it holds, least recent first
-        self._dirty: set[int] = set()
+        # Unit -> bytes it holds, least recent first; and the dirty units.  Public
+        # because the device's one-unit paths take a hit inline (UfsDevice.read).
+        self.lru: OrderedDict[int, int] = OrderedDict()
+        self.dirty: set[int] = set()
         self.used_bytes = 0
         # Write-backs not yet charged on a die by the device (it drains the list).
         self.pending_writebacks: list[int] = []
@@ -77,18 +79,18 @@ class MapCache:
     # ---------------------------------------------------------------- access
     def access(self, unit: int, dirty: bool) -> int:
         """Touch ``unit`` (``dirty``: its mapping changes); return the map pages read from NAND (0: a hit)."""
-        lru = self._lru
+        lru = self.lru
         if unit in lru:
             lru.move_to_end(unit)
             self.hits += 1
             if dirty:
-                self._dirty.add(unit)
+                self.dirty.add(unit)
             return 0
         self.misses += 1
         self.map_reads += 1
         self._load(unit)
         if dirty:
-            self._dirty.add(unit)
+            self.dirty.add(unit)
         return 1
 
     def access_range(self, first_lpn: int, last_lpn: int, dirty: bool) -> list[int]:
@@ -105,11 +107,11 @@ class MapCache:
 
     def _insert(self, unit: int, cost: int) -> None:
         self._make_room(cost, keep=unit)
-        self._lru[unit] = cost
+        self.lru[unit] = cost
         self.used_bytes += cost
 
     def _make_room(self, cost: int, keep: int) -> None:
-        lru = self._lru
+        lru = self.lru
         while self.used_bytes + cost > self.capacity_bytes and lru:
             victim, held = next(iter(lru.items()))
             if victim == keep:
@@ -120,8 +122,8 @@ class MapCache:
             del lru[victim]
             self.used_bytes -= held
             self.evictions += 1
-            if victim in self._dirty:
-                self._dirty.discard(victim)
+            if victim in self.dirty:
+                self.dirty.discard(victim)
                 self.map_writes += 1
                 self.pending_writebacks.append(victim)
 
@@ -139,11 +141,11 @@ class MapCache:
     # ------------------------------------------------------------ inspection
     @property
     def cached_units(self) -> int:
-        return len(self._lru)
+        return len(self.lru)
 
     @property
     def dirty_units(self) -> int:
-        return len(self._dirty)
+        return len(self.dirty)
 
     @property
     def miss_ratio(self) -> float:
@@ -165,21 +167,21 @@ class MapCache:
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         """Cached units in LRU order (least recent first) and their dirty flags."""
-        units = np.array(list(self._lru), dtype=np.int64)
+        units = np.array(list(self.lru), dtype=np.int64)
         return {"l2p_units": units,
-                "l2p_dirty": np.array([u in self._dirty for u in units.tolist()], dtype=bool)}
+                "l2p_dirty": np.array([u in self.dirty for u in units.tolist()], dtype=bool)}
 
     def load_state_arrays(self, state: dict[str, np.ndarray]) -> None:
         units = state["l2p_units"].tolist()
         if units and not (min(units) >= 0 and max(units) < self.units):
             raise ValueError("saved L2P cache names map units beyond this device")
-        self._lru.clear()
-        self._dirty.clear()
+        self.lru.clear()
+        self.dirty.clear()
         self.used_bytes = 0
         for unit, dirty in zip(units, state["l2p_dirty"].tolist(), strict=True):
             self._insert(unit, self.cost(unit))
             if dirty:
-                self._dirty.add(unit)
+                self.dirty.add(unit)
         self.pending_writebacks.clear()
 
     def counter_arrays(self) -> dict[str, np.ndarray]:
@@ -215,7 +217,7 @@ class ExtentMapCache(MapCache):
     def _load(self, unit: int) -> None:
         # One map page holds this unit and the packed units after it.
         budget = self.page_bytes
-        lru = self._lru
+        lru = self.lru
         nxt = unit
         while nxt < self.units:
             cost = self.cost(nxt)
@@ -229,7 +231,7 @@ class ExtentMapCache(MapCache):
             nxt += 1
 
     def refresh(self, first_unit: int, last_unit: int) -> None:
-        lru = self._lru
+        lru = self.lru
         for unit in range(first_unit, last_unit + 1):
             held = lru.get(unit)
             if held is None:
@@ -242,8 +244,22 @@ class ExtentMapCache(MapCache):
             self._make_room(0, keep=last_unit)
 
     def refresh_all(self) -> None:
-        for unit in list(self._lru):
+        for unit in list(self.lru):
             self.refresh(unit, unit)
+
+    def refresh_one(self, unit: int) -> None:
+        """``refresh(unit, unit)`` for the one-sector write path, with the cost computed inline."""
+        held = self.lru.get(unit)
+        if held is None:
+            return
+        ftl = self.ftl
+        extents = ftl._unit_mapped_view[unit] - ftl._unit_joins_view[unit]
+        cost = min((extents if extents > 1 else 1) * self.extent_bytes, self.page_bytes)
+        if cost != held:
+            self.lru[unit] = cost
+            self.used_bytes += cost - held
+            if self.used_bytes > self.capacity_bytes:
+                self._make_room(0, keep=unit)
 
 
 def make_map_cache(ftl: FlashTranslationLayer, mode: str, capacity_bytes: int, map_page_bytes: int,
