@@ -150,6 +150,8 @@ def main() -> int:
                         help="nbdkit worker threads for the ufs target (default 16, as every target)")
     parser.add_argument("--targets", default=",".join(TARGETS),
                         help=f"comma-separated subset of {','.join(TARGETS)}")
+    parser.add_argument("--workloads", default=",".join(w[0] for w in WORKLOADS),
+                        help="comma-separated subset of the workloads (default all), e.g. rand-read-4K-qd16")
     args = parser.parse_args()
     if shutil.which("fio") is None:
         sys.exit("bench: fio not found; run 'make setup'")
@@ -159,6 +161,12 @@ def main() -> int:
     unknown = sorted(set(targets) - set(TARGETS))
     if unknown:
         sys.exit(f"bench: unknown target {unknown[0]!r} in --targets; allowed: {', '.join(TARGETS)}")
+    names = [w[0] for w in WORKLOADS]
+    chosen = args.workloads.split(",")
+    unknown = sorted(set(chosen) - set(names))
+    if unknown:
+        sys.exit(f"bench: unknown workload {unknown[0]!r} in --workloads; allowed: {', '.join(names)}")
+    workloads = [w for w in WORKLOADS if w[0] in chosen]
     samples: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="blockemu-bench-") as tmp, ExitStack() as servers:
         sockets = {target: Path(tmp) / f"{target}.sock" for target in targets}
@@ -177,7 +185,7 @@ def main() -> int:
         # Targets take turns on each workload, round after round, so that a
         # change in the machine's load falls on all of them alike.
         for round_number in range(1, args.rounds + 1):
-            for name, rw, bs, depth in WORKLOADS:
+            for name, rw, bs, depth in workloads:
                 for target, sock in sockets.items():
                     print(f"bench: round {round_number} {target:9s} {name} ...", file=sys.stderr, flush=True)
                     samples.setdefault((target, name), []).append(
@@ -188,7 +196,7 @@ def main() -> int:
     if "ufs-unlimited" in ratios:  # the cache's cost first
         ratios.insert(0, ratios.pop(ratios.index("ufs-unlimited")))
     rows = []
-    for name, *_ in WORKLOADS:
+    for name, *_ in workloads:
         row: dict[str, object] = {"workload": name}
         for t in targets:
             iops, mbps, _ = results[(t, name)]
@@ -199,7 +207,7 @@ def main() -> int:
     print(format_table(rows, list(rows[0])))
     # Where the time goes: server CPU (all threads, user + system) per request.
     cpu_rows = [{"workload": name, **{f"{t}_cpu_us_per_request": f"{results[(t, name)][2]:.1f}" for t in targets}}
-                for name, *_ in WORKLOADS]
+                for name, *_ in workloads]
     print()
     print(format_table(cpu_rows, list(cpu_rows[0])))
     for row, cpu_row in zip(rows, cpu_rows, strict=True):
