@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from blockemu.config import ConfigError
+from blockemu.config.ufs import L2P_MODES
 from blockemu.devices.ufs.device import UfsDevice
 from blockemu.devices.ufs.ftl import SECTOR, FlashTranslationLayer, Geometry
-from blockemu.devices.ufs.l2p import ExtentMapCache, PageMapCache, make_map_cache
+from blockemu.devices.ufs.l2p import MAP_CACHES, ExtentMapCache, PageMapCache, make_map_cache
 from blockemu.store import MemoryStore
 from tests.conftest import small_ufs_config
 
@@ -114,6 +115,9 @@ def test_unlimited_is_no_cache_and_bad_sizes_are_refused() -> None:
     assert make_map_cache(ftl, "page", 0, PAGE, 4, 8) is None
     with pytest.raises(ValueError, match="cannot hold one"):
         make_map_cache(ftl, "page", 32, PAGE, 4, 8)
+    with pytest.raises(ValueError, match="l2p_mode must be one of page, extent"):
+        make_map_cache(ftl, "hash", 4 * PAGE, PAGE, 4, 8)
+    assert set(MAP_CACHES) == set(L2P_MODES)
     with pytest.raises(ConfigError, match="l2p_mode"):
         small_ufs_config(ufs={"l2p_cache_kib": 64, "l2p_mode": "hash"})
     with pytest.raises(ConfigError, match="l2p_cache_kib"):

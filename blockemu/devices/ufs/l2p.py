@@ -50,7 +50,7 @@ class MapCache:
     mode = ""
 
     def __init__(self, ftl: FlashTranslationLayer, capacity_bytes: int, map_page_bytes: int,
-                 entry_bytes: int) -> None:
+                 entry_bytes: int, extent_entry_bytes: int = 8) -> None:
         if capacity_bytes < map_page_bytes:
             raise ValueError(f"an L2P cache of {capacity_bytes} bytes cannot hold one {map_page_bytes}-byte map page")
         unit_sectors = map_page_bytes // entry_bytes
@@ -58,6 +58,7 @@ class MapCache:
             raise ValueError(f"map_page_bytes / entry_bytes must be a power of two, got {unit_sectors}")
         self.ftl = ftl
         self.capacity_bytes = capacity_bytes
+        self.extent_bytes = extent_entry_bytes  # what one extent entry takes (extent mode)
         self.page_bytes = map_page_bytes
         self.unit_sectors = unit_sectors
         self.shift = unit_sectors.bit_length() - 1
@@ -205,9 +206,8 @@ class ExtentMapCache(MapCache):
     mode = "extent"
 
     def __init__(self, ftl: FlashTranslationLayer, capacity_bytes: int, map_page_bytes: int,
-                 entry_bytes: int, extent_entry_bytes: int) -> None:
-        super().__init__(ftl, capacity_bytes, map_page_bytes, entry_bytes)
-        self.extent_bytes = extent_entry_bytes
+                 entry_bytes: int, extent_entry_bytes: int = 8) -> None:
+        super().__init__(ftl, capacity_bytes, map_page_bytes, entry_bytes, extent_entry_bytes)
         ftl.track_extents(self.unit_sectors)
 
     def cost(self, unit: int) -> int:
@@ -262,17 +262,19 @@ class ExtentMapCache(MapCache):
                 self._make_room(0, keep=unit)
 
 
+# The modes, by the name ``l2p_mode`` gives (blockemu/config/ufs.py L2P_MODES lists the same names).
+MAP_CACHES: dict[str, type[MapCache]] = {"page": PageMapCache, "extent": ExtentMapCache}
+
+
 def make_map_cache(ftl: FlashTranslationLayer, mode: str, capacity_bytes: int, map_page_bytes: int,
                    entry_bytes: int, extent_entry_bytes: int) -> MapCache | None:
     """The cache ``mode`` names, or None for an unlimited map (``capacity_bytes`` 0)."""
     if capacity_bytes == 0:
         return None
-    if mode == "page":
-        return PageMapCache(ftl, capacity_bytes, map_page_bytes, entry_bytes)
-    if mode == "extent":
-        return ExtentMapCache(ftl, capacity_bytes, map_page_bytes, entry_bytes, extent_entry_bytes)
-    raise ValueError(f"l2p_mode must be one of {', '.join(L2P_MODES)}, got {mode!r}")
-
+    cls = MAP_CACHES.get(mode)
+    if cls is None:
+        raise ValueError(f"l2p_mode must be one of {', '.join(L2P_MODES)}, got {mode!r}")
+    return cls(ftl, capacity_bytes, map_page_bytes, entry_bytes, extent_entry_bytes)
 
 def l2p_metrics(l2p: MapCache | None) -> Iterator[MetricFamily]:
     """``blockemu_ufs_l2p_*``: the mapping cache (nothing with an unlimited map)."""
