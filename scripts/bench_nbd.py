@@ -2,7 +2,12 @@
 """NBD throughput of blockemu's UFS model against three baselines, in one run.
 
 Targets, all 1 GiB, all served by nbdkit on a unix socket with 16 threads:
-  ufs        blockemu serve configs/ufs41.toml (virtual timing)
+  ufs        blockemu serve configs/ufs41.toml (virtual timing): the limited
+             L2P cache (1 MiB, extent mode) and WriteBooster, as shipped
+  ufs-unlimited
+             the same with the whole map in SRAM and no WriteBooster
+             (--set ufs.l2p_cache_kib=0 ufs.wb_enabled=false): the model
+             before the cache, so ufs/ufs-unlimited is what the cache costs
   bytearray  the least a python plugin can do (scripts/bench_plugins/)
   bytearray-kept
              the same plugin keeping its thread states between requests
@@ -15,10 +20,11 @@ Workloads (fio's nbd engine), after one untimed fill of the whole device:
 256 MiB.  The targets take turns on every workload for --rounds rounds and
 the medians are printed: IOPS and MB/s per target, the ratios of ufs to
 each baseline, and each server's CPU time (all its threads, user + system)
-per request.  Usage:
+per request.  The last lines print the ufs target's L2P cache counters.
+Usage:
 
     .venv/bin/python scripts/bench_nbd.py [--runtime 5] [--rounds 3] [--csv results/bench.csv]
-        [--targets ufs,bytearray,bytearray-kept,memory] [--ufs-threads 16]
+        [--targets ufs,ufs-unlimited,bytearray,bytearray-kept,memory] [--ufs-threads 16]
 """
 
 from __future__ import annotations
@@ -28,11 +34,13 @@ import csv
 import json
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -44,7 +52,9 @@ from blockemu.experiments.report import format_table  # noqa: E402
 from blockemu.frontends.nbdkit.launcher import plugin_environment  # noqa: E402
 
 SIZE = 1024 * 1024 * 1024
-TARGETS = ("ufs", "bytearray", "bytearray-kept", "memory")
+TARGETS = ("ufs", "ufs-unlimited", "bytearray", "bytearray-kept", "memory")
+# The model before the L2P cache and WriteBooster (docs/ufs.md).
+UNLIMITED = ["--set", "ufs.l2p_cache_kib=0", "--set", "ufs.wb_enabled=false"]
 WORKLOADS = [
     # name, rw, block size, iodepth
     ("seq-write-1M", "write", "1M", 4),
@@ -57,14 +67,14 @@ WORKLOADS = [
 
 
 @contextmanager
-def serve(target: str, sock: Path, ufs_threads: int = 16) -> Iterator[int]:
+def serve(target: str, sock: Path, ufs_threads: int = 16, http: str = "") -> Iterator[int]:
     nbdkit = shutil.which("nbdkit")
     if nbdkit is None:
         sys.exit("bench: nbdkit not found; run 'make setup'")
-    if target == "ufs":
+    if target in ("ufs", "ufs-unlimited"):
         argv = [sys.executable, "-m", "blockemu", "serve", str(REPO / "configs" / "ufs41.toml"), "--unix", str(sock),
-                "--http", "", "--set", "device.capacity_mib=1024", "--set", "timing.mode=virtual",
-                "--threads", str(ufs_threads)]
+                "--http", http, "--set", "device.capacity_mib=1024", "--set", "timing.mode=virtual",
+                "--threads", str(ufs_threads), *(UNLIMITED if target == "ufs-unlimited" else [])]
     elif target in ("bytearray", "bytearray-kept"):
         argv = [nbdkit, "--foreground", "--threads", "16", "--unix", str(sock), "python",
                 str(REPO / "scripts" / "bench_plugins" / "bytearray_plugin.py"), f"size={SIZE}",
@@ -83,6 +93,19 @@ def serve(target: str, sock: Path, ufs_threads: int = 16) -> Iterator[int]:
         process.terminate()
         process.wait(timeout=30)
         sock.unlink(missing_ok=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cache_counters(address: str) -> dict[str, object]:
+    with urllib.request.urlopen(f"http://{address}/api/v1/device", timeout=30) as answer:
+        l2p = json.loads(answer.read())["l2p"]
+    return {key: l2p[key] for key in ("mode", "capacity_bytes", "hits", "misses", "miss_ratio", "map_reads",
+                                      "map_writes", "cached_bytes") if key in l2p}
 
 
 def server_cpu_s(pid: int) -> float:
@@ -127,6 +150,8 @@ def main() -> int:
                         help="nbdkit worker threads for the ufs target (default 16, as every target)")
     parser.add_argument("--targets", default=",".join(TARGETS),
                         help=f"comma-separated subset of {','.join(TARGETS)}")
+    parser.add_argument("--workloads", default=",".join(w[0] for w in WORKLOADS),
+                        help="comma-separated subset of the workloads (default all), e.g. rand-read-4K-qd16")
     args = parser.parse_args()
     if shutil.which("fio") is None:
         sys.exit("bench: fio not found; run 'make setup'")
@@ -136,12 +161,19 @@ def main() -> int:
     unknown = sorted(set(targets) - set(TARGETS))
     if unknown:
         sys.exit(f"bench: unknown target {unknown[0]!r} in --targets; allowed: {', '.join(TARGETS)}")
+    names = [w[0] for w in WORKLOADS]
+    chosen = args.workloads.split(",")
+    unknown = sorted(set(chosen) - set(names))
+    if unknown:
+        sys.exit(f"bench: unknown workload {unknown[0]!r} in --workloads; allowed: {', '.join(names)}")
+    workloads = [w for w in WORKLOADS if w[0] in chosen]
     samples: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="blockemu-bench-") as tmp, ExitStack() as servers:
         sockets = {target: Path(tmp) / f"{target}.sock" for target in targets}
         pids = {}
+        http = {"ufs": f"127.0.0.1:{free_port()}"}  # to read the cache's counters at the end
         for target, sock in sockets.items():
-            pids[target] = servers.enter_context(serve(target, sock, args.ufs_threads))
+            pids[target] = servers.enter_context(serve(target, sock, args.ufs_threads, http.get(target, "")))
             # Fill the device once, untimed: every target then measures its
             # steady state (memory allocated, FTL mapped) rather than
             # first-touch page faults, which the bytearray baseline pays at
@@ -153,15 +185,18 @@ def main() -> int:
         # Targets take turns on each workload, round after round, so that a
         # change in the machine's load falls on all of them alike.
         for round_number in range(1, args.rounds + 1):
-            for name, rw, bs, depth in WORKLOADS:
+            for name, rw, bs, depth in workloads:
                 for target, sock in sockets.items():
                     print(f"bench: round {round_number} {target:9s} {name} ...", file=sys.stderr, flush=True)
                     samples.setdefault((target, name), []).append(
                         run_fio(sock, rw, bs, depth, args.runtime, pids[target]))
+        l2p = cache_counters(http["ufs"]) if "ufs" in targets else None
     results = {key: tuple(statistics.median(s[i] for s in runs) for i in range(3)) for key, runs in samples.items()}
     ratios = [t for t in targets if t != "ufs"] if "ufs" in targets else []
+    if "ufs-unlimited" in ratios:  # the cache's cost first
+        ratios.insert(0, ratios.pop(ratios.index("ufs-unlimited")))
     rows = []
-    for name, *_ in WORKLOADS:
+    for name, *_ in workloads:
         row: dict[str, object] = {"workload": name}
         for t in targets:
             iops, mbps, _ = results[(t, name)]
@@ -172,11 +207,14 @@ def main() -> int:
     print(format_table(rows, list(rows[0])))
     # Where the time goes: server CPU (all threads, user + system) per request.
     cpu_rows = [{"workload": name, **{f"{t}_cpu_us_per_request": f"{results[(t, name)][2]:.1f}" for t in targets}}
-                for name, *_ in WORKLOADS]
+                for name, *_ in workloads]
     print()
     print(format_table(cpu_rows, list(cpu_rows[0])))
     for row, cpu_row in zip(rows, cpu_rows, strict=True):
         row.update(cpu_row)
+    if l2p is not None:
+        print()
+        print("ufs L2P cache over the whole run: " + ", ".join(f"{k} {v}" for k, v in l2p.items()))
     if args.csv:
         args.csv.parent.mkdir(parents=True, exist_ok=True)
         with args.csv.open("w", newline="") as f:

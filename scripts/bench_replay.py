@@ -134,7 +134,9 @@ def main() -> int:
     parser.add_argument("--text-requests", type=int, default=1_000_000,
                         help="lines of the fio iolog for the text case; 0 skips it")
     args = parser.parse_args()
-    config = load_config(args.config, ["aging.fragmentation_percent=50"])
+    # The vector engine prices the plain model only: no L2P cache, no WriteBooster (docs/ufs.md).
+    config = load_config(args.config, ["aging.fragmentation_percent=50", "ufs.l2p_cache_kib=0",
+                                       "ufs.wb_enabled=false"])
     trace = random_4k_trace(args.requests, config.capacity_bytes, args.seed)
     vector = replay(config, trace, engine="vector")
     prefix = Trace(trace.records[: args.scalar_requests], {}, {})

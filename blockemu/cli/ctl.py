@@ -47,6 +47,9 @@ POWERCUT_MODES = ("drop", "torn")
 FAULT_OPS = ("read", "write", "flush", "trim", "zero")
 # The conditions POST /api/v1/zones/N/fault can set (blockemu/devices/zns/device.py FAULT_CONDITIONS).
 ZONE_FAULT_CONDITIONS = ("read_only", "offline")
+# GET/PUT /api/v1/wb/<attr>: the Linux UFS driver's WriteBooster files (blockemu/devices/ufs/writebooster.py).
+WB_ATTRIBUTES = ("wb_on", "enable_wb_buf_flush", "wb_flush_threshold", "wb_avail_buf", "wb_cur_buf",
+                 "wb_flush_status", "wb_life_time_est")
 
 # `ctl hid wait`'s exit status when HID stops in a final state other than the one awaited
 # (1 is a refused request or a timeout, 2 a usage error).
@@ -68,8 +71,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     fragmentation = sub.add_parser("fragmentation", help="fragmentation summary (UFS)")
     fragmentation.add_argument("--png", metavar="FILE", help="draw the fragmentation map to FILE instead")
     fragmentation.set_defaults(ctl_func=_ctl_fragmentation)
-    for add in (_add_age, _add_timing, _add_trace, _add_hid, _add_power, _add_zram, _add_zone, _add_powercut,
-                _add_faults):
+    for add in (_add_age, _add_timing, _add_trace, _add_hid, _add_wb, _add_power, _add_zram, _add_zone,
+                _add_powercut, _add_faults):
         add(sub)
 
 
@@ -246,6 +249,11 @@ def _ctl_hid_wait(args: argparse.Namespace, base: str) -> int:
         if time.monotonic() > deadline:
             return fail(f"hid state is still {state!r} after {args.timeout} s", 1)
         time.sleep(args.interval)
+
+
+def _add_wb(sub: Any) -> None:
+    _add_group(sub, "wb", "WriteBooster (UFS), with the Linux UFS driver's attribute names, e.g. "
+                          "'wb get wb_avail_buf', 'wb set enable_wb_buf_flush 0'", None, WB_ATTRIBUTES)
 
 
 def _add_power(sub: Any) -> None:

@@ -40,6 +40,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     study.add_argument("--out", help="output folder (default results/hid-<timestamp>)")
     study.add_argument("--analyse-only", action="store_true",
                        help="skip the VM: replay and report the guest results already in --out")
+    study.add_argument("--model-only", action="store_true",
+                       help="no VM: drive the model in-process (closed loop, virtual time), with the SRAM sweep")
+    study.add_argument("--repeats", type=int, default=2,
+                       help="timed copies per phase, the last reported (default 2: the first pays one-off costs)")
     study.add_argument("--guest", action="store_true", help=argparse.SUPPRESS)
     study.set_defaults(func=_run_hid)
 

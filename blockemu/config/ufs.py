@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from blockemu.config.base import ConfigError, non_negative, positive, power_of_two
+from blockemu.config.base import ConfigError, choice, non_negative, positive, power_of_two
 from blockemu.config.device import DeviceSection
+
+# blockemu/devices/ufs/l2p.py L2P_MODES (config may not import the model).
+L2P_MODES = ("page", "extent")
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,47 @@ class UfsSection:
     # Free superblocks kept back for garbage collection.
     gc_reserve_superblocks: int = 2
 
+    # --- L2P mapping cache (blockemu/devices/ufs/l2p.py).  The defaults here
+    # keep the old behaviour (the whole map in SRAM, free); configs/ufs41.toml
+    # sets the sourced values below.
+    # Controller SRAM for cached map pages, KiB; 0 = unlimited.  ConZone
+    # (DATE 2025, ssd_config.h L2P_CACHE_SIZE, commented "UFS 4.0 - 1MiB")
+    # gives a UFS 4.0 part 1020 KiB; ufs41.toml takes 1024.
+    l2p_cache_kib: int = 0
+    # "page" (DFTL: a cached unit is a whole map page) or "extent" (one entry
+    # per physically contiguous run, at most a page map: ZMS's multi-granularity
+    # map; ConZone's L2P_HYBRID_MAP).
+    l2p_mode: str = "page"
+    # Bytes per page-map entry: 4 in DFTL and ConZone (L2P_ENTRY_SIZE); the
+    # UFS HPB entries the host caches are 8 (drivers/ufs/core/ufshpb.h HPB_ENTRY_SIZE).
+    l2p_entry_bytes: int = 4
+    # Bytes per extent entry (start PPN + run length): an HPB entry's 8 bytes.
+    l2p_extent_entry_bytes: int = 8
+    # Map page: the unit read from or written back to NAND.  4 KiB, as the
+    # issue's "a map page covers 4 KiB of entries" and HPB_ENTRY_BLOCK_SIZE.
+    l2p_map_page_kib: int = 4
+
+    # --- WriteBooster (blockemu/devices/ufs/writebooster.py).  Off by default
+    # (old behaviour: every write at seq_write_mbps); ufs41.toml turns it on.
+    wb_enabled: bool = False
+    # SLC buffer size.  sysfs-driver-ufs's wb_buf_alloc_units example: "0400h
+    # corresponds to 4GB".  Host writes into it run at seq_write_mbps (the
+    # product briefs' sequential write is measured with WriteBooster on).
+    wb_buffer_mib: int = 4096
+    # Write rate once the buffer is full (TLC direct), and the fold's program
+    # rate.  FreeBSD D51893 measured a UFS 4.0 part at 1568 MiB/s sequential
+    # write with WriteBooster on and 556 MiB/s off (2.8x); 2800 / 2.8 = 1000.
+    tlc_write_mbps: float = 1000.0
+    # fWriteBoosterBufferFlushEn at start: Linux turns flushing on with WB
+    # (ufshcd_wb_toggle_buf_flush) unless a host quirk says otherwise.
+    wb_flush_enabled: bool = True
+    # wb_flush_threshold in tenths: Linux's default UFS_WB_BUF_REMAIN_PERCENT(40).
+    wb_flush_threshold: int = 4
+    # Rated P/E cycles of the SLC buffer, for wb_life_time_est.  pSLC-mode
+    # blocks of 3D TLC are rated about 30,000 cycles in vendors' pSLC notes
+    # (the low end of the 30k-100k quoted); only the estimate depends on it.
+    wb_slc_pe_cycles: int = 30000
+
     def check(self) -> dict[str, str | None]:
         return {
             "dies": positive(self.dies),
@@ -63,6 +107,20 @@ class UfsSection:
             "trim_us": non_negative(self.trim_us),
             "erase_us": non_negative(self.erase_us),
             "gc_reserve_superblocks": None if self.gc_reserve_superblocks >= 1 else "must be >= 1",
+            "l2p_cache_kib": non_negative(self.l2p_cache_kib) or (
+                None if self.l2p_cache_kib == 0 or self.l2p_cache_kib >= self.l2p_map_page_kib
+                else "must be 0 (unlimited) or at least l2p_map_page_kib"),
+            "l2p_mode": choice(self.l2p_mode, L2P_MODES),
+            "l2p_entry_bytes": power_of_two(self.l2p_entry_bytes),
+            "l2p_extent_entry_bytes": positive(self.l2p_extent_entry_bytes),
+            "l2p_map_page_kib": power_of_two(self.l2p_map_page_kib) or (
+                None if self.l2p_map_page_kib * 1024 >= self.l2p_entry_bytes else "must hold one entry"),
+            "wb_enabled": None,
+            "wb_buffer_mib": positive(self.wb_buffer_mib),
+            "tlc_write_mbps": positive(self.tlc_write_mbps),
+            "wb_flush_enabled": None,
+            "wb_flush_threshold": None if 1 <= self.wb_flush_threshold <= 10 else "must be 1 to 10 (tenths)",
+            "wb_slc_pe_cycles": positive(self.wb_slc_pe_cycles),
         }
 
 

@@ -32,3 +32,9 @@ def test_hid_study_quick(tmp_path: Path, vm_ready: None) -> None:
     assert float(row["read_mbps_after"]) > 4 * float(row["read_mbps_before"])
     assert (out / "hid.png").stat().st_size > 10_000
     assert "model x" in result.stdout
+    # The L2P columns, the mechanism split and the SRAM sweep (replayed traces).
+    assert "L2P miss% bef" in result.stdout and "mechanism at 100%" in result.stdout
+    assert int(row["commands_before"]) > 0 and int(row["nand_reads_before"]) > int(row["nand_reads_after"])
+    sweep = list(csv.DictReader((out / "hid-sweep.csv").open()))
+    assert [int(r["l2p_cache_kib"]) for r in sweep][-1] == 0  # the unlimited cache last
+    assert all(float(r["modeled_speedup"]) > 2.0 for r in sweep)

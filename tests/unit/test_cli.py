@@ -51,6 +51,9 @@ def test_the_ctl_client_knows_the_servers_vocabularies() -> None:
     assert ctl.POWERCUT_MODES == POWERCUT_MODES
     assert ctl.FAULT_OPS == FAULT_OPS
     assert ctl.ZONE_FAULT_CONDITIONS == FAULT_CONDITIONS
+    from blockemu.devices.ufs.writebooster import WB_ATTRIBUTES
+
+    assert ctl.WB_ATTRIBUTES == WB_ATTRIBUTES
 
 
 def test_the_hid_state_lists_match_the_model() -> None:

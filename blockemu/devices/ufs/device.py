@@ -15,12 +15,24 @@ Service-time model (all constants in ``[ufs]``, see blockemu/config/ufs.py for s
   unmapped sectors cost only that (the FTL answers zeros).
 * Dies are :class:`~blockemu.timing.UnitTimeline` units, so concurrent host
   requests, garbage collection and HID defragmentation queue behind each other.
+* With a limited L2P cache (``l2p_cache_kib``, blockemu/devices/ufs/l2p.py) a
+  request first needs the map units of its sectors: each miss reads a map page
+  (one tR plus its transfer, on die ``unit % dies``) before the data read or
+  program starts; dirty units evicted are programmed back (counted in write
+  amplification).  Map pages live outside the data log (DFTL's translation
+  blocks); their own garbage collection is not modeled.
+* With WriteBooster (``wb_enabled``, blockemu/devices/ufs/writebooster.py)
+  host writes program at ``seq_write_mbps`` while the SLC buffer has room and
+  at ``tlc_write_mbps`` once it is full; when the dies are idle, background
+  steps fold the buffer to TLC (an SLC read plus a TLC program per sector, on
+  every die), so host I/O arriving meanwhile waits behind them.  GC and HID
+  moves program at the TLC rate.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -40,12 +52,17 @@ from blockemu.devices.ufs.hid import (
     HidController,
     HidState,
 )
+from blockemu.devices.ufs.l2p import ExtentMapCache, l2p_metrics, make_map_cache
+from blockemu.devices.ufs.writebooster import WB_GROUP, WriteBooster, wb_metrics
 from blockemu.store import Store
 from blockemu.timing import UnitTimeline
 
 # How much HID rewrites per background step: small enough that host I/O
 # interleaves with defragmentation, large enough to keep the overhead low.
 DEFRAG_STEP_BYTES = 1024 * 1024
+# How much one background WriteBooster fold step moves from SLC to TLC: as a
+# defrag step, small enough for host I/O to interleave.
+FOLD_STEP_SECTORS = 1024 * 1024 // SECTOR
 
 
 class UfsDevice:
@@ -56,7 +73,9 @@ class UfsDevice:
         self.config = config
         self.name = config.device.name
         self.size_bytes = config.capacity_bytes
-        self.capabilities = Capabilities(vector_replay=True)
+        # The vector replay engine prices requests itself, without the L2P
+        # cache or WriteBooster: it serves only the plain model.
+        self.capabilities = Capabilities(vector_replay=ufs.l2p_cache_kib == 0 and not ufs.wb_enabled)
         self.store = store
         self.geometry = Geometry(
             dies=ufs.dies,
@@ -85,6 +104,21 @@ class UfsDevice:
         # Plain ints for the one-sector paths (a dataclass property per use adds up).
         self._sectors_per_group = self.geometry.sectors_per_group
         self._dies = ufs.dies
+
+        self.l2p = make_map_cache(self.ftl, ufs.l2p_mode, ufs.l2p_cache_kib * 1024, ufs.l2p_map_page_kib * 1024,
+                                  ufs.l2p_entry_bytes, ufs.l2p_extent_entry_bytes)
+        self._l2p_shift = self.l2p.shift if self.l2p is not None else 0
+        self._l2p_extents = isinstance(self.l2p, ExtentMapCache)
+        map_sectors = max(1, ufs.l2p_map_page_kib * 1024 // SECTOR)
+        self.map_read_ns = int(self.tr_ns + map_sectors * self.read_ns_per_sector)
+        self.map_write_ns = int(map_sectors * self.write_ns_per_sector)
+        self._map_sectors = map_sectors
+        self.wb = (WriteBooster(ufs.wb_buffer_mib * 1024 * 1024, True, ufs.wb_flush_enabled, ufs.wb_flush_threshold,
+                                ufs.wb_slc_pe_cycles) if ufs.wb_enabled else None)
+        self.tlc_write_ns_per_sector = SECTOR / (ufs.tlc_write_mbps * 1e6 / ufs.dies) * 1e9
+        self._one_sector_tlc_write_ns = int(self.tlc_write_ns_per_sector)
+        # Writes that are not the host's (GC, HID) skip the SLC buffer.
+        self._internal_write_ns = self.tlc_write_ns_per_sector if self.wb is not None else self.write_ns_per_sector
 
         self.hid_config = config.hid
         self.window_sectors = config.hid.window_kib * 1024 // SECTOR
@@ -120,14 +154,61 @@ class UfsDevice:
             for die in np.flatnonzero(sectors_per_die).tolist()
         ]
 
-    def _write_costs(self, ppns: np.ndarray) -> list[tuple[int, int]]:
+    def _write_costs(self, ppns: np.ndarray, slc: int | None = None) -> list[tuple[int, int]]:
+        """Program costs per die: the first ``slc`` sectors at the SLC (host) rate, the rest at the TLC rate
+        (``slc`` None: all at the host rate; internal writes pass 0)."""
         dies = self.geometry.dies
-        per_die = np.bincount((ppns // self.geometry.sectors_per_group) % dies, minlength=dies)
-        return [(die, int(per_die[die] * self.write_ns_per_sector)) for die in np.flatnonzero(per_die).tolist()]
+        die_of = (ppns // self.geometry.sectors_per_group) % dies
+        if slc is None or slc >= len(ppns):
+            per_die = np.bincount(die_of, minlength=dies) * self.write_ns_per_sector
+        else:
+            per_die = (np.bincount(die_of[:slc], minlength=dies) * self.write_ns_per_sector
+                       + np.bincount(die_of[slc:], minlength=dies) * self._internal_write_ns)
+        return [(die, int(per_die[die])) for die in np.flatnonzero(per_die).tolist()]
 
     def _charge_relocation(self, old_ppns: np.ndarray, new_ppns: np.ndarray) -> None:
         self.dies.occupy(self._now, self._read_costs(old_ppns))
-        self.dies.occupy(self._now, self._write_costs(new_ppns))
+        self.dies.occupy(self._now, self._write_costs(new_ppns, 0))
+        if self.l2p is not None:
+            self._charge_map_moves(self.ftl.p2l[new_ppns], self._now)
+
+    # ------------------------------------------------------------- L2P cache
+    def _map_start(self, first: int, last: int, now_ns: int, dirty: bool) -> int:
+        """Load the map units of LPNs first..last; return when the data access can start."""
+        l2p = self.l2p
+        assert l2p is not None
+        shift = self._l2p_shift
+        unit = first >> shift
+        start = now_ns
+        if unit == last >> shift:
+            if l2p.access(unit, dirty):
+                start = self.dies.occupy_one(now_ns, unit % self._dies, self.map_read_ns)
+        else:
+            for unit in l2p.access_range(first, last, dirty):
+                start = max(start, self.dies.occupy_one(now_ns, unit % self._dies, self.map_read_ns))
+        if l2p.pending_writebacks:
+            self._charge_writebacks(now_ns)
+        return start
+
+    def _charge_writebacks(self, now_ns: int) -> None:
+        """Program the dirty map pages the cache evicted (DFTL's write-back)."""
+        assert self.l2p is not None
+        for unit in self.l2p.pending_writebacks:
+            self.dies.occupy_one(now_ns, unit % self._dies, self.map_write_ns)
+        self.l2p.pending_writebacks.clear()
+
+    def _charge_map_moves(self, lpns: np.ndarray, now_ns: int) -> int:
+        """GC or HID moved ``lpns``: their units are loaded (if missing) and dirtied, and re-priced."""
+        l2p = self.l2p
+        assert l2p is not None
+        done = now_ns
+        for unit in l2p.access_lpns(lpns, dirty=True):
+            done = max(done, self.dies.occupy_one(now_ns, unit % self._dies, self.map_read_ns))
+        if self._l2p_extents and len(lpns):
+            l2p.refresh(int(lpns.min()) >> self._l2p_shift, int(lpns.max()) >> self._l2p_shift)
+        if l2p.pending_writebacks:
+            self._charge_writebacks(now_ns)
+        return done
 
     def _charge_erase(self, superblock: int) -> None:
         self.dies.occupy(self._now, [(die, self.erase_ns) for die in range(self.geometry.dies)])
@@ -146,6 +227,14 @@ class UfsDevice:
             return now_ns + self.overhead_ns
         first = offset // SECTOR
         last = (offset + length - 1) // SECTOR
+        l2p = self.l2p
+        if l2p is not None:
+            unit = first >> self._l2p_shift
+            if unit == last >> self._l2p_shift and unit in l2p.lru:  # _map_start's hit, inline: the common case
+                l2p.lru.move_to_end(unit)
+                l2p.hits += 1
+            else:
+                now_ns = self._map_start(first, last, now_ns, False)
         if first == last:
             ppn = self.ftl.lookup(first)
             if ppn < 0:
@@ -171,7 +260,8 @@ class UfsDevice:
         if length:
             first = offset // SECTOR
             last = (offset + length - 1) // SECTOR
-            if first == last:  # _program's one-sector case, inline: most writes are one sector
+            if first == last and self.l2p is None and self.wb is None:
+                # _program's one-sector case, inline: most writes are one sector.
                 self._now = now_ns
                 ppn = self.ftl.program_one(first)
                 die = (ppn // self._sectors_per_group) % self._dies
@@ -181,13 +271,32 @@ class UfsDevice:
         return done + self.overhead_ns + (self.flush_ns if fua else 0)
 
     def _program(self, first: int, last: int, now_ns: int) -> int:
+        """Program host sectors first..last (map units loaded first, the SLC buffer if it has room)."""
         self._now = now_ns
+        l2p = self.l2p
+        start = now_ns
+        if l2p is not None:
+            unit = first >> self._l2p_shift
+            if unit == last >> self._l2p_shift and unit in l2p.lru:  # _map_start's hit, inline
+                l2p.lru.move_to_end(unit)
+                l2p.hits += 1
+                l2p.dirty.add(unit)
+            else:
+                start = self._map_start(first, last, now_ns, True)
+        slc = self.wb.admit(last - first + 1) if self.wb is not None else None
         if first == last:
             ppn = self.ftl.program_one(first)
             die = (ppn // self._sectors_per_group) % self._dies
-            return self.dies.occupy_one(now_ns, die, self._one_sector_write_ns)
-        ppns = self.ftl.program(np.arange(first, last + 1, dtype=np.int64))
-        return self.dies.occupy(now_ns, self._write_costs(ppns))
+            cost = self._one_sector_write_ns if slc is None or slc else self._one_sector_tlc_write_ns
+            done = self.dies.occupy_one(start, die, cost)
+            if self._l2p_extents:
+                cast(ExtentMapCache, l2p).refresh_one(first >> self._l2p_shift)
+        else:
+            ppns = self.ftl.program(np.arange(first, last + 1, dtype=np.int64))
+            done = self.dies.occupy(start, self._write_costs(ppns, slc))
+            if self._l2p_extents:
+                cast(ExtentMapCache, l2p).refresh(first >> self._l2p_shift, last >> self._l2p_shift)
+        return done
 
     def _full_sectors(self, offset: int, length: int) -> tuple[int, int]:
         first = -(-offset // SECTOR)
@@ -201,15 +310,24 @@ class UfsDevice:
         first, count = self._full_sectors(offset, length)
         if count:
             self.store.zero(first * SECTOR, count * SECTOR)
-            self.ftl.unmap(first, count)
+            now_ns = self._unmap(first, count, now_ns)
         return now_ns + self.trim_ns + self.overhead_ns
+
+    def _unmap(self, first: int, count: int, now_ns: int) -> int:
+        """Unmap whole sectors; with a limited L2P cache their units are loaded and dirtied first."""
+        start = self._map_start(first, first + count - 1, now_ns, True) if self.l2p is not None else now_ns
+        self.ftl.unmap(first, count)
+        if self._l2p_extents:
+            assert self.l2p is not None
+            self.l2p.refresh(first >> self._l2p_shift, (first + count - 1) >> self._l2p_shift)
+        return start
 
     def write_zeroes(self, offset: int, length: int, fua: bool, now_ns: int) -> int:
         self._check(offset, length)
         self.store.zero(offset, length)
         first, count = self._full_sectors(offset, length)
         if count:
-            self.ftl.unmap(first, count)
+            now_ns = self._unmap(first, count, now_ns)
         done = now_ns + self.trim_ns + self.overhead_ns
         # Partial sectors at either edge are really programmed.
         for edge in {offset // SECTOR, (offset + length - 1) // SECTOR} if length else set():
@@ -223,7 +341,22 @@ class UfsDevice:
 
     # ----------------------------------------------------- background and HID
     def background_step(self, now_ns: int) -> int | None:
-        return self.hid.step(now_ns, DEFRAG_STEP_BYTES)
+        hid_next = self.hid.step(now_ns, DEFRAG_STEP_BYTES)
+        if hid_next is not None or self.wb is None or not self.wb.fold_wanted():
+            return hid_next
+        busy = self.dies.idle_at()
+        if busy > now_ns:
+            return busy  # fold only when the command queue is empty (fWriteBoosterBufferFlushEn)
+        return self._fold_step(now_ns)
+
+    def _fold_step(self, now_ns: int) -> int:
+        """Fold one step of the SLC buffer to TLC: read it back and program it, on every die."""
+        assert self.wb is not None
+        sectors = self.wb.fold(FOLD_STEP_SECTORS)
+        dies, spg = self._dies, self._sectors_per_group
+        per_die = -(-sectors // dies)
+        cost = int(-(-per_die // spg) * self.tr_ns + per_die * (self.read_ns_per_sector + self.tlc_write_ns_per_sector))
+        return self.dies.occupy(now_ns, [(die, cost) for die in range(dies)])
 
     def hid_analysis_cost_ns(self) -> int:
         mapped_gib = self.ftl.mapped_sectors * SECTOR / 2**30
@@ -250,8 +383,13 @@ class UfsDevice:
             if not len(lpns):
                 continue
             done = max(done, self.dies.occupy(now_ns, self._read_costs(old[old >= 0])))
+            if self.l2p is not None:
+                done = max(done, self._charge_map_moves(lpns, now_ns))
             new = self.ftl.program(lpns, internal=True)
-            done = max(done, self.dies.occupy(now_ns, self._write_costs(new)))
+            done = max(done, self.dies.occupy(now_ns, self._write_costs(new, 0)))
+            if self._l2p_extents:
+                assert self.l2p is not None
+                self.l2p.refresh(int(lpns[0]) >> self._l2p_shift, int(lpns[-1]) >> self._l2p_shift)
             moved += len(lpns) * SECTOR
         return moved, done
 
@@ -301,14 +439,25 @@ class UfsDevice:
         chosen = np.sort(order[:chosen_count])
         piece = min(wsec, fragment_kib * 1024 // SECTOR)
         # Interleave: piece k of every chosen window, then piece k+1 of every one...
-        shape = (len(chosen), wsec // piece, piece)
-        scattered = grid[chosen].reshape(shape).transpose(1, 0, 2).reshape(-1)
-        scattered_mask = in_span[chosen].reshape(shape).transpose(1, 0, 2).reshape(-1)
+        # in a new random order each round, as files growing at once append in
+        # no fixed order.  (A fixed order would put a window's pieces a
+        # constant stride apart, all on one die when the stride is a multiple
+        # of the die rotation.)
+        rounds = wsec // piece
+        shape = (len(chosen), rounds, piece)
+        order_per_round = np.argsort(rng.random((rounds, len(chosen))), axis=1)
+        round_index = np.arange(rounds)[:, None]
+        scattered = grid[chosen].reshape(shape)[order_per_round, round_index].reshape(-1)
+        scattered_mask = in_span[chosen].reshape(shape)[order_per_round, round_index].reshape(-1)
         rest = np.setdiff1d(np.flatnonzero(weight), chosen)
         sequential = grid[rest].reshape(-1)
         sequential_mask = in_span[rest].reshape(-1)
         self.ftl.program(scattered[scattered_mask], internal=True)
         self.ftl.program(sequential[sequential_mask], internal=True)
+        if self.l2p is not None:
+            # Aging stands for years of use, not for requests: no map traffic
+            # is charged, but cached units are re-priced to the new layout.
+            self.l2p.refresh_all()
         return {
             "aged_bytes": total * SECTOR,
             "scattered_bytes": int(scattered_mask.sum()) * SECTOR,
@@ -317,9 +466,12 @@ class UfsDevice:
 
     # ------------------------------------------------------------------ state
     def snapshot_state(self) -> dict[str, np.ndarray]:
-        """The FTL and the HID state machine, with the windows a defragmentation still has to do."""
+        """The FTL and the HID state machine, with the windows a defragmentation still has to do;
+        the L2P cache's contents and the SLC buffer's fill where the model has them."""
         return {**self.ftl.state(), **self.hid.state_arrays(),
-                "hid_defrag_queue": np.array(self._defrag_queue, dtype=np.int64)}
+                "hid_defrag_queue": np.array(self._defrag_queue, dtype=np.int64),
+                **(self.l2p.state_arrays() if self.l2p is not None else {}),
+                **(self.wb.state_arrays() if self.wb is not None else {})}
 
     def restore_state(self, state: dict[str, np.ndarray]) -> None:
         self.ftl.load_state(state)
@@ -330,13 +482,21 @@ class UfsDevice:
                 raise ValueError("saved HID defragmentation queue names windows beyond this device")
             self.hid.load_state_arrays(state)
             self._defrag_queue = queue.tolist()
+        # Saved by a model with a limited cache or WriteBooster; a model
+        # without them (or a state saved without them) starts them empty.
+        if self.l2p is not None and "l2p_units" in state:
+            self.l2p.load_state_arrays(state)
+        if self.wb is not None and "wb_state" in state:
+            self.wb.load_state_arrays(state)
 
     # Counters describe() and the metrics report; checkpoints keep them, traces do not.
     _READ_COUNTERS = ("reads_with_media", "read_physical_runs", "read_tr_total")
 
     def snapshot_counters(self) -> dict[str, np.ndarray]:
         return {"ufs_read_counters": np.array([getattr(self, name) for name in self._READ_COUNTERS],
-                                              dtype=np.int64), **self.hid.counter_arrays()}
+                                              dtype=np.int64), **self.hid.counter_arrays(),
+                **(self.l2p.counter_arrays() if self.l2p is not None else {}),
+                **(self.wb.counter_arrays() if self.wb is not None else {})}
 
     def restore_counters(self, state: dict[str, np.ndarray]) -> None:
         values = state["ufs_read_counters"].tolist()
@@ -345,6 +505,10 @@ class UfsDevice:
         for name, value in zip(self._READ_COUNTERS, values, strict=True):
             setattr(self, name, int(value))
         self.hid.load_counter_arrays(state)
+        if self.l2p is not None:
+            self.l2p.load_counter_arrays(state)
+        if self.wb is not None:
+            self.wb.load_counter_arrays(state)
 
     # ------------------------------------------------------------ inspection
     def layout(self) -> tuple[int, int]:
@@ -373,9 +537,24 @@ class UfsDevice:
         return self.read_physical_runs / self.reads_with_media if self.reads_with_media else 0.0
 
     @property
+    def map_sectors_programmed(self) -> int:
+        """Sectors of dirty map pages written back by the L2P cache."""
+        return self.l2p.map_writes * self._map_sectors if self.l2p is not None else 0
+
+    @property
     def write_amplification(self) -> float:
+        """NAND programs per host program: GC and HID moves, map write-backs and WriteBooster folds count."""
         host = self.ftl.host_sectors_programmed
-        return (host + self.ftl.internal_sectors_programmed) / host if host else 1.0
+        folded = self.wb.folded_sectors if self.wb is not None else 0
+        nand = host + self.ftl.internal_sectors_programmed + self.map_sectors_programmed + folded
+        return nand / host if host else 1.0
+
+    def l2p_snapshot(self) -> dict[str, Any]:
+        if self.l2p is None:
+            return {"mode": "unlimited", "capacity_bytes": 0, "map_bytes": self.ftl.logical_sectors
+                    * self.config.ufs.l2p_entry_bytes}
+        return {**self.l2p.snapshot(), "map_bytes": self.ftl.logical_sectors * self.config.ufs.l2p_entry_bytes,
+                "map_bytes_programmed": self.map_sectors_programmed * SECTOR}
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -394,12 +573,15 @@ class UfsDevice:
             },
             "fragmentation": self.fragmentation(),
             "hid": self.hid.snapshot(),
+            "l2p": self.l2p_snapshot(),
+            "writebooster": self.wb.snapshot() if self.wb is not None else {"present": False},
         }
 
     # ------------------------------------------------------------ control API
     def routes(self) -> list[Route]:
         return [
             *HID_GROUP.routes(self.hid),
+            *(WB_GROUP.routes(self.wb) if self.wb is not None else []),
             Route("POST", f"{API_PREFIX}/age", self._age_request, "Induce fragmentation", body=AGE_BODY,
                   errors=(400, 409)),
             Route("GET", f"{API_PREFIX}/fragmentation", self.fragmentation, "Fragmentation summary"),
@@ -452,6 +634,8 @@ class UfsDevice:
                            [({}, self.hid.defrag_bytes_total)])
         yield MetricFamily("blockemu_hid_analyses", "counter", "HID analyses completed",
                            [({}, self.hid.analyses_total)])
+        yield from l2p_metrics(self.l2p)
+        yield from wb_metrics(self.wb)
 
     def close(self) -> None:
         self.store.close()
@@ -466,3 +650,4 @@ AGE_BODY = JsonBody(obj({
     "fragment_kib": {"type": "integer"}, "seed": {"type": "integer"},
     "span_percent": {"type": "number"}, "mapped_only": {"type": "boolean"}}, "fragmentation_percent"),
     usage='body must be JSON, e.g. {"fragmentation_percent": 60}')
+

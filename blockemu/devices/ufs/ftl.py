@@ -77,6 +77,10 @@ class FlashTranslationLayer:
         self.l2p = np.full(logical_sectors, UNMAPPED, dtype=np.int64)
         self.p2l = np.full(self.physical_sectors, UNMAPPED, dtype=np.int64)
         self.valid = np.zeros(self.superblocks, dtype=np.int64)
+        # Extent bookkeeping per map unit (see track_extents); 0: off.
+        self.unit_shift = 0
+        self.unit_mapped = np.zeros(0, dtype=np.int64)
+        self.unit_joins = np.zeros(0, dtype=np.int64)
         self._bind_views()
         self._free: deque[int] = deque(range(self.superblocks))
         self._is_free = np.ones(self.superblocks, dtype=bool)
@@ -95,6 +99,57 @@ class FlashTranslationLayer:
         # Bumped on every mapping change, so costly analyses can be cached.
         self.generation = 0
 
+    # ---------------------------------------------------------------- extents
+    def track_extents(self, unit_sectors: int) -> None:
+        """Keep, per aligned unit of ``unit_sectors`` LPNs, its mapped sectors and its *joins*.
+
+        A join is a pair of logically adjacent mapped LPNs whose PPNs are
+        adjacent too, so a unit's extents (physically contiguous runs, the
+        entries of a multi-granularity map) are ``mapped - joins``.  Every
+        program, unmap and load keeps both exact; the L2P cache's extent mode
+        reads them to price a unit.
+        """
+        if unit_sectors <= 0 or unit_sectors & (unit_sectors - 1):
+            raise ValueError(f"unit_sectors must be a power of two, got {unit_sectors}")
+        self.unit_shift = unit_sectors.bit_length() - 1
+        units = -(-self.logical_sectors // unit_sectors)
+        self.unit_mapped = np.zeros(units, dtype=np.int64)
+        self.unit_joins = np.zeros(units, dtype=np.int64)
+        self._recount_units(np.arange(units, dtype=np.int64))
+        self._bind_views()
+
+    def unit_extents(self, unit: int) -> int:
+        return int(self._unit_mapped_view[unit] - self._unit_joins_view[unit])
+
+    def _recount_units(self, units: np.ndarray) -> None:
+        """Count mapped sectors and joins of ``units`` from the map (vectorised paths)."""
+        if not self.unit_shift or not len(units):
+            return
+        size = 1 << self.unit_shift
+        lpns = (units[:, None] << self.unit_shift) + np.arange(size, dtype=np.int64)
+        inside = lpns < self.logical_sectors
+        grid = np.where(inside, self.l2p[np.minimum(lpns, self.logical_sectors - 1)], UNMAPPED)
+        mapped = grid >= 0
+        self.unit_mapped[units] = mapped.sum(axis=1)
+        self.unit_joins[units] = (mapped[:, 1:] & mapped[:, :-1] & (np.diff(grid, axis=1) == 1)).sum(axis=1)
+
+    def _rejoin_one(self, lpn: int, old: int, new: int) -> None:
+        """Update the extent counts of ``lpn``'s unit when its PPN goes from ``old`` to ``new``."""
+        unit = lpn >> self.unit_shift
+        l2p = self._l2p_view
+        mask = (1 << self.unit_shift) - 1
+        delta = 0
+        if lpn & mask:
+            left = l2p[lpn - 1]
+            if left >= 0:
+                delta += (new >= 0 and new == left + 1) - (old >= 0 and old == left + 1)
+        if lpn & mask != mask and lpn + 1 < self.logical_sectors:
+            right = l2p[lpn + 1]
+            if right >= 0:
+                delta += (new >= 0 and right == new + 1) - (old >= 0 and right == old + 1)
+        self._unit_joins_view[unit] += delta
+        self._unit_mapped_view[unit] += (new >= 0) - (old >= 0)
+
     def _bind_views(self) -> None:
         """Memoryviews of the maps, for the one-sector path.
 
@@ -106,12 +161,14 @@ class FlashTranslationLayer:
         self._l2p_view = self.l2p.data
         self._p2l_view = self.p2l.data
         self._valid_view = self.valid.data
+        self._unit_mapped_view = self.unit_mapped.data
+        self._unit_joins_view = self.unit_joins.data
 
     def __getstate__(self) -> dict[str, object]:
         # Memoryviews cannot be copied (copy.deepcopy of a device, as the
         # PM-QoS experiment does); they are bound again on the copy.
         state = self.__dict__.copy()
-        for name in ("_l2p_view", "_p2l_view", "_valid_view"):
+        for name in ("_l2p_view", "_p2l_view", "_valid_view", "_unit_mapped_view", "_unit_joins_view"):
             del state[name]
         return state
 
@@ -149,6 +206,8 @@ class FlashTranslationLayer:
             valid[old // sbs] -= 1
         else:
             self.mapped_sectors += 1
+        if self.unit_shift:
+            self._rejoin_one(lpn, old, ppn)
         l2p[lpn] = ppn
         p2l[ppn] = lpn
         valid[self._open] += 1
@@ -197,6 +256,7 @@ class FlashTranslationLayer:
             self._open_offset += take
             out[done : done + take] = new
             done += take
+        self._recount_units(np.unique(lpns >> self.unit_shift) if self.unit_shift else lpns[:0])
         self.generation += 1
         if internal:
             self.internal_sectors_programmed += total
@@ -215,6 +275,9 @@ class FlashTranslationLayer:
             )
             self.mapped_sectors -= len(stale)
         self.l2p[lpns] = UNMAPPED
+        if self.unit_shift and count:
+            self._recount_units(np.arange(first_lpn >> self.unit_shift,
+                                          ((first_lpn + count - 1) >> self.unit_shift) + 1, dtype=np.int64))
         self.generation += 1
 
     # ------------------------------------------------------- garbage collection
@@ -288,6 +351,8 @@ class FlashTranslationLayer:
         (self.host_sectors_programmed, self.internal_sectors_programmed,
          self.gc_sectors_relocated, self.erases) = (int(v) for v in state["counters"])
         self.mapped_sectors = len(mapped)
+        if self.unit_shift:
+            self._recount_units(np.arange(len(self.unit_mapped), dtype=np.int64))
         self.generation += 1
 
     # ----------------------------------------------------------- fragmentation
