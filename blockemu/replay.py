@@ -160,7 +160,9 @@ def replay(config: Config, trace: Trace, *, engine: str = "auto", closed_loop: b
     if engine == "auto":
         engine = "vector" if vector else "scalar"
     if engine == "vector" and not vector:
-        raise ValueError(f"the vector engine models UFS only, not {config.device.type}")
+        raise ValueError("the vector engine models only the plain UFS model (no L2P cache limit, no "
+                         f"WriteBooster), not this {config.device.type} config; use --engine scalar, or "
+                         "--set ufs.l2p_cache_kib=0 --set ufs.wb_enabled=false")
     arrivals = records["t_ns"].astype(np.int64)
     if len(arrivals):
         arrivals = arrivals - arrivals[0]
