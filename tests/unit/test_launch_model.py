@@ -237,7 +237,7 @@ def test_async_zram_returns_early_and_frees_when_the_pool_is_done() -> None:
     assert swap.read(3, t) == (page(3), t + 3000)
 
 
-def _zcache(mode: str, allocator: object | None = None, max_pages: int = 100) -> ZCache:
+def _zcache(mode: str, allocator: ZbudAllocator | ZsmallocAllocator | None = None, max_pages: int = 100) -> ZCache:
     costs = CostModel(parse_cost_overrides(COSTS))
     codec = Codec("lz4")
     costs.add(codec)

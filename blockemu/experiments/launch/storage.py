@@ -17,6 +17,7 @@ Both are used only through the devices' public data-path API.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Protocol
 
 from blockemu.config import config_from_mapping
@@ -87,7 +88,7 @@ class ZramSwap:
         return t
 
 
-def build_zram(pages: int, cores: int, settings: dict[str, object], cost_us: str) -> ZramDevice:
+def build_zram(pages: int, cores: int, settings: Mapping[str, object], cost_us: str) -> ZramDevice:
     capacity_mib = max(1, -(-pages * PAGE // 2**20))
     zram = {"cpu_units": cores, "cost_us": cost_us, "recomp_algorithms": "", **settings}
     config = config_from_mapping({"device": {"type": "zram", "name": "launch_zram", "capacity_mib": capacity_mib},
