@@ -37,7 +37,7 @@ class FakeSwap:
         self.slots: dict[int, bytes] = {}
         self.discarded = 0
 
-    def write(self, slot: int, page: bytes, now_ns: int) -> int:
+    def write(self, slot: int, page: bytes, now_ns: int, hot: bool = False) -> int:
         self.slots[slot] = page
         return now_ns + 1000
 
@@ -379,3 +379,54 @@ def test_bad_input_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path: obj
         assert main(["experiment", "launch", "--quick", "--out", str(tmp_path), *argv]) == 2
         err = capsys.readouterr().err.strip()
         assert expected in err and "\n" not in err and "Traceback" not in err
+
+
+def test_findings_compare_multi_with_the_best_single_and_async_with_sync() -> None:
+    from blockemu.experiments.launch.study import findings
+
+    def row(policy: str, mean: float, stall: float = 1.0) -> dict[str, object]:
+        return {"policy": policy, "ram_fraction": 0.5, "launch_mean_ms": mean, "launch_stall_ms": stall,
+                "lmk_kills": 0, "cold_fraction": 0.0, "swap_ins": 0, "file_reads_ufs": 0, "zram_mean_mib": 0.0,
+                "zram_ratio": 2.0, "cpu_decompress_s": 0.0}
+
+    rows = [row("lz4", 10.0), row("zstd", 9.0), row("multi", 8.9), row("heuristic", 8.0),
+            row("lz4+zc_sync_zbud", 10.0, stall=0.0), row("lz4+zc_async_zbud", 8.0), row("lz4_async", 9.5)]
+    lines = [line.splitlines()[0] for line in findings(rows)]
+    assert lines == [
+        "[no] ram 0.5: multi 8.900 ms vs best single zstd 9.000 ms: +1.1% (>= 2.0% wanted)",
+        "[YES] ram 0.5: heuristic 8.000 ms vs best single zstd 9.000 ms: +11.1% (>= 2.0% wanted)",
+        "[YES] ram 0.5: lz4+zc_async_zbud 8.000 ms vs lz4+zc_sync_zbud 10.000 ms: +20.0% "
+        "(>= 10.0% wanted; reclaim never stalled a launch here)",
+        "[no] ram 0.5: lz4_async 9.500 ms vs lz4 10.000 ms: +5.0% (>= 10.0% wanted)",
+    ]
+
+
+def test_ariadne_keeps_hot_pages_on_lz4_and_cold_pages_on_zstd() -> None:
+    from blockemu.experiments.launch.ariadne import COLD_SETTINGS, HOT_SETTINGS, HotColdSwap
+
+    swap = HotColdSwap(build_zram(64, 2, HOT_SETTINGS, "lz4=10/2, zstd=30/6"),
+                       build_zram(64, 2, COLD_SETTINGS, "lz4=10/2, zstd=30/6"))
+    assert swap.write(0, page(0), 0, hot=True) == 11_000  # 1 µs overhead + lz4
+    assert swap.write(1, page(1), 0, hot=False) == 31_000  # on the other core: zstd
+    assert swap.read(0, 100_000) == (page(0), 103_000)
+    assert swap.read(1, 100_000) == (page(1), 107_000)
+    cold, hot = swap.devices
+    assert (hot.pages_by_algorithm(), cold.pages_by_algorithm()) == ({"lz4:1": 1}, {"zstd:3": 1})
+    # Rewritten as hot, a cold page moves zones; the cold copy is discarded.
+    swap.write(1, page(1), 200_000, hot=True)
+    assert (hot.pages_by_algorithm(), cold.pages_by_algorithm()) == ({"lz4:1": 2}, {})
+
+
+def test_prefetch_swaps_in_ahead_and_the_launch_waits_only_for_unfinished_pages() -> None:
+    memory, _ = small_memory([100])
+    app = memory.apps[0]
+    for i in range(82):
+        memory.touch_anon(app, i, 0)
+    memory.advance(1_000_000)  # pages 0-11 are in zram
+    t = memory.prefetch_anon(app, 0, 2_000_000)
+    assert t == 2_000_500 and memory.counters.prefetched == 1 and memory.counters.swap_ins == 1
+    assert memory.prefetch_anon(app, 20, t) == t  # resident: nothing to do
+    # The launching thread touches page 0 before the helper finished it: it waits.
+    assert memory.touch_anon(app, 0, 2_000_100) == 2_000_500
+    assert memory.counters.prefetch_waits == 1
+    assert memory.touch_anon(app, 0, 2_000_100) == 2_000_100  # resident and ready now

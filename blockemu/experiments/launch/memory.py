@@ -71,6 +71,11 @@ class App:
     file_state: bytearray = field(init=False)
     alive: bool = False
     last_used_ns: int = -1
+    # Anonymous pages the current launch has touched, and those the last
+    # completed launch touched (a hotness-aware swap keeps them apart).
+    launching: bool = False
+    touched_in_launch: set[int] = field(default_factory=set)
+    last_launch_pages: set[int] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.anon_state = bytearray([ABSENT]) * len(self.anon)
@@ -98,6 +103,12 @@ class Counters:
     kills_no_progress: int = 0
     # Allocations that found nothing to reclaim and no app to kill.
     overcommits: int = 0
+    # Proactive decompression (the ariadne policy): pages a helper thread
+    # swapped in ahead of the launch, its direct-reclaim stalls, and how
+    # often the launching thread waited for a page it was still decompressing.
+    prefetched: int = 0
+    helper_stall_ns: int = 0
+    prefetch_waits: int = 0
 
 
 class PhoneMemory:
@@ -122,6 +133,8 @@ class PhoneMemory:
         self.kswapd_clock = 0
         self.fault_ns = int(params.fault_us * 1000)
         self.counters = Counters()
+        # Pages a helper thread swapped in, and when each is ready.
+        self.ready_at: dict[Key, int] = {}
 
     # ------------------------------------------------------------ memory
     def free_pages(self) -> int:
@@ -155,8 +168,12 @@ class PhoneMemory:
             self.kswapd_clock = max(done, self.kswapd_clock + 1)
             self._settle(now_ns)
 
-    def allocate(self, now_ns: int, foreground: int) -> int:
-        """Take one frame for ``foreground``; returns when the allocating thread has it."""
+    def allocate(self, now_ns: int, foreground: int, helper: bool = False) -> int:
+        """Take one frame for ``foreground``; returns when the allocating thread has it.
+
+        ``helper``: the allocating thread is a helper (prefetch), not the app's
+        own thread: its direct-reclaim time is counted apart.
+        """
         self.advance(now_ns)
         if self.free_pages() < self.wm_low and not self.kswapd_awake:
             self.kswapd_awake = True
@@ -182,7 +199,10 @@ class PhoneMemory:
             if not self.kill_one(t, foreground, swap_low=False):
                 self.counters.overcommits += 1
                 break
-        self.counters.direct_stall_ns += t - now_ns
+        if helper:
+            self.counters.helper_stall_ns += t - now_ns
+        else:
+            self.counters.direct_stall_ns += t - now_ns
         if self._swap_low() and self.free_pages() < self.wm_low:
             self.kill_one(t, foreground, swap_low=True)
         self.resident += 1
@@ -213,8 +233,9 @@ class PhoneMemory:
             victims = [next(iterator) for _ in range(anon_target)]
             for key in victims:
                 del self.anon_lru[key]
+                self.ready_at.pop(key, None)
                 app = self.apps[key[0]]
-                t = self.swap.write(app.swap_base + key[1], app.anon[key[1]], t)
+                t = self.swap.write(app.swap_base + key[1], app.anon[key[1]], t, key[1] in app.last_launch_pages)
                 app.anon_state[key[1]] = SWAPPED
             self.resident -= anon_target
             self.swap_used += anon_target
@@ -249,12 +270,14 @@ class PhoneMemory:
         for i, state in enumerate(victim.anon_state):
             if state == RESIDENT:
                 del self.anon_lru[(victim.index, i)]
+                self.ready_at.pop((victim.index, i), None)
                 self.resident -= 1
             elif state == SWAPPED:
                 self.swap.discard(victim.swap_base + i, now_ns)
                 self.swap_used -= 1
         victim.anon_state[:] = bytes([ABSENT]) * len(victim.anon)
         victim.alive = False
+        victim.last_launch_pages = set()
         self.counters.kills += 1
         if swap_low:
             self.counters.kills_swap_low += 1
@@ -267,10 +290,16 @@ class PhoneMemory:
         """The app touches anonymous page ``i``; returns when the fault (if any) is done."""
         key = (app.index, i)
         state = app.anon_state[i]
+        if app.launching:
+            app.touched_in_launch.add(i)
         if state == RESIDENT:
             self.anon_lru.pop(key)
             self.anon_lru[key] = None
             t = now_ns
+            ready = self.ready_at.pop(key, None)
+            if ready is not None and ready > t:
+                self.counters.prefetch_waits += 1
+                t = ready
         else:
             t = self.allocate(now_ns, app.index)
             if state == SWAPPED:
@@ -285,6 +314,24 @@ class PhoneMemory:
             t += self.fault_ns
         if write is not None:
             app.anon[i] = write
+        return t
+
+    def prefetch_anon(self, app: App, i: int, now_ns: int) -> int:
+        """A helper thread swaps in anonymous page ``i`` if it is in zram; returns the helper's time."""
+        if app.anon_state[i] != SWAPPED:
+            return now_ns
+        key = (app.index, i)
+        t = self.allocate(now_ns, app.index, helper=True)
+        data, t = self.swap.read(app.swap_base + i, t)
+        if data != app.anon[i]:
+            raise AssertionError(f"app {app.index} anonymous page {i}: zram returned other contents")
+        self.swap.discard(app.swap_base + i, t)
+        self.swap_used -= 1
+        self.counters.swap_ins += 1
+        self.counters.prefetched += 1
+        app.anon_state[i] = RESIDENT
+        self.anon_lru[key] = None
+        self.ready_at[key] = t
         return t
 
     def touch_file(self, app: App, i: int, now_ns: int) -> int:

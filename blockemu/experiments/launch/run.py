@@ -2,7 +2,8 @@
 
 A *policy* names the zram configuration (``lz4``, ``zstd``, ``lz4hc``,
 ``multi``, ``heuristic``; ``_async`` for the device's asynchronous
-compression) and optionally a ZCACHE (``+zc_sync_zbud``,
+compression; ``ariadne``, the hotness-aware reference of
+:mod:`~blockemu.experiments.launch.ariadne`) and optionally a ZCACHE (``+zc_sync_zbud``,
 ``+zc_async_zsmalloc``, ``+zc_offload_zsmalloc``, any mode × allocator).
 
 Each launch: the app's launch CPU (cold or warm, spread between its faults)
@@ -24,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from blockemu.devices.zram.codecs import PAGE, Codec, CostModel, parse_cost_overrides
+from blockemu.experiments.launch.ariadne import COLD_SETTINGS, HOT_SETTINGS, HotColdSwap
 from blockemu.experiments.launch.cpu import Accelerator, Cpus
 from blockemu.experiments.launch.memory import App, PhoneMemory
 from blockemu.experiments.launch.params import LaunchParams
@@ -41,12 +43,13 @@ ZRAM_POLICIES: dict[str, dict[str, Any]] = {
     "heuristic": {"policy": "heuristic", "comp_algorithm": "lz4", "recomp_algorithms": "zstd"},
 }
 SINGLE = ("lz4", "zstd", "lz4hc")
+ZRAM_NAMES = (*ZRAM_POLICIES, "ariadne")
 
 DEFAULT_POLICIES = ("lz4", "zstd", "lz4hc", "multi", "heuristic", "lz4_async", "zstd_async", "multi_async",
                     "heuristic_async", "lz4+zc_sync_zbud", "lz4+zc_sync_zsmalloc", "lz4+zc_async_zsmalloc",
-                    "lz4+zc_offload_zsmalloc")
+                    "lz4+zc_offload_zsmalloc", "ariadne")
 QUICK_POLICIES = ("lz4", "zstd", "lz4hc", "multi", "heuristic", "lz4_async", "multi_async", "lz4+zc_sync_zbud",
-                  "lz4+zc_sync_zsmalloc", "lz4+zc_async_zsmalloc", "lz4+zc_offload_zsmalloc")
+                  "lz4+zc_sync_zsmalloc", "lz4+zc_async_zsmalloc", "lz4+zc_offload_zsmalloc", "ariadne")
 
 
 def all_policies() -> list[str]:
@@ -76,8 +79,8 @@ def parse_policy(name: str) -> Policy:
     """``multi_async+zc_async_zsmalloc`` → Policy; a one-line error naming what is allowed."""
     zram_part, plus, zcache_part = name.partition("+")
     base, _, suffix = zram_part.partition("_")
-    if base not in ZRAM_POLICIES or suffix not in ("", "async"):
-        raise PolicyError(f"policy {name!r}: zram part must be one of {', '.join(ZRAM_POLICIES)}, "
+    if base not in ZRAM_NAMES or suffix not in ("", "async"):
+        raise PolicyError(f"policy {name!r}: zram part must be one of {', '.join(ZRAM_NAMES)}, "
                           "optionally with _async")
     if not plus:
         return Policy(name, base, suffix == "async")
@@ -111,15 +114,18 @@ def _launch_order(app: App, rng: np.random.Generator) -> list[tuple[bool, int]]:
 
 
 def build_memory(policy: Policy, params: LaunchParams, ram_pages: int, apps: list[App],
-                 cost_us: str) -> tuple[PhoneMemory, ZramSwap, Cpus, Accelerator | None]:
-    settings = dict(ZRAM_POLICIES[policy.zram])
-    settings.update(async_workers=params.zram_async_workers if policy.zram_async else 0,
-                    staging_pages=params.zram_staging_pages,
-                    idle_recompress_after_s=params.zram_idle_recompress_after_s)
+                 cost_us: str) -> tuple[PhoneMemory, ZramSwap | HotColdSwap, Cpus, Accelerator | None]:
+    common = {"async_workers": params.zram_async_workers if policy.zram_async else 0,
+              "staging_pages": params.zram_staging_pages,
+              "idle_recompress_after_s": params.zram_idle_recompress_after_s}
     anon_pages = sum(len(a.anon) for a in apps)
-    device = build_zram(anon_pages, params.cpu_cores, settings, cost_us)
-    swap = ZramSwap(device)
-    cpus = Cpus(device.cpus)
+    swap: ZramSwap | HotColdSwap
+    if policy.zram == "ariadne":
+        swap = HotColdSwap(build_zram(anon_pages, params.cpu_cores, {**HOT_SETTINGS, **common}, cost_us),
+                           build_zram(anon_pages, params.cpu_cores, {**COLD_SETTINGS, **common}, cost_us))
+    else:
+        swap = ZramSwap(build_zram(anon_pages, params.cpu_cores, {**ZRAM_POLICIES[policy.zram], **common}, cost_us))
+    cpus = Cpus(swap.devices[0].cpus)
     files = build_ufs(sum(len(a.files) for a in apps), params.ufs_fragmentation_percent, params.seed)
     zcache = None
     accelerator = None
@@ -147,6 +153,7 @@ def run_policy(policy: Policy, params: LaunchParams, ram_fraction: float, sizes:
     orders = [_launch_order(app, rng) for app in apps]
     sequence = switching_sequence(params)
     counters = memory.counters
+    prefetching = policy.zram == "ariadne"
     records: list[LaunchRecord] = []
     zram_used: list[int] = []
     launch_stall_ns = 0
@@ -165,9 +172,19 @@ def run_policy(policy: Policy, params: LaunchParams, ram_fraction: float, sizes:
         cpu_ms = params.cold_launch_cpu_ms if cold else params.warm_launch_cpu_ms
         order = orders[index]
         slice_ns = int(cpu_ms * 1e6 / params.scale / max(1, len(order)))
+        app.launching = True
+        app.touched_in_launch = set()
+        # ariadne: a helper decompresses the pages the last launch used, in
+        # that launch's order, keeping no further ahead than the app itself.
+        prefetch = [i for is_anon, i in order if is_anon and i in app.last_launch_pages] if prefetching else []
+        helper_t = t
         for is_anon, i in order:
+            while prefetch and helper_t <= t:
+                helper_t = memory.prefetch_anon(app, prefetch.pop(0), helper_t)
             t = cpus.run(t, slice_ns, "launch")
             t = memory.touch_anon(app, i, t) if is_anon else memory.touch_file(app, i, t)
+        app.launching = False
+        app.last_launch_pages = app.touched_in_launch
         stall = counters.direct_stall_ns - stall_before
         if counted:
             records.append(LaunchRecord(index, cold, (t - start) / 1e6, stall / 1e6))
@@ -191,10 +208,9 @@ def run_policy(policy: Policy, params: LaunchParams, ram_fraction: float, sizes:
         t = max(t, use_end)
         swap.recompress_idle(max(start, t - int(params.use_s * 1e9)), t)
         memory.advance(t)
-    device = swap.device
     totals = _totals(memory, swap)
     counts = {key: value - baseline[key] for key, value in totals.items()}
-    mm = device.mm_stat_values()
+    mm = swap.mm_stat_values()
     launch_ms = np.array([r.launch_ms for r in records])
     warm = [r.launch_ms for r in records if not r.cold]
     row: dict[str, Any] = {
@@ -220,13 +236,13 @@ def run_policy(policy: Policy, params: LaunchParams, ram_fraction: float, sizes:
 
 
 COUNTED = ("swap_ins", "swap_outs", "kswapd_pages", "direct_pages", "throttle_waits", "file_reads_ufs",
-           "zcache_hits", "zcache_dropped", "recompressed", "overcommits")
+           "zcache_hits", "zcache_dropped", "recompressed", "overcommits", "prefetched", "prefetch_waits")
 
 
-def _totals(memory: PhoneMemory, swap: ZramSwap) -> dict[str, int]:
+def _totals(memory: PhoneMemory, swap: ZramSwap | HotColdSwap) -> dict[str, int]:
     """Cumulative counters of a run, so that the warm-up's share can be taken off."""
     counters = memory.counters
-    codecs = swap.device.stats.codecs.values()
+    codecs = [c for device in swap.devices for c in device.stats.codecs.values()]
     zcache = memory.zcache
     offloaded = zcache is not None and zcache.mode == "offload"
     return {
@@ -239,5 +255,5 @@ def _totals(memory: PhoneMemory, swap: ZramSwap) -> dict[str, int]:
         # What the accelerator's compressions would have cost on a core.
         "offloaded_ns": zcache.stats.puts * zcache.compress_ns if zcache is not None and offloaded else 0,
         "zcache_dropped": zcache.stats.rejected + zcache.stats.queue_full + zcache.stats.evicted if zcache else 0,
-        "recompressed": swap.device.stats.recompressed_pages,
+        "recompressed": sum(device.stats.recompressed_pages for device in swap.devices),
     }

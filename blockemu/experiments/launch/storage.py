@@ -30,7 +30,9 @@ from blockemu.store.null import NullStore
 
 
 class SwapDevice(Protocol):
-    def write(self, slot: int, page: bytes, now_ns: int) -> int: ...
+    # ``hot``: the page was used by its app's last launch (only a
+    # hotness-aware swap, ariadne.HotColdSwap, looks at it).
+    def write(self, slot: int, page: bytes, now_ns: int, hot: bool = False) -> int: ...
 
     def compressed_by(self, now_ns: int) -> int: ...
 
@@ -51,7 +53,11 @@ class ZramSwap:
         self._buf = bytearray(PAGE)
         self.asynchronous = device.async_workers > 0
 
-    def write(self, slot: int, page: bytes, now_ns: int) -> int:
+    @property
+    def devices(self) -> list[ZramDevice]:
+        return [self.device]
+
+    def write(self, slot: int, page: bytes, now_ns: int, hot: bool = False) -> int:
         return self.device.write(slot * PAGE, memoryview(page), False, now_ns)
 
     def compressed_by(self, now_ns: int) -> int:
@@ -76,6 +82,9 @@ class ZramSwap:
 
     def mem_pages(self) -> int:
         return self.device.mm_stat_values()[2] // PAGE
+
+    def mm_stat_values(self) -> list[int]:
+        return self.device.mm_stat_values()
 
     def recompress_idle(self, now_ns: int, until_ns: int) -> int:
         """Let the device's own background recompression run between ``now_ns`` and ``until_ns``."""

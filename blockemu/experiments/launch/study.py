@@ -27,6 +27,7 @@ from typing import Any
 
 from blockemu.devices.zram.codecs import CodecError, parse_cost_overrides
 from blockemu.experiments import report, zram
+from blockemu.experiments.launch.ariadne import COLD_SETTINGS, HOT_SETTINGS
 from blockemu.experiments.launch.params import QUICK, LaunchParams, ParamError, apply_overrides, assumptions, check
 from blockemu.experiments.launch.run import (
     DEFAULT_POLICIES,
@@ -44,7 +45,7 @@ COLUMNS = ("policy", "ram_fraction", "ram_mib", "launches", "launch_mean_ms", "l
            "cold_fraction", "lmk_kills", "launch_stall_ms", "direct_stall_ms", "cpu_compress_s",
            "cpu_decompress_s", "cpu_saved_by_offload_s", "zram_mean_mib", "zram_ratio", "swap_ins", "swap_outs",
            "kswapd_pages", "direct_pages", "throttle_waits", "file_reads_ufs", "zcache_hits", "zcache_dropped",
-           "recompressed", "overcommits")
+           "recompressed", "overcommits", "prefetched", "prefetch_waits")
 TABLE = ("policy", "ram_fraction", "launch_mean_ms", "launch_p95_ms", "cold_fraction", "lmk_kills",
          "launch_stall_ms", "cpu_compress_s", "cpu_decompress_s", "zram_mean_mib", "zram_ratio")
 
@@ -84,18 +85,29 @@ def findings(rows: list[dict[str, Any]]) -> list[str]:
                          f"(>= {MULTI_GAIN_PERCENT}% wanted)\n      {candidate}: {counters(row)}\n"
                          f"      {best['policy']}: {counters(best)}")
     for (name, fraction), row in sorted(by_key.items()):
-        sync_name = name.replace("_async", "").replace("zc_async_", "zc_sync_")
-        if sync_name == name or (sync_name, fraction) not in by_key:
-            continue
-        base = by_key[(sync_name, fraction)]
-        gain = _gain(base["launch_mean_ms"], row["launch_mean_ms"])
-        stalls = base["launch_stall_ms"] > 0
-        verdict = "YES" if gain >= ASYNC_GAIN_PERCENT else "no"
-        lines.append(f"[{verdict}] ram {fraction}: {name} {row['launch_mean_ms']:.3f} ms vs {sync_name} "
-                     f"{base['launch_mean_ms']:.3f} ms: {gain:+.1f}% (>= {ASYNC_GAIN_PERCENT}% wanted"
-                     f"{'' if stalls else '; reclaim never stalled a launch here'})\n"
-                     f"      {name}: {counters(row)}\n      {sync_name}: {counters(base)}")
+        for sync_name in _sync_counterparts(name):
+            if (sync_name, fraction) not in by_key:
+                continue
+            base = by_key[(sync_name, fraction)]
+            gain = _gain(base["launch_mean_ms"], row["launch_mean_ms"])
+            stalls = base["launch_stall_ms"] > 0
+            verdict = "YES" if gain >= ASYNC_GAIN_PERCENT else "no"
+            lines.append(f"[{verdict}] ram {fraction}: {name} {row['launch_mean_ms']:.3f} ms vs {sync_name} "
+                         f"{base['launch_mean_ms']:.3f} ms: {gain:+.1f}% (>= {ASYNC_GAIN_PERCENT}% wanted"
+                         f"{'' if stalls else '; reclaim never stalled a launch here'})\n"
+                         f"      {name}: {counters(row)}\n      {sync_name}: {counters(base)}")
     return lines
+
+
+def _sync_counterparts(name: str) -> list[str]:
+    """The policies that differ from ``name`` only in one asynchronous part made synchronous."""
+    zram_part, plus, zcache_part = name.partition("+")
+    found = []
+    if zram_part.endswith("_async"):
+        found.append(zram_part.removesuffix("_async") + plus + zcache_part)
+    if zcache_part.startswith("zc_async_"):
+        found.append(zram_part + plus + zcache_part.replace("zc_async_", "zc_sync_", 1))
+    return found
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
@@ -144,7 +156,8 @@ def run_experiment(out_dir: Path, params: LaunchParams, policies: list[str], cos
     anon, files = corpus if corpus is not None else capture(params, progress)
     if not cost_us:
         codecs = {"zram": {"comp_algorithm": params.zcache_codec}}
-        codecs.update({name: ZRAM_POLICIES[name] for name in {p.zram for p in parsed}})
+        codecs.update({name: ZRAM_POLICIES[name] for name in {p.zram for p in parsed} if name in ZRAM_POLICIES})
+        codecs.update(ariadne_hot=HOT_SETTINGS, ariadne_cold=COLD_SETTINGS)
         cost_us = zram.calibrated_costs(codecs)
     progress(f"cost model (µs per page, compress/decompress): {cost_us}")
     fractions = params.ram_fraction_list()
