@@ -26,7 +26,7 @@ from blockemu.timing import UnitTimeline
 # 100 frames with min/low/high = 10/20/30 pages: min_free_kbytes 40 and
 # watermark_scale_factor 1000 on 400 KiB (scale 1).
 SMALL = LaunchParams(scale=1, min_free_kbytes=40, watermark_scale_factor=1000, swap_cluster_max=4,
-                     swappiness=100, zram_disksize_fraction=0.5, fault_us=0.0)
+                     swappiness=100, zram_disksize_fraction=0.5, fault_us=0.0, file_readaround_kib=4)
 COSTS = "lz4=10/2"
 
 
@@ -56,7 +56,11 @@ class FakeSwap:
 
 
 class FakeFiles:
-    def read(self, page: int, now_ns: int) -> int:
+    def __init__(self) -> None:
+        self.commands: list[tuple[int, int]] = []
+
+    def read(self, page: int, now_ns: int, pages: int = 1) -> int:
+        self.commands.append((page, pages))
         return now_ns + 60_000
 
 
@@ -430,3 +434,23 @@ def test_prefetch_swaps_in_ahead_and_the_launch_waits_only_for_unfinished_pages(
     assert memory.touch_anon(app, 0, 2_000_100) == 2_000_500
     assert memory.counters.prefetch_waits == 1
     assert memory.touch_anon(app, 0, 2_000_100) == 2_000_100  # resident and ready now
+
+
+def test_file_faults_read_their_read_around_window_in_one_command() -> None:
+    memory, _ = small_memory([0], replace(SMALL, file_readaround_kib=16), files_per_app=[10])
+    app = memory.apps[0]
+    files = memory.files
+    assert isinstance(files, FakeFiles)
+    memory.touch_file(app, 5, 0)  # window 4-7
+    memory.touch_file(app, 6, 0)  # already read around: no I/O
+    memory.touch_file(app, 9, 0)  # window 8-9 (the file ends)
+    assert files.commands == [(4, 4), (8, 2)]
+    assert memory.counters.readaround_pages == 4 and memory.resident == 6
+
+
+def test_a_fragmented_ufs_makes_read_around_slower() -> None:
+    from blockemu.experiments.launch.storage import build_ufs
+
+    straight, scattered = build_ufs(4096, 0, seed=1), build_ufs(4096, 100, seed=1)
+    assert straight.read(0, 0, 32) < scattered.read(0, 0, 32)
+    assert straight.read(100, 10**9, 1) == scattered.read(100, 10**9, 1)

@@ -44,7 +44,7 @@ import heapq
 from dataclasses import dataclass, field
 
 from blockemu.experiments.launch.cpu import Cpus
-from blockemu.experiments.launch.params import LaunchParams, watermarks
+from blockemu.experiments.launch.params import PAGE_KIB, LaunchParams, watermarks
 from blockemu.experiments.launch.storage import FileStorage, SwapDevice
 from blockemu.experiments.launch.zcache import ZCache
 
@@ -96,7 +96,8 @@ class Counters:
     swap_outs: int = 0
     swap_ins: int = 0
     file_drops: int = 0
-    file_reads_ufs: int = 0
+    file_reads_ufs: int = 0  # read commands (a fault and its read-around)
+    readaround_pages: int = 0
     zcache_hits: int = 0
     kills: int = 0
     kills_swap_low: int = 0
@@ -132,6 +133,7 @@ class PhoneMemory:
         self.kswapd_awake = False
         self.kswapd_clock = 0
         self.fault_ns = int(params.fault_us * 1000)
+        self.readaround = max(1, round(params.file_readaround_kib / PAGE_KIB / params.scale))
         self.counters = Counters()
         # Pages a helper thread swapped in, and when each is ready.
         self.ready_at: dict[Key, int] = {}
@@ -349,9 +351,19 @@ class PhoneMemory:
                 raise AssertionError(f"app {app.index} file page {i}: ZCACHE returned other contents")
             self.counters.zcache_hits += 1
         else:
-            if self.zcache is not None:
-                self.zcache.invalidate(key)
-            t = self.files.read(app.file_base + i, t)
+            # The faulting page and the others of its read-around window not in RAM, in one command.
+            first = i - i % self.readaround
+            window = [j for j in range(first, min(first + self.readaround, len(app.files)))
+                      if j == i or app.file_state[j] != RESIDENT]
+            for j in window:
+                if j != i:
+                    t = self.allocate(t, app.index)
+                    app.file_state[j] = RESIDENT
+                    self.file_lru[(app.index, j)] = None
+                    self.counters.readaround_pages += 1
+                if self.zcache is not None:
+                    self.zcache.invalidate((app.index, j))
+            t = self.files.read(app.file_base + window[0], t, window[-1] - window[0] + 1)
             self.counters.file_reads_ufs += 1
         app.file_state[i] = RESIDENT
         self.file_lru[key] = None

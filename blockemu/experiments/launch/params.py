@@ -101,6 +101,10 @@ class LaunchParams:
     zcache_async_workers: int = 2
     # Async queue bound (pages awaiting compression); beyond it reclaim drops.
     zcache_queue_pages: int = 256
+    # File fault read-around window (filemap_fault's mmap read-around of
+    # read_ahead_kb; kernel default 128 KiB), scaled like every size: at
+    # scale 64 it is one page, at scale 1 the kernel's 32 pages.
+    file_readaround_kib: float = 128.0
     # ---- UFS (the real UfsDevice model)
     # Share of file data physically fragmented ([aging]); assumption: a phone
     # used for a year (the HID study's middle level).

@@ -44,7 +44,7 @@ class SwapDevice(Protocol):
 
 
 class FileStorage(Protocol):
-    def read(self, page: int, now_ns: int) -> int: ...
+    def read(self, page: int, now_ns: int, pages: int = 1) -> int: ...
 
 
 class ZramSwap:
@@ -108,14 +108,17 @@ def build_zram(pages: int, cores: int, settings: Mapping[str, object], cost_us: 
 class UfsFiles:
     def __init__(self, device: UfsDevice, ready_ns: int) -> None:
         self.device = device
-        self._buf = memoryview(bytearray(PAGE))
+        self._buf = memoryview(bytearray(PAGE * 64))
         self.reads = 0
         # The device's time when the files were written: the study's time 0.
         self._offset = ready_ns
 
-    def read(self, page: int, now_ns: int) -> int:
+    def read(self, page: int, now_ns: int, pages: int = 1) -> int:
+        """One read command of ``pages`` contiguous file pages (a fault and its read-around)."""
         self.reads += 1
-        return self.device.read(page * PAGE, self._buf, now_ns + self._offset) - self._offset
+        if pages * PAGE > len(self._buf):
+            self._buf = memoryview(bytearray(pages * PAGE))
+        return self.device.read(page * PAGE, self._buf[: pages * PAGE], now_ns + self._offset) - self._offset
 
 
 def build_ufs(pages: int, fragmentation_percent: float, seed: int) -> UfsFiles:
