@@ -13,10 +13,10 @@ Reclaim (mm/vmscan.c, simplified):
   timeline, until free memory (counting what it has reclaimed but not yet
   freed) reaches **high**.
 * An allocation that finds free memory below **min** does **direct
-  reclaim** on the allocating thread: passes until free memory is back at
-  min.  While reclaimed pages are still being compressed asynchronously it
-  waits for them rather than reclaiming more (the kernel's reclaim
-  throttling on pages under writeback).
+  reclaim** on the allocating thread: at least one pass, more until free
+  memory plus what is being freed (kswapd's pass in progress, pages being
+  compressed asynchronously) reaches min; then it waits for those frees
+  (the kernel's reclaim throttling on pages under writeback).
 * A pass takes pages from the cold ends of two global LRU lists, anonymous
   and file, in the proportion ``swappiness : 200 - swappiness``
   (get_scan_count).  Each entry carries its app (the per-app LRU is the
@@ -183,18 +183,22 @@ class PhoneMemory:
             self.counters.kswapd_wakeups += 1
             self.advance(now_ns)
         t = now_ns
+        entered = False
         while self.free_pages() < self.wm_min:
-            deficit = self.wm_min - self.free_pages()
-            if self._pending and self.in_flight >= deficit:
-                t = self._wait_pending(t)
-                continue
-            done, reclaimed = self._reclaim_pass(t)
-            if reclaimed:
-                self.counters.direct_passes += 1
-                self.counters.direct_pages += reclaimed
-                t = max(t, done)
-                self._settle(t)
-                continue
+            # The allocating thread reclaims itself (try_to_free_pages), at
+            # least one pass, more while what is on its way to being freed
+            # would not bring free memory back to min.
+            if not entered or self.free_pages() + self.in_flight < self.wm_min:
+                entered = True
+                done, reclaimed = self._reclaim_pass(t)
+                if reclaimed:
+                    self.counters.direct_passes += 1
+                    self.counters.direct_pages += reclaimed
+                    t = max(t, done)
+                    self._settle(t)
+                    continue
+            # Enough is being freed (kswapd's pass, asynchronous compression):
+            # wait for it, as reclaim_throttle does for pages under writeback.
             if self._pending:
                 t = self._wait_pending(t)
                 continue
