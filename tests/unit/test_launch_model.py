@@ -392,6 +392,7 @@ def test_findings_compare_multi_with_the_best_single_and_async_with_sync() -> No
     def row(policy: str, mean: float, stall: float = 1.0) -> dict[str, object]:
         return {"policy": policy, "ram_fraction": 0.5, "launch_mean_ms": mean, "launch_stall_ms": stall,
                 "lmk_kills": 0, "cold_fraction": 0.0, "swap_ins": 0, "file_reads_ufs": 0, "zram_mean_mib": 0.0,
+                "launches": 10, "zcache_hits": 0,
                 "zram_ratio": 2.0, "cpu_decompress_s": 0.0}
 
     rows = [row("lz4", 10.0), row("zstd", 9.0), row("multi", 8.9), row("heuristic", 8.0),

@@ -66,8 +66,13 @@ def findings(rows: list[dict[str, Any]]) -> list[str]:
     lines: list[str] = []
 
     def counters(row: dict[str, Any]) -> str:
-        return (f"kills {row['lmk_kills']}, cold {row['cold_fraction']:.2f}, swap-ins {row['swap_ins']}, "
-                f"UFS reads {row['file_reads_ufs']}, launch stall {row['launch_stall_ms']:.2f} ms, "
+        # The share of launch time spent stalled in reclaim bounds what taking
+        # compression off the launching thread can gain.
+        total_ms = row["launch_mean_ms"] * max(1, row.get("launches", 1))
+        share = row["launch_stall_ms"] / total_ms * 100 if total_ms else 0.0
+        return (f"stall {share:.1f}% of launch time, kills {row['lmk_kills']}, cold {row['cold_fraction']:.2f}, "
+                f"swap-ins {row['swap_ins']}, "
+                f"UFS reads {row['file_reads_ufs']}, ZCACHE hits {row['zcache_hits']}, "
                 f"zram {row['zram_mean_mib']:.2f} MiB ratio {row['zram_ratio']}, "
                 f"decompress {row['cpu_decompress_s']:.3f} s")
 
