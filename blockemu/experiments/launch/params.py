@@ -12,6 +12,7 @@ Where no published value exists, the default is marked *assumption*.
 
 from __future__ import annotations
 
+import inspect
 import math
 import typing
 from dataclasses import dataclass, fields, replace
@@ -21,6 +22,7 @@ PAGE_KIB = 4
 
 @dataclass(frozen=True)
 class LaunchParams:
+    # Seeds app sizes, hot sets, the switching sequence and the corpus capture.
     seed: int = 7
     # Phone sizes divided by this; 64 turns an 8 GiB phone into 128 MiB.
     scale: int = 64
@@ -40,6 +42,7 @@ class LaunchParams:
     # Popularity: app k (0-based, by rank) is launched with weight 1/(k+1)^s.
     # Assumption: Zipf-like app usage, s = 1.
     zipf_s: float = 1.0
+    # Counted launches, after a warm-up that launches every app once.
     launches: int = 100
     # Share of an app's anonymous / file pages a launch touches (its hot set;
     # Ariadne observation 1: the hot data is similar between relaunches).
@@ -85,6 +88,9 @@ class LaunchParams:
     # lmkd: ro.lmk.swap_free_low_percentage default 10 (AOSP lmkd.cpp).
     swap_free_low_percent: float = 10.0
     # ---- zram (the real ZramDevice model; [zram] settings)
+    # [zram] async_workers and staging_pages of the _async policies: the
+    # model's compression pool (mainline zram compresses in the writer, so
+    # there is no kernel default).  Assumption: 2 threads, 1 MiB of staging.
     zram_async_workers: int = 2
     zram_staging_pages: int = 256
     # Idle time after which multi/heuristic recompress a page ([zram]
@@ -92,12 +98,15 @@ class LaunchParams:
     # mark pages idle after minutes, the model's default is 60 s).
     zram_idle_recompress_after_s: float = 60.0
     # ---- ZCACHE (compressed cache of clean file pages)
+    # ZCACHE's codec: lz4, zram's Android default (zcache used lzo, which
+    # the model does not have).
     zcache_codec: str = "lz4"
     # Largest pool, % of RAM: zswap's max_pool_percent default 20.
     zcache_max_pool_percent: float = 20.0
     # Pages compressing to more than this many bytes are not cached (zbud
     # cannot pair them; zswap rejects pages that do not shrink).
     zcache_max_object_bytes: int = 3072
+    # Threads of the asynchronous ZCACHE (assumption, as zram_async_workers).
     zcache_async_workers: int = 2
     # Async queue bound (pages awaiting compression); beyond it reclaim drops.
     zcache_queue_pages: int = 256
@@ -110,10 +119,14 @@ class LaunchParams:
     # used for a year (the HID study's middle level).
     ufs_fragmentation_percent: float = 30.0
     # ---- accelerator offload (compression without CPU)
+    # Per batch (one reclaim pass, up to swap_cluster_max pages): a fixed
+    # setup (submission and completion), DMA both ways, then the engine's
+    # throughput.  Assumptions: a phone GPU/NPU reached over the SoC
+    # interconnect — tens of µs per submission, GB/s rates — pending a
+    # measured on-device compressor.
     offload_setup_us: float = 20.0
     offload_dma_gbps: float = 8.0
     offload_throughput_gbps: float = 4.0
-    offload_batch_pages: int = 32
 
     def ram_fraction_list(self) -> list[float]:
         return [float(x) for x in self.ram_fractions.split(",") if x.strip()]
@@ -129,7 +142,7 @@ class ParamError(ValueError):
 def check(params: LaunchParams) -> None:
     """Refuse impossible values with one line naming the field and what is allowed."""
     positive_ints = ("scale", "apps", "launches", "cpu_cores", "swap_cluster_max", "zcache_queue_pages",
-                     "offload_batch_pages")
+                     "zram_async_workers", "zcache_async_workers")
     for name in positive_ints:
         if getattr(params, name) <= 0:
             raise ParamError(f"{name} must be > 0, got {getattr(params, name)}")
@@ -189,5 +202,37 @@ def watermarks(params: LaunchParams, ram_pages: int) -> tuple[int, int, int]:
     return min_pages, min_pages + low_gap, min_pages + 2 * low_gap
 
 
+def sources() -> dict[str, str]:
+    """Each field's comment in this file (its meaning and the source of its default), as one line.
+
+    A field right below a commented one without a comment of its own shares
+    that comment (sizes given together).
+    """
+    found: dict[str, str] = {}
+    comment: list[str] = []
+    previous = ""
+    for line in inspect.getsource(LaunchParams).splitlines():
+        text = line.strip()
+        if text.startswith("# ----"):
+            comment, previous = [], ""
+        elif text.startswith("#"):
+            comment.append(text.lstrip("# "))
+        elif ":" in text and " = " in text and not text.startswith(("def ", "return")):
+            name = text.split(":", 1)[0].strip()
+            found[name] = " ".join(comment) if comment else (f"see {previous}" if previous else "")
+            if comment:
+                previous = name
+            comment = []
+        elif not text:
+            previous = ""
+    return found
+
+
 def assumptions(params: LaunchParams) -> str:
-    return "\n".join(f"{f.name} = {getattr(params, f.name)}" for f in fields(LaunchParams))
+    """Every parameter with its value and, where this file gives one, its meaning and source."""
+    notes = sources()
+    lines = []
+    for f in fields(LaunchParams):
+        note = notes.get(f.name, "")
+        lines.append(f"{f.name} = {getattr(params, f.name)}" + (f"    # {note}" if note else ""))
+    return "\n".join(lines)

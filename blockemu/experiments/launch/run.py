@@ -139,7 +139,7 @@ def build_memory(policy: Policy, params: LaunchParams, ram_pages: int, apps: lis
         zcache = ZCache(codec, costs, ALLOCATORS[policy.zcache_allocator](), policy.zcache_mode, cpus,
                         max_pages=int(ram_pages * params.zcache_max_pool_percent / 100),
                         max_object_bytes=params.zcache_max_object_bytes, queue_pages=params.zcache_queue_pages,
-                        accelerator=accelerator)
+                        accelerator=accelerator, workers=params.zcache_async_workers)
     return PhoneMemory(params, ram_pages, apps, swap, files, cpus, zcache), swap, cpus, accelerator
 
 

@@ -150,7 +150,7 @@ class _Object:
 class ZCache:
     def __init__(self, codec: Codec, costs: CostModel, allocator: Allocator, mode: str, cpus: Cpus,
                  max_pages: int, max_object_bytes: int, queue_pages: int,
-                 accelerator: Accelerator | None = None) -> None:
+                 accelerator: Accelerator | None = None, workers: int = 2) -> None:
         if mode not in MODES:
             raise ValueError(f"zcache mode must be one of {', '.join(MODES)}, got {mode!r}")
         if mode == "offload" and accelerator is None:
@@ -166,8 +166,10 @@ class ZCache:
         self.queue_pages = queue_pages
         self.accelerator = accelerator
         self.objects: OrderedDict[tuple[int, int], _Object] = OrderedDict()
-        # Async: completion times of queued compressions (oldest first).
+        # Async: completion times of queued compressions (oldest first), and
+        # when each worker thread is next free (a worker runs one page at a time).
         self._queued: list[int] = []
+        self._workers = [0] * workers
         self.stats = ZCacheStats()
 
     @property
@@ -201,7 +203,9 @@ class ZCache:
                 self.stats.compress_cpu_ns += self.compress_ns
                 done = thread
             elif self.mode == "async":
-                done = self.cpus.run(now_ns, self.compress_ns, "zcache_compress")
+                worker = min(range(len(self._workers)), key=self._workers.__getitem__)
+                done = self.cpus.run(max(now_ns, self._workers[worker]), self.compress_ns, "zcache_compress")
+                self._workers[worker] = done
                 self.stats.compress_cpu_ns += self.compress_ns
                 self._queued.append(done)
             else:
