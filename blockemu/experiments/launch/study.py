@@ -122,19 +122,29 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     policies = list(dict.fromkeys(r["policy"] for r in rows))
-    fig, axes = plt.subplots(1, 2, figsize=(15, 5.5))
-    for policy in policies:
+    colors = [plt.get_cmap("tab20")(i) for i in range(20)]
+    markers = "os^vDP*Xh<>p8d"
+    baseline = {r["ram_fraction"]: r["launch_mean_ms"] for r in rows if r["policy"] == "lz4"}
+    fig, axes = plt.subplots(1, 3, figsize=(20, 5.8))
+    for k, policy in enumerate(policies):
         mine = sorted((r for r in rows if r["policy"] == policy), key=lambda r: r["ram_fraction"])
         x = [r["ram_fraction"] for r in mine]
-        style = "--" if "async" in policy or "offload" in policy else "-"
-        axes[0].plot(x, [r["launch_mean_ms"] for r in mine], style, marker="o", label=policy)
-        axes[1].plot(x, [r["launch_p95_ms"] for r in mine], style, marker="o", label=policy)
+        style = {"linestyle": "--" if "async" in policy or "offload" in policy else "-",
+                 "marker": markers[k % len(markers)], "color": colors[k % len(colors)], "label": policy}
+        axes[0].plot(x, [r["launch_mean_ms"] for r in mine], **style)
+        axes[1].plot(x, [r["launch_p95_ms"] for r in mine], **style)
+        if baseline:
+            relative = [(r["launch_mean_ms"] / baseline[r["ram_fraction"]] - 1) * 100 for r in mine
+                        if baseline.get(r["ram_fraction"])]
+            axes[2].plot([r["ram_fraction"] for r in mine if baseline.get(r["ram_fraction"])], relative, **style)
     axes[0].set_ylabel("mean launch time (ms, modeled at model scale)")
     axes[1].set_ylabel("p95 launch time (ms, modeled at model scale)")
+    axes[2].set_ylabel("mean launch time vs lz4 at the same RAM (%)")
     for ax in axes:
         ax.set_xlabel("RAM budget / total working set (less = more pressure)")
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=8, ncol=2)
+    axes[2].axhline(0, color="black", linewidth=0.8)
+    axes[0].legend(fontsize=8, ncol=2)
     fig.suptitle("App launch time vs memory pressure, per zram / ZCACHE policy")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
