@@ -192,12 +192,13 @@ def run_policy(policy: Policy, params: LaunchParams, ram_fraction: float, sizes:
             zram_used.append(swap.mem_pages())
         app.last_used_ns = t
         # In use: the app touches more of its pages, spread over use_s.
+        use_start = t
         use_end = t + int(params.use_s * 1e9)
         n_anon, n_file = len(app.anon), len(app.files)
         touches = rng.choice(n_anon + n_file, round((n_anon + n_file) * params.use_touch_fraction), replace=False)
         gap = int(params.use_s * 1e9 / (len(touches) + 1))
         for k, page in enumerate(touches):
-            at = max(t, start + k * gap)
+            at = max(t, use_start + k * gap)
             page = int(page)
             if page < n_anon:
                 dirty = _mutate(app.anon[page], rng) if rng.random() < params.dirty_fraction else None
@@ -206,7 +207,7 @@ def run_policy(policy: Policy, params: LaunchParams, ram_fraction: float, sizes:
                 t = memory.touch_file(app, page - n_anon, at)
         app.last_used_ns = t
         t = max(t, use_end)
-        swap.recompress_idle(max(start, t - int(params.use_s * 1e9)), t)
+        swap.recompress_idle(use_start, t)
         memory.advance(t)
     totals = _totals(memory, swap)
     counts = {key: value - baseline[key] for key, value in totals.items()}
