@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import os
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -473,3 +474,22 @@ def test_direct_reclaim_waits_for_its_pages_while_they_are_compressed_asynchrono
     assert (counters.direct_passes, counters.direct_pages, counters.throttle_waits) == (2, 8, 2)
     assert [t for t in stalls if t] == [14_000, 14_000]
     assert counters.direct_stall_ns == 2 * 14_000
+
+
+def test_the_study_writes_its_csv_plot_and_findings(tmp_path: Path) -> None:
+    from blockemu.experiments.launch.study import run_experiment
+
+    params = LaunchParams(apps=3, launches=6, scale=512, use_s=1.0, ram_fractions="0.4,1.0")
+    sizes = app_sizes(params)
+    anon = [[page(a * 10_000 + i) for i in range(n)] for a, n in enumerate(sizes.anon_pages)]
+    files = [[page(900_000 + a * 10_000 + i) for i in range(n)] for a, n in enumerate(sizes.file_pages)]
+    rows = run_experiment(tmp_path, params, ["lz4", "lz4_async", "multi"], "lz4=10/2, zstd=30/6",
+                          corpus=(anon, files))
+    assert [(r["policy"], r["ram_fraction"]) for r in rows] == [
+        (p, f) for f in (0.4, 1.0) for p in ("lz4", "lz4_async", "multi")]
+    for name in ("launch_results.csv", "launch_launches.csv", "launch_params.txt", "launch_findings.txt",
+                 "launch.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    findings = (tmp_path / "launch_findings.txt").read_text()
+    assert "multi" in findings and "lz4_async" in findings
+    assert "swappiness = 100    # vm.swappiness" in (tmp_path / "launch_params.txt").read_text()
