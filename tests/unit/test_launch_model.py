@@ -209,6 +209,14 @@ def test_file_pages_survive_a_kill_and_are_dropped_by_reclaim() -> None:
     # Reclaim dropped file pages (no ZCACHE): a refault reads UFS.
     assert memory.counters.file_drops == 12 and memory.counters.file_reads_ufs == 100
     assert memory.touch_file(app, 0, 10**9) == 10**9 + 60_000
+    # A killed app's file pages stay in the page cache: touching one costs nothing.
+    other = App(1, [], [], [], [], 100, 100)
+    memory.apps.append(other)
+    app.alive = other.alive = True
+    resident = memory.resident
+    assert memory.kill_one(10**9, foreground=1, swap_low=False)
+    assert memory.resident == resident
+    assert memory.touch_file(app, 50, 2 * 10**9) == 2 * 10**9
 
 
 # ------------------------------------------------ sync vs async compression
