@@ -56,6 +56,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
                             "compress/decompress); default: calibrate on this host at start-up")
     study.set_defaults(func=zram.main)
 
+    study = sub.add_parser("launch", help="app launches on a phone memory model: zram/ZCACHE policies × pressure")
+    study.add_argument("--quick", action="store_true", help="a short run (fewer apps, launches and pressures)")
+    study.add_argument("--out", help="output directory (default results/launch-<timestamp>)")
+    study.add_argument("--seed", type=int, help="workload and corpus seed")
+    study.add_argument("--set", action="append", metavar="NAME=VALUE",
+                       help="override a model parameter (repeatable); all are printed at start")
+    study.add_argument("--policies", help="comma-separated policies, e.g. lz4,multi_async,lz4+zc_async_zsmalloc, "
+                                          "or 'all' for every zram × sync/async × ZCACHE combination")
+    study.add_argument("--cost-us", metavar="COSTS", help="pin the cost model, as for the zram study")
+    study.set_defaults(func=_run_launch)
+
     study = sub.add_parser("gc", help="zoned-log GC: policies × copy methods, write amplification and latency")
     study.add_argument("--quick", action="store_true", help="a short run (fewer zones, fewer overwrites)")
     study.add_argument("--out", help="output directory (default results/gc-<timestamp>)")
@@ -85,6 +96,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     study.add_argument("--out", help="output folder (default results/pmqos-vm-<timestamp>)")
     study.add_argument("--guest", action="store_true", help=argparse.SUPPRESS)
     study.set_defaults(func=_run_pmqos_vm)
+
+
+def _run_launch(args: argparse.Namespace) -> int:
+    from blockemu.experiments.launch import study
+
+    return study.main(args)
 
 
 def _run_hid(args: argparse.Namespace) -> int:
