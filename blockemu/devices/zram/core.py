@@ -413,8 +413,9 @@ class ZramCore:
             self._account(entry, -1)
             self.entries[index] = new
             self._account(new, +1)
-            # A smaller object can still need a new zspage of its class: mem_used_max never falls behind.
-            self._note_mem_used()
+            # No _note_mem_used() here: the kernel updates max_used_pages only in
+            # zram_write_page(), so a recompression's transient peak (the new
+            # object allocated before the old is freed) is not in mem_used_max.
             self.stats.recompressed_pages += 1
             return cost
         entry.incompressible = True
