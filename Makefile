@@ -4,7 +4,7 @@ PY := .venv/bin/python
 CONFIG ?= configs/ufs41.toml
 PYTEST_ARGS ?=
 
-.PHONY: setup kernel doctor run test unit lint bench clean
+.PHONY: setup kernel doctor run test unit lint bench conformance clean
 
 setup:
 	@scripts/setup.sh
@@ -12,6 +12,7 @@ setup:
 kernel: setup
 	@scripts/fetch_kernel.sh
 	@scripts/fetch_ublk_header.sh
+	@scripts/fetch_fio.sh
 
 # Lists every external program and file the project and its tests use
 # (scripts/dependencies.txt) with its version; fails naming what is missing.
@@ -31,6 +32,13 @@ unit: setup
 
 test: setup kernel doctor lint
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
+
+# fio's whole zoned suite (t/zbd/test-zbd-support) on blockemu's ZNS model and
+# on null_blk, for the installed and the newest fio, with and without zone
+# limits, in one VM boot; prints the table docs/zns.md shows.  `make test`
+# runs a subset (tests/kernel/test_zbd_vm.py).
+conformance: kernel doctor
+	$(PY) -m tests.kernel.zbd_suite $(CONFORMANCE_ARGS)
 
 bench: setup
 	$(PY) scripts/bench_nbd.py
