@@ -13,7 +13,7 @@
 #                                                 TESTS "all" or test numbers joined by commas
 # For each run and each target (blockemu, nullb) it writes
 #   $BLOCKEMU_RESULTS/zbd-<version>-<mode>-<target>.txt   the suite's output
-#   $BLOCKEMU_RESULTS/zbd-<version>-<mode>-<target>.logs/ the suite's per-test logs of failed tests
+#   $BLOCKEMU_RESULTS/zbd-<version>-<mode>-<target>/t/zbd/test-zbd-support.log.N  each test's log
 # and prints "ZBD-VM done" at the end.  The exit code is 0 unless the set-up
 # failed; judging the results is the host's job (zbd_suite.py).
 set -u
@@ -94,10 +94,6 @@ for run in "${runs[@]}"; do
     IFS=: read -r tree mode tests <<<"$run"
     version=$("$tree/fio" --version)
     version=${version#fio-}
-    suite=$work/fio-$version
-    mkdir -p "$suite/t"
-    cp -r "$tree/t/zbd" "$suite/t/"
-    ln -sfn "$(readlink -f "$tree/fio")" "$suite/fio"
     args=()
     if [ "$tests" != all ]; then
         IFS=, read -r -a numbers <<<"$tests"
@@ -106,8 +102,14 @@ for run in "${runs[@]}"; do
     for target in blockemu nullb; do
         dev=${target_dev[$mode:$target]}
         name=zbd-$version-$mode-$target
+        # The suite writes its per-test logs beside itself ($0.log.N): a copy
+        # in the results folder keeps them, even from a run the timeout ends.
+        suite=$results/$name
+        rm -rf "$suite"
+        mkdir -p "$suite/t"
+        cp -r "$tree/t/zbd" "$suite/t/"
+        ln -s "$(readlink -f "$tree/fio")" "$suite/fio"
         blkzone reset "$dev"
-        rm -f "$suite"/t/zbd/test-zbd-support.log.*
         say "$name: test-zbd-support ${args[*]} $dev"
         t0=$(date +%s)
         # Each line stamped with the seconds since the run began: a test's
@@ -116,12 +118,6 @@ for run in "${runs[@]}"; do
             while IFS= read -r line; do echo "$(( $(date +%s) - t0 )) $line"; done >"$results/$name.txt"
         say "$name: $(( $(date +%s) - t0 )) s: $(grep -c PASS "$results/$name.txt") PASS," \
             "$(grep -c FAIL "$results/$name.txt") FAIL, $(grep -c SKIP "$results/$name.txt") SKIP"
-        mkdir -p "$results/$name.logs"
-        for log in "$suite"/t/zbd/test-zbd-support.log.*; do
-            [ -f "$log" ] || continue
-            # Keep what explains a failure; a passing test's log is fio's chatter.
-            [ "$(tail -n 1 "$log")" = PASS ] || cp "$log" "$results/$name.logs/"
-        done
     done
 done
 

@@ -46,7 +46,6 @@ def test_zbd_subset_matches_null_blk(vm_ready: None, tmp_path: Path) -> None:
     # null_blk is the reference: it must have passed the limit cases for the comparison to mean anything.
     assert parsed["nullb"][67].status == "PASS", (results / f"zbd-{version}-limits-nullb.txt").read_text()
     gaps = zbd_suite.blockemu_only_failures(parsed["blockemu"], parsed["nullb"])
-    logs = {n: sorted((results / f"zbd-{version}-limits-blockemu.logs").glob(f"*.log.{n}")) for n in gaps}
-    details = "\n".join(f"test {n}:\n" + "".join(p.read_text(errors="replace")[-1500:] for p in paths)
-                        for n, paths in logs.items())
+    details = "\n".join(f"test {n}:\n{zbd_suite.case_log(results, version, 'limits', 'blockemu', n)[-1500:]}"
+                        for n in gaps)
     assert gaps == [], f"blockemu fails what null_blk passes: {gaps}\n{details}"

@@ -103,27 +103,27 @@ def fio_version(name: str) -> str:
 
 
 @dataclasses.dataclass
-class TestResult:
+class CaseResult:
     status: str  # PASS, FAIL or SKIP
     seconds: int
     reason: str = ""
 
 
-def parse(text: str) -> dict[int, TestResult]:
+def parse(text: str) -> dict[int, CaseResult]:
     """Test number -> result from guest_zbd.sh's copy of the suite's output (lines stamped with seconds)."""
-    results: dict[int, TestResult] = {}
+    results: dict[int, CaseResult] = {}
     previous = 0
     for line in text.splitlines():
         stamp, _, rest = line.partition(" ")
         match = RESULT_LINE.search(rest)
         if match and stamp.isdigit():
             number, status, reason = int(match[1]), match[2], match[3].strip()
-            results[number] = TestResult(status, int(stamp) - previous, reason)
+            results[number] = CaseResult(status, int(stamp) - previous, reason)
             previous = int(stamp)
     return results
 
 
-def blockemu_only_failures(blockemu: dict[int, TestResult], nullb: dict[int, TestResult]) -> list[int]:
+def blockemu_only_failures(blockemu: dict[int, CaseResult], nullb: dict[int, CaseResult]) -> list[int]:
     """Tests null_blk passes and blockemu does not pass or skip: the conformance gaps.
 
     A test blockemu skips is a gap too when null_blk ran it, unless the suite
@@ -141,13 +141,19 @@ def blockemu_only_failures(blockemu: dict[int, TestResult], nullb: dict[int, Tes
     return gaps
 
 
-def counts(results: dict[int, TestResult]) -> str:
+def counts(results: dict[int, CaseResult]) -> str:
     tally = {status: sum(r.status == status for r in results.values()) for status in ("PASS", "FAIL", "SKIP")}
     return f"{tally['PASS']} pass / {tally['FAIL']} fail / {tally['SKIP']} skip"
 
 
 def result_file(results_dir: Path, version: str, mode: str, target: str) -> Path:
     return results_dir / f"zbd-{version}-{mode}-{target}.txt"
+
+
+def case_log(results_dir: Path, version: str, mode: str, target: str, number: int) -> str:
+    """The suite's own log of one test (fio's commands and output), or "" if it wrote none."""
+    log = results_dir / f"zbd-{version}-{mode}-{target}" / "t" / "zbd" / f"test-zbd-support.log.{number}"
+    return log.read_text(errors="replace") if log.is_file() else ""
 
 
 def run(runs: list[SuiteRun], results_dir: Path, geometry: Geometry = Geometry(),
@@ -201,13 +207,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tree", choices=("newest", "installed"), action="append",
                         help="fio tree(s) to run (default: both)")
     parser.add_argument("--mode", choices=MODES, action="append", help="device limits (default: both)")
+    parser.add_argument("--tests", type=lambda text: tuple(int(n) for n in text.split(",")), default=(),
+                        help="only these test numbers, comma-separated (default: all)")
     parser.add_argument("--timeout", type=float, default=7200, help="seconds before the VM is killed")
     args = parser.parse_args(argv)
     if args.subset:
         runs = [SuiteRun("newest", "limits", SUBSET)]
     else:
-        runs = [r for r in full_runs() if (not args.tree or r.tree in args.tree)
-                and (not args.mode or r.mode in args.mode)]
+        runs = [dataclasses.replace(r, tests=args.tests) for r in full_runs()
+                if (not args.tree or r.tree in args.tree) and (not args.mode or r.mode in args.mode)]
     try:
         for suite in runs:
             fio_tree(suite.tree)

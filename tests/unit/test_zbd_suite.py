@@ -7,7 +7,7 @@ from pathlib import Path
 
 from blockemu.config.load import load_config
 from tests.kernel import zbd_suite
-from tests.kernel.zbd_suite import Geometry, TestResult, blockemu_only_failures, counts, parse
+from tests.kernel.zbd_suite import CaseResult, Geometry, blockemu_only_failures, counts, parse
 
 # guest_zbd.sh's copy of test-zbd-support's output: seconds since the start, then the line.
 OUTPUT = """\
@@ -24,20 +24,20 @@ OUTPUT = """\
 def test_parse_reads_status_reason_and_duration() -> None:
     results = parse(OUTPUT)
     assert sorted(results) == [1, 3, 9, 67, 75]
-    assert results[1] == TestResult("PASS", 18, "")
-    assert results[3] == TestResult("SKIP", 5, "/dev/ublkb0 does not have 129 sequential zones")
-    assert results[67] == TestResult("FAIL", 19, "")
+    assert results[1] == CaseResult("PASS", 18, "")
+    assert results[3] == CaseResult("SKIP", 5, "/dev/ublkb0 does not have 129 sequential zones")
+    assert results[67] == CaseResult("FAIL", 19, "")
     assert counts(results) == "1 pass / 1 fail / 3 skip"
 
 
 def test_a_failure_or_an_unexplained_skip_where_null_blk_passes_is_a_gap() -> None:
     blockemu = parse(OUTPUT)
-    nullb = {n: TestResult("PASS", 1) for n in (1, 3, 9, 67, 75, 80)}
-    nullb[9] = TestResult("SKIP", 1, "/dev/nullb0 is not a SCSI device")
+    nullb = {n: CaseResult("PASS", 1) for n in (1, 3, 9, 67, 75, 80)}
+    nullb[9] = CaseResult("SKIP", 1, "/dev/nullb0 is not a SCSI device")
     # 3: skipped for a geometry reason null_blk did not have; 67: failed; 75: null_blk-only; 80: never ran.
     assert blockemu_only_failures(blockemu, nullb) == [3, 67, 80]
     # What null_blk fails too is fio's, not ours.
-    nullb[67] = TestResult("FAIL", 1)
+    nullb[67] = CaseResult("FAIL", 1)
     assert blockemu_only_failures(blockemu, nullb) == [3, 80]
 
 
