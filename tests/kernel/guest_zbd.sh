@@ -13,7 +13,7 @@
 #                                                 TESTS "all" or test numbers joined by commas
 # For each run and each target (blockemu, nullb) it writes
 #   $BLOCKEMU_RESULTS/zbd-<version>-<mode>-<target>.txt   the suite's output
-#   $BLOCKEMU_RESULTS/zbd-<version>-<mode>-<target>/t/zbd/test-zbd-support.log.N  each test's log
+#   $BLOCKEMU_RESULTS/zbd-<version>-<mode>-<target>.logs/test-zbd-support.log.N  each test's log
 # and prints "ZBD-VM done" at the end.  The exit code is 0 unless the set-up
 # failed; judging the results is the host's job (zbd_suite.py).
 set -u
@@ -102,13 +102,18 @@ for run in "${runs[@]}"; do
     for target in blockemu nullb; do
         dev=${target_dev[$mode:$target]}
         name=zbd-$version-$mode-$target
-        # The suite writes its per-test logs beside itself ($0.log.N): a copy
-        # in the results folder keeps them, even from a run the timeout ends.
-        suite=$results/$name
-        rm -rf "$suite"
-        mkdir -p "$suite/t"
+        # The suite writes its per-test logs beside itself ($0.log.N), on the
+        # guest's tmpfs: on the shared results folder (9p) the lines of
+        # --debug=zbd slowed fio's writes 10-fold.  A copier brings them over
+        # every 15 s, so a run the timeout ends keeps them too.
+        suite=$work/$name
+        logs=$results/$name.logs
+        rm -rf "$suite" "$logs"
+        mkdir -p "$suite/t" "$logs"
         cp -r "$tree/t/zbd" "$suite/t/"
         ln -s "$(readlink -f "$tree/fio")" "$suite/fio"
+        ( while sleep 15; do cp -u "$suite"/t/zbd/test-zbd-support.log.* "$logs/" 2>/dev/null; done ) &
+        copier=$!
         blkzone reset "$dev"
         say "$name: test-zbd-support ${args[*]} $dev"
         t0=$(date +%s)
@@ -116,6 +121,8 @@ for run in "${runs[@]}"; do
         # line is complete when it ends, so the stamps give each test's time.
         (cd "$work" && bash "$suite/t/zbd/test-zbd-support" "${args[@]}" "$dev" 2>&1) |
             while IFS= read -r line; do echo "$(( $(date +%s) - t0 )) $line"; done >"$results/$name.txt"
+        kill "$copier"
+        cp -u "$suite"/t/zbd/test-zbd-support.log.* "$logs/" 2>/dev/null
         say "$name: $(( $(date +%s) - t0 )) s: $(grep -c PASS "$results/$name.txt") PASS," \
             "$(grep -c FAIL "$results/$name.txt") FAIL, $(grep -c SKIP "$results/$name.txt") SKIP"
     done

@@ -152,7 +152,7 @@ def result_file(results_dir: Path, version: str, mode: str, target: str) -> Path
 
 def case_log(results_dir: Path, version: str, mode: str, target: str, number: int) -> str:
     """The suite's own log of one test (fio's commands and output), or "" if it wrote none."""
-    log = results_dir / f"zbd-{version}-{mode}-{target}" / "t" / "zbd" / f"test-zbd-support.log.{number}"
+    log = results_dir / f"zbd-{version}-{mode}-{target}.logs" / f"test-zbd-support.log.{number}"
     return log.read_text(errors="replace") if log.is_file() else ""
 
 
