@@ -80,12 +80,15 @@ class SuiteRun:
         return f"run={fio_tree(self.tree)}:{self.mode}:{tests}"
 
 
-# Subset for `make test`: the cases about zone limits (12, 13, 29, 65, 66, 67,
-# 70, 71), errors fio must see (1: buffered writes refused; 2: block size over
-# zone size), zone resets (26, 27 overwrite a zone four times; 52 resets by
-# threshold), and writes that cross zone capacity (33, 64).  t/zbd issues no
-# zone appends; tests/kernel/guest_ublk.sh covers them with btrfs.
-SUBSET = (1, 2, 12, 13, 26, 27, 29, 33, 52, 64, 65, 66, 67, 70, 71)
+# Subset for `make test` (about 4 minutes with the boot): the cases about zone
+# limits (12, 13, 29, 65, 67, 70), errors fio must see (1: buffered writes
+# refused; 2: block size over zone size; 67: EOVERFLOW at max_active_zones),
+# zone resets (26, 27 overwrite a zone four times; 52 resets by threshold),
+# and writes that cross zone capacity (33, 64).  Left out: 66 needs 16 x
+# max_open sequential zones and 71 a device without max_active_zones, so
+# both skip here.  t/zbd issues no zone appends; tests/kernel/guest_ublk.sh
+# covers them with btrfs.
+SUBSET = (1, 2, 12, 13, 26, 27, 29, 33, 52, 64, 65, 67, 70)
 
 RESULT_LINE = re.compile(r"Running test (\d+) \.\.\. (PASS|FAIL|SKIP)\b(.*)")
 
