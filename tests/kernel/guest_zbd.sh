@@ -104,7 +104,7 @@ for run in "${runs[@]}"; do
         name=zbd-$version-$mode-$target
         # The suite writes its per-test logs beside itself ($0.log.N), on the
         # guest's tmpfs: on the shared results folder (9p) the lines of
-        # --debug=zbd slowed fio's writes 10-fold.  A copier brings them over
+        # --debug=zbd slowed fio's writes 25-fold (test 12: 100 s, not 4 s).  A copier brings them over
         # every 15 s, so a run the timeout ends keeps them too.
         suite=$work/$name
         logs=$results/$name.logs

@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", choices=MODES, action="append", help="device limits (default: both)")
     parser.add_argument("--tests", type=lambda text: tuple(int(n) for n in text.split(",")), default=(),
                         help="only these test numbers, comma-separated (default: all)")
-    parser.add_argument("--timeout", type=float, default=7200, help="seconds before the VM is killed")
+    parser.add_argument("--timeout", type=float, default=10800, help="seconds before the VM is killed")
     args = parser.parse_args(argv)
     if args.subset:
         runs = [SuiteRun("newest", "limits", SUBSET)]
