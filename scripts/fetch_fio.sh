@@ -89,7 +89,7 @@ fetch() {
                      awk -v v="$version" '$1 == "Version:" && index($2, v "-") == 1 {print $2; exit}')
     [ -n "$debian_version" ] || return 1
     line=$(apt_private apt-get --print-uris source "fio=$debian_version" 2>/dev/null |
-           grep "fio_$version.orig.tar" | head -n 1)
+           grep "fio_$version.orig.tar" | grep -v "\.asc" | head -n 1)
     [ -n "$line" ] || return 1
     url=$(echo "$line" | awk '{print $1}' | tr -d "'")
     file=$(echo "$line" | awk '{print $2}')
