@@ -4,7 +4,7 @@ PY := .venv/bin/python
 CONFIG ?= configs/ufs41.toml
 PYTEST_ARGS ?=
 
-.PHONY: setup kernel doctor run test unit lint docs-slow bench clean
+.PHONY: setup kernel doctor run test unit lint docs-slow bench conformance clean
 
 setup:
 	@scripts/setup.sh
@@ -12,6 +12,7 @@ setup:
 kernel: setup
 	@scripts/fetch_kernel.sh
 	@scripts/fetch_ublk_header.sh
+	@scripts/fetch_fio.sh
 	@scripts/build_zram_multi.sh >/dev/null
 
 # Lists every external program and file the project and its tests use
@@ -37,6 +38,13 @@ test: setup kernel doctor lint
 # every page (docs/testing.md, Docs that run).
 docs-slow: setup kernel
 	BLOCKEMU_DOCS_SLOW=1 $(PY) -m pytest -q -ra -m docs_slow tests/docs $(PYTEST_ARGS)
+
+# fio's whole zoned suite (t/zbd/test-zbd-support) on blockemu's ZNS model and
+# on null_blk, for the installed and the newest fio, with and without zone
+# limits, in one VM boot; prints the table docs/zns.md shows.  `make test`
+# runs a subset (tests/kernel/test_zbd_vm.py).
+conformance: kernel doctor
+	$(PY) -m tests.kernel.zbd_suite $(CONFORMANCE_ARGS)
 
 bench: setup
 	$(PY) scripts/bench_nbd.py

@@ -32,6 +32,7 @@ how_to_get() {  # PROVIDER
     setup:.venv) echo "run 'make setup' (scripts/setup.sh makes .venv)" ;;
     setup:kernel) echo "run 'make kernel' (scripts/fetch_kernel.sh)" ;;
     setup:uapi) echo "run 'make kernel' (scripts/fetch_ublk_header.sh)" ;;
+    setup:fio) echo "run 'make kernel' (scripts/fetch_fio.sh)" ;;
     *) echo "apt-get install $1 (or run 'make setup')" ;;
   esac
 }
