@@ -70,12 +70,15 @@ mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial"
     done
 } > "$apt_dir/sources.list"
 # apt_private ARGS: apt-get/apt-cache with the private sources and state.
+# Check-Valid-Until=false: a mirror that is a snapshot (CI's) serves Release
+# files past their Valid-Until date (sid's lasts a week); their signatures
+# are still checked.
 apt_private() {
     tool=$1
     shift
     "$tool" -q -o Dir::Etc::SourceList="$apt_dir/sources.list" -o Dir::Etc::SourceParts=/dev/null \
         -o Dir::State::Lists="$apt_dir/lists" -o Dir::Cache="$apt_dir/cache" \
-        -o Dir::State::status=/dev/null -o Debug::NoLocking=1 "$@"
+        -o Dir::State::status=/dev/null -o Debug::NoLocking=1 -o Acquire::Check-Valid-Until=false "$@"
 }
 echo "fetch_fio.sh: reading fio's source versions from $mirror (bookworm, trixie, sid)" >&2
 apt_private apt-get update >/dev/null || die "apt-get update with $apt_dir/sources.list failed"
