@@ -44,6 +44,9 @@ mkdir -p "$out/debs" "$out/root"
 for deb in "$out"/debs/*.deb; do
     dpkg-deb -x "$deb" "$out/root"
 done
+# The headers' Makefile includes the -common tree's by its installed path
+# (/usr/src/...): point it at the unpacked one.
+echo "include $out/root/usr/src/linux-headers-$abi-common/Makefile" > "$out/root/usr/src/linux-headers-$release/Makefile"
 tar -xJf "$out/root/usr/src/linux-source-$series.tar.xz" -C "$out" "linux-source-$series/drivers/block/zram"
 mv "$out/linux-source-$series/drivers/block/zram" "$out/src"
 echo 'ccflags-y += -DCONFIG_ZRAM_MULTI_COMP=1' >> "$out/src/Makefile"
