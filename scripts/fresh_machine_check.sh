@@ -77,6 +77,9 @@ mmdebstrap --quiet --variant=minbase --include=git,make,ca-certificates bookworm
 stamp "cloning $(git -C "$repo" rev-parse --short HEAD) into the root"
 git clone --quiet --no-hardlinks "$repo" "$root/root/blockemu"
 cp /etc/resolv.conf "$root/etc/resolv.conf"
+# mmdebstrap writes no /etc/hosts; every installed Debian has one naming
+# localhost (Selenium reaches chromedriver at localhost).
+printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' > "$root/etc/hosts"
 # The root trusts what the host trusts: behind a TLS-inspecting proxy, pip
 # reaches PyPI only with the proxy's CA, which the host's bundle holds.  pip
 # is pointed at the system bundle, as it is not by default.

@@ -153,7 +153,7 @@ def test_a_served_device_answers_the_blocks_and_is_gone_after_the_page() -> None
         ```
         ```sh
         test -S /tmp/second.sock && ! test -e /tmp/dev.sock   # one device at a time
-        curl -sf http://127.0.0.1:9250/api/v1/device > /dev/null
+        python3 -c 'import urllib.request; urllib.request.urlopen("http://127.0.0.1:9250/api/v1/device")'
         ```
         """).replace("CONFIG\n", config))
     assert len(ran) == 5  # the config, the hidden server's block, python, the server block, the last
