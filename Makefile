@@ -37,7 +37,7 @@ test: setup kernel doctor lint
 # The docs' slow blocks too (VM runs, long experiments); make test runs the rest of
 # every page (docs/testing.md, Docs that run).
 docs-slow: setup kernel
-	BLOCKEMU_DOCS_SLOW=1 $(PY) -m pytest -q -ra -m docs_slow tests/docs $(PYTEST_ARGS)
+	$(PY) -m pytest -q -ra -m docs_slow tests/docs $(PYTEST_ARGS)
 
 # fio's whole zoned suite (t/zbd/test-zbd-support) on blockemu's ZNS model and
 # on null_blk, for the installed and the newest fio, with and without zone

@@ -3,15 +3,12 @@ devices (issue 24; the rules: docs/testing.md, Docs that run).  Blocks marked sl
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import require, require_tool
 from tests.docs.mdblocks import PAGES, ROOT, RUN_LANGS, DocsError, blocks, has_slow, run_page
-
-SLOW = os.environ.get("BLOCKEMU_DOCS_SLOW") == "1"  # set by `make docs-slow`
 
 
 def _name(page: Path) -> str:
@@ -49,24 +46,24 @@ def test_every_fence_follows_the_rules(page: Path) -> None:
     pytest.fail(message, pytrace=False)
 
 
-@pytest.mark.integration
-@pytest.mark.parametrize("page", PAGES, ids=_name)
-def test_the_page_runs_as_written(page: Path) -> None:
+def _runnable(page: Path) -> bool:
     try:
-        runnable = any(b.lang in RUN_LANGS or b.arg("output") for b in blocks(page))
+        return any(b.lang in RUN_LANGS or b.arg("output") for b in blocks(page))
     except DocsError:
-        runnable = True  # run_page names what breaks the rules
-    if not runnable:
-        pytest.skip("no block to run")
+        return True  # run_page names what breaks the rules
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("page", [p for p in PAGES if _runnable(p)], ids=_name)
+def test_the_page_runs_as_written(page: Path) -> None:
     _real_components()
     _run(page)
 
 
+# Deselected by default (pyproject's addopts -m 'not docs_slow'); `make docs-slow` selects it.
 @pytest.mark.docs_slow
 @pytest.mark.timeout(4 * 3600)
 @pytest.mark.parametrize("page", [p for p in PAGES if has_slow(p)], ids=_name)
 def test_the_page_runs_with_its_slow_blocks(page: Path) -> None:
-    if not SLOW:
-        pytest.skip("the slow tier: make docs-slow")
     _real_components()
     _run(page, slow=True)
