@@ -70,7 +70,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     sub.add_parser("metrics", help="Prometheus metrics text").set_defaults(ctl_func=_ctl_get("/metrics"))
     fragmentation = sub.add_parser("fragmentation", help="fragmentation summary (UFS)")
     fragmentation.add_argument("--png", metavar="FILE", help="draw the fragmentation map to FILE instead")
-    fragmentation.set_defaults(ctl_func=_ctl_fragmentation)
+    fragmentation.set_defaults(ctl_func=_ctl_get_or_draw("/api/v1/fragmentation", "/api/v1/live/fragmentation-map",
+                                                         fragmentation_png))
     for add in (_add_age, _add_timing, _add_trace, _add_hid, _add_wb, _add_power, _add_zram, _add_zone,
                 _add_powercut, _add_faults):
         add(sub)
@@ -107,13 +108,17 @@ def _wrote(path: str) -> int:
     return 0
 
 
-def _ctl_fragmentation(args: argparse.Namespace, base: str) -> int:
-    summary = http_request(base + "/api/v1/fragmentation")
-    if not args.png:
-        print_result(summary)
-        return 0
-    fragmentation_png(http_request(base + "/api/v1/live/fragmentation-map"), summary, args.png)
-    return _wrote(args.png)
+def _ctl_get_or_draw(path: str, picture_path: str, draw: Callable[[Any, Any, str], None]) -> CtlFunc:
+    """Print ``path``'s answer; with ``--png FILE``, draw ``picture_path``'s answer (and that one) to FILE."""
+    def run(args: argparse.Namespace, base: str) -> int:
+        shown = http_request(base + path)
+        if not args.png:
+            print_result(shown)
+            return 0
+        draw(http_request(base + picture_path), shown, args.png)
+        return _wrote(args.png)
+
+    return run
 
 
 # ---------------------------------------------------------------- age, timing, trace
@@ -279,16 +284,7 @@ def _add_zram(sub: Any) -> None:
     actions = _add_group(sub, "zram", "zram attributes, with the kernel's names and formats")
     show = actions.choices["show"]
     show.add_argument("--png", metavar="FILE", help="draw pages and bytes per algorithm to FILE instead")
-    show.set_defaults(ctl_func=_ctl_zram_show)
-
-
-def _ctl_zram_show(args: argparse.Namespace, base: str) -> int:
-    attributes = http_request(base + "/api/v1/zram")
-    if not args.png:
-        print_result(attributes)
-        return 0
-    zram_png(http_request(base + "/api/v1/live/zram"), attributes, args.png)
-    return _wrote(args.png)
+    show.set_defaults(ctl_func=_ctl_get_or_draw("/api/v1/zram", "/api/v1/live/zram", zram_png))
 
 
 # ---------------------------------------------------------------- zones
