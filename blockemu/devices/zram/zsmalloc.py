@@ -133,8 +133,13 @@ class ZsPool:
         by_index.reverse()
         self.classes: list[SizeClass] = list({id(c): c for c in by_index}.values())
         position = {id(c): i for i, c in enumerate(self.classes)}
-        # Kernel class index (0..254) → position in self.classes.
-        self._class_at = np.array([position[id(c)] for c in by_index], dtype=np.int64)
+        class_at = np.array([position[id(c)] for c in by_index], dtype=np.int64)  # kernel index → position
+        # lookup_size_class() for every object size 0..PAGE: size + handle word → kernel index → position.
+        looked_up = np.arange(PAGE + 1) + HANDLE_SIZE
+        kernel_index = np.minimum(CLASS_COUNT - 1,
+                                  np.where(looked_up <= MIN_ALLOC, 0, -(-(looked_up - MIN_ALLOC) // CLASS_DELTA)))
+        self._class_of_size = class_at[kernel_index]
+        self._class_of_size_list: list[int] = self._class_of_size.tolist()  # the scalar path's (malloc's) copy
         self._next_zspage = 0
         self._next_handle = 1
         # handle → (class position, zspage id)
@@ -146,15 +151,11 @@ class ZsPool:
         """Position in :attr:`classes` of the class an object of ``size`` bytes goes to (lookup_size_class)."""
         if not 0 < size <= PAGE:
             raise ValueError(f"object size must be in 1..{PAGE}, got {size}")
-        size += HANDLE_SIZE
-        kernel_index = 0 if size <= MIN_ALLOC else min(CLASS_COUNT - 1, -(-(size - MIN_ALLOC) // CLASS_DELTA))
-        return int(self._class_at[kernel_index])
+        return self._class_of_size_list[size]
 
     def class_indices(self, sizes: np.ndarray) -> np.ndarray:
         """:meth:`class_index` of each size (all in 1..PAGE), at once."""
-        sizes = sizes + HANDLE_SIZE
-        kernel = np.minimum(CLASS_COUNT - 1, np.where(sizes <= MIN_ALLOC, 0, -(-(sizes - MIN_ALLOC) // CLASS_DELTA)))
-        return self._class_at[kernel]
+        return self._class_of_size[sizes]
 
     def pages_needed(self, sizes: list[int]) -> int:
         """Extra physical pages that allocating ``sizes`` would take now (no side effects)."""
