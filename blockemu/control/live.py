@@ -5,7 +5,8 @@ Routes, all ``GET`` and all declared in the route table like any other:
 - ``/api/v1/live``: which views this device has and how often the page polls;
 - ``/api/v1/live/sample``: cumulative counters now (requests, bytes and the
   modeled-latency histogram per operation, queue depth, modeled time) and
-  the device kind's own numbers (HID and fragmentation, zone conditions and
+  the device kind's own numbers (HID and fragmentation, the L2P mapping
+  cache and WriteBooster, zone conditions and
   GC, zram's mm_stat and pages per algorithm, the power layer's frequency,
   governor decisions and energy).  The page takes differences between two
   samples for rates and latency percentiles, so the server keeps no history;
@@ -140,6 +141,10 @@ class LiveViews:
                     "free_superblocks": ftl.free_superblocks,
                     "gc_bytes_relocated": ftl.gc_sectors_relocated * SECTOR,
                     "write_amplification": round(self.ufs.write_amplification, 4),
+                    # The mapping cache's counters and occupancy, and the WriteBooster's sysfs attributes
+                    # with its byte counters: both a few integers.
+                    "l2p": self.ufs.l2p_snapshot(),
+                    "writebooster": self.ufs.wb.snapshot() if self.ufs.wb is not None else {"present": False},
                 }
             if self.zns is not None:
                 described = self.zns.describe()

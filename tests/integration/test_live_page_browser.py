@@ -140,12 +140,23 @@ def screenshot(browser: Any, kind: str) -> None:
 def test_ufs_page_shows_io_power_and_hid_defrag_progress(browser: Any, tmp_path: Path) -> None:
     # 8 files of 256 KiB written interleaved, as HID's own end-to-end test does: fragmented for HID.
     files = 8
-    with _served(tmp_path, {**SMALL_UFS, "power": {"enabled": True}}, "ufs") as served:
+    # A one-map-page L2P cache (4 KiB, page mode: 4 MiB of logical space) misses as the writer moves
+    # between the first and the second four files; a WriteBooster buffer takes the writes at SLC speed.
+    ufs = {**SMALL_UFS["ufs"], "l2p_cache_kib": 4, "l2p_mode": "page", "wb_enabled": True, "wb_buffer_mib": 16}
+    with _served(tmp_path, {**SMALL_UFS, "ufs": ufs, "power": {"enabled": True}}, "ufs") as served:
         with Writer(served, lambda n: (n % files) * MIB + (n // files % 64) * 4096):
             open_page(browser, served)
             assert_charts_grow(browser)
             assert_charts_grow(browser, "power")
             wait_for("the fragmentation map", lambda: js(browser, "blockemuLive.mapUpdates") >= 1)
+            assert js(browser, "document.getElementById('l2p-mode').dataset.mode") == "page"
+            wait_for("L2P misses", lambda: int(js(
+                browser, "document.getElementById('l2p-counts').dataset.misses")) > 0)
+            wait_for("points on the L2P chart", lambda: js(
+                browser, "Math.max(...blockemuLive.charts.l2p.data[1].filter(v => v !== null), 0)") > 0)
+            wait_for("SLC-buffered writes", lambda: int(js(
+                browser, "document.getElementById('wb-bytes').dataset.slc")) > 0)
+            assert js(browser, "document.getElementById('wb-on').dataset.wbOn") == "1"
         assert js(browser, "document.getElementById('hid-progress').dataset.progress") == "0"
         control = served.control
         control.put("hid/analysis_trigger", "enable")

@@ -74,6 +74,29 @@ def test_sample_counts_requests_and_latency_buckets() -> None:
     runtime.close()
 
 
+def test_ufs_sample_has_the_l2p_cache_and_writebooster() -> None:
+    # One 4 KiB map page covers 1024 logical pages (4 MiB): a 4 KiB cache holds one unit, so writes
+    # 8 MiB apart miss, evict and write back every time.
+    runtime = DeviceRuntime(small_ufs_config(ufs={"l2p_cache_kib": 4, "l2p_mode": "page",
+                                                   "wb_enabled": True, "wb_buffer_mib": 8}))
+    views = LiveViews(runtime)
+    for i in range(4):
+        write(runtime, (i % 2) * 8 * 1024 * 1024, pattern(i))
+    ufs = views.sample()["ufs"]
+    l2p, wb = ufs["l2p"], ufs["writebooster"]
+    assert l2p["mode"] == "page" and l2p["capacity_bytes"] == 4096
+    assert l2p["misses"] == 4 and l2p["hits"] == 0 and l2p["evictions"] == 3
+    assert l2p["cached_units"] == 1
+    assert wb["wb_on"] == 1 and wb["slc_written_bytes"] == 4 * 4096
+    assert wb["buffer_used_bytes"] == 4 * 4096
+    runtime.close()
+
+    plain = DeviceRuntime(small_ufs_config())
+    ufs = LiveViews(plain).sample()["ufs"]
+    assert ufs["l2p"]["mode"] == "unlimited" and ufs["writebooster"] == {"present": False}
+    plain.close()
+
+
 def test_fragmentation_map_shows_runs_before_and_after_defrag() -> None:
     runtime = DeviceRuntime(small_ufs_config())
     views = LiveViews(runtime)

@@ -114,6 +114,50 @@ function onUfs(t, ufs) {
   $("frag-bytes").textContent = `${bytes(f.fragmented_bytes)} of ${bytes(f.mapped_bytes)} mapped (${f.fragmented_percent}%)`;
   $("ufs-waf").textContent = ufs.write_amplification;
   push(live.charts.frag, t, [f.fragmented_bytes / 1048576, hid.fragmented_size / 1048576, hid.progress_ratio]);
+  onL2p(t, ufs.l2p);
+  onWriteBooster(t, ufs.writebooster);
+}
+
+// Per-interval rate of a cumulative counter of the UFS sample (null on the first sample).
+function ufsRate(t, path, value) {
+  const before = previous && previous.ufs ? path(previous.ufs) : undefined;
+  if (before === undefined || value === undefined) return null;
+  return (value - before) / Math.max(t - previous.wall_s, 1e-3);
+}
+
+function onL2p(t, l2p) {
+  $("l2p-mode").textContent = l2p.mode === "unlimited" ? "unlimited (whole map in SRAM)" :
+    `${l2p.mode}, ${bytes(l2p.capacity_bytes)} of SRAM for a ${bytes(l2p.map_bytes)} map`;
+  $("l2p-mode").dataset.mode = l2p.mode;
+  if (l2p.mode === "unlimited") {
+    for (const id of ["l2p-cached", "l2p-counts", "l2p-io"]) $(id).textContent = "–";
+    return;
+  }
+  $("l2p-cached").textContent = `${l2p.cached_units} map units, ${bytes(l2p.cached_bytes)} (${l2p.dirty_units} dirty)`;
+  $("l2p-counts").textContent = `${l2p.hits} / ${l2p.misses} (miss ratio ${(100 * l2p.miss_ratio).toFixed(2)}%)`;
+  $("l2p-counts").dataset.misses = l2p.misses;
+  $("l2p-io").textContent = `${l2p.map_reads} / ${l2p.map_writes}`;
+  const hits = ufsRate(t, u => u.l2p.hits, l2p.hits), misses = ufsRate(t, u => u.l2p.misses, l2p.misses);
+  const ratio = hits === null || hits + misses <= 0 ? null : 100 * misses / (hits + misses);
+  push(live.charts.l2p, t, [misses, ufsRate(t, u => u.l2p.map_writes, l2p.map_writes), ratio]);
+}
+
+function onWriteBooster(t, wb) {
+  if (wb.present === false) {
+    $("wb-on").textContent = "not present";
+    for (const id of ["wb-avail", "wb-bytes", "wb-life"]) $(id).textContent = "–";
+    return;
+  }
+  $("wb-on").textContent = `${wb.wb_on} / ${wb.enable_wb_buf_flush} (flush status ${wb.wb_flush_status})`;
+  $("wb-on").dataset.wbOn = wb.wb_on;
+  $("wb-avail").textContent = `${wb.wb_avail_buf * 10}% free of ${bytes(wb.wb_cur_buf)}`;
+  $("wb-bytes").textContent = `${bytes(wb.slc_written_bytes)} / ${bytes(wb.tlc_direct_bytes)} / ${bytes(wb.folded_bytes)}`;
+  $("wb-bytes").dataset.slc = wb.slc_written_bytes;
+  $("wb-life").textContent = wb.wb_life_time_est;
+  const mbps = (path, value) => { const r = ufsRate(t, path, value); return r === null ? null : r / 1e6; };
+  push(live.charts.wb, t, [wb.buffer_used_bytes / 1048576, mbps(u => u.writebooster.slc_written_bytes,
+    wb.slc_written_bytes), mbps(u => u.writebooster.tlc_direct_bytes, wb.tlc_direct_bytes),
+  mbps(u => u.writebooster.folded_bytes, wb.folded_bytes)]);
 }
 
 function onZns(t, s) {
@@ -245,6 +289,8 @@ function setUp(info) {
   }
   if (info.views.includes("ufs")) {
     timeline("chart-frag", "Fragmentation and HID", ["fragmented", "HID fragmented_size", "progress %"], "MiB");
+    timeline("chart-l2p", "L2P mapping cache", ["misses/s", "write-backs/s", "miss ratio %"], "per second");
+    timeline("chart-wb", "WriteBooster", ["buffer used MiB", "SLC MB/s", "TLC direct MB/s", "folded MB/s"], "");
   }
   if (info.views.includes("zones")) {
     $("zone-legend").replaceChildren(...Object.entries(ZONE_COLOURS).map(([name, colour]) => {
