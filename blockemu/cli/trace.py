@@ -11,7 +11,7 @@ from blockemu.cli.common import fail
 if TYPE_CHECKING:
     from blockemu.traceio import ImportOptions
 
-FORMATS = ("auto", "native", "fio", "blktrace", "blkparse", "csv")  # blockemu.traceio.FORMATS, without numpy
+FORMATS = ("auto", "native", "fio", "blktrace", "blkparse", "csv", "disksim")  # blockemu.traceio.FORMATS, without numpy
 
 
 def add_import_options(parser: argparse.ArgumentParser) -> None:
@@ -23,18 +23,24 @@ def add_import_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--csv-columns", default="", metavar="op=COL,offset=COL[:UNIT],size=COL[:UNIT],time=COL[:UNIT]",
                         help="CSV column map: COL a 1-based number or header name; offset/size in bytes or "
                              "sectors, time in s, ms, us or ns (implies --format csv)")
-    parser.add_argument("--csv-delimiter", default=",", help="CSV field separator (default ',')")
+    parser.add_argument("--csv-delimiter", default=",",
+                        help="CSV field separator: one character, or 'whitespace' for runs of blanks (default ',')")
+    parser.add_argument("--csv-ops", default="", metavar="VALUE=OP,...",
+                        help="CSV/disksim: op cells coded as numbers, e.g. 1=read,0=write (OP: read, write, trim, "
+                             "flush)")
 
 
 def import_options(args: argparse.Namespace) -> ImportOptions:
     from blockemu.traceio import ImportOptions
 
-    return ImportOptions(args.format, args.blktrace_event, args.csv_columns, args.csv_delimiter)
+    return ImportOptions(args.format, args.blktrace_event, args.csv_columns, args.csv_delimiter,
+                         args.csv_ops)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="trace_command", required=True)
-    convert = sub.add_parser("convert", help="convert a trace (fio, blktrace, blkparse, csv) to blockemu's format")
+    convert = sub.add_parser("convert",
+                             help="convert a trace (fio, blktrace, blkparse, csv, disksim) to blockemu's format")
     convert.add_argument("source", help="the trace to read")
     convert.add_argument("dest", help="the blockemu trace to write (must not exist)")
     add_import_options(convert)

@@ -8,6 +8,7 @@ fio       fio iolog v2/v3 (:mod:`.fio`)                          ``fio version N
 blktrace  binary per-CPU ``NAME.blktrace.N`` (:mod:`.blktrace`)  blk_io_trace magic
 blkparse  blkparse's default text (:mod:`.blktrace`)             ``MAJ,MIN CPU SEQ ...``
 csv       CSV with ``--csv-columns`` (:mod:`.csvtrace`)          only by ``--format csv``
+disksim   DiskSim/MQSim ASCII ``TIME DEV SECTOR SECTORS FLAGS``  five integers, flags 0/1
 ========  =====================================================  =======================
 
 Each reader yields blocks of records (blockemu.trace.TRACE_DTYPE), so a
@@ -29,7 +30,8 @@ import numpy as np
 from blockemu.trace import MAGIC, TRACE_DTYPE, Trace, TraceError, read_trace, write_native
 from blockemu.traceio import blktrace, csvtrace, fio
 
-FORMATS = ("auto", "native", "fio", "blktrace", "blkparse", "csv")
+FORMATS = ("auto", "native", "fio", "blktrace", "blkparse", "csv", "disksim")
+_DISKSIM_LINE = re.compile(rb"\s*\d+(\.\d+)?[ \t]+\d+[ \t]+\d+[ \t]+\d+[ \t]+[01][ \t]*\r?\n")
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class ImportOptions:
     blktrace_event: str = "D"  # Q (queued) or D (issued): blktrace and blkparse
     csv_columns: str = ""
     csv_delimiter: str = ","
+    csv_ops: str = ""  # e.g. "1=read,0=write" for traces that code ops as numbers
 
 
 def detect_format(path: Path) -> str:
@@ -54,7 +57,9 @@ def detect_format(path: Path) -> str:
         return "blktrace"
     if re.match(rb"\s*\d+,\d+\s+\d+\s+\d+\s+\d+\.\d+\s", head):
         return "blkparse"
-    raise TraceError(f"{path}: format not recognised (blockemu trace, fio iolog, blktrace, blkparse); "
+    if _DISKSIM_LINE.match(head):
+        return "disksim"
+    raise TraceError(f"{path}: format not recognised (blockemu trace, fio iolog, blktrace, blkparse, disksim); "
                      "name it with --format, and for CSV give --csv-columns")
 
 
@@ -79,14 +84,25 @@ def open_chunks(path: str | Path,
         has_times, chunks = True, blktrace.read_binary_blocks(path, options.blktrace_event)
     elif fmt == "blkparse":
         has_times, chunks = True, blktrace.read_blkparse(path, options.blktrace_event)
+    elif fmt == "disksim":
+        # DiskSim's fixed map; --csv-columns may restate a field (e.g. time=1:ms), --csv-ops the flags.
+        try:
+            columns = {**csvtrace.parse_columns(csvtrace.DISKSIM_COLUMNS),
+                       **(csvtrace.parse_columns(options.csv_columns, partial=True) if options.csv_columns else {})}
+            ops: dict[str, str] | None = (csvtrace.parse_ops(options.csv_ops) if options.csv_ops
+                                          else csvtrace.DISKSIM_OPS)
+        except ValueError as err:
+            raise TraceError(str(err)) from None
+        has_times, chunks = csvtrace.read_csv(path, columns, csvtrace.WHITESPACE, ops)
     else:
         if not options.csv_columns:
             raise TraceError("--format csv needs --csv-columns op=COL,offset=COL,size=COL[,time=COL]")
         try:
             columns = csvtrace.parse_columns(options.csv_columns)
+            ops = csvtrace.parse_ops(options.csv_ops) if options.csv_ops else None
         except ValueError as err:
             raise TraceError(str(err)) from None
-        has_times, chunks = csvtrace.read_csv(path, columns, options.csv_delimiter)
+        has_times, chunks = csvtrace.read_csv(path, columns, options.csv_delimiter, ops)
     return {**header, "has_times": has_times}, chunks
 
 

@@ -7,8 +7,16 @@ one); offset and size are in ``bytes`` (default) or ``sectors`` (512 bytes);
 time in ``s``, ``ms``, ``us`` or ``ns`` (default), integer or
 decimal.  Ops are R/W/D/F or words (read, write, discard, trim, flush, sync),
 any case; a column holding e.g. ``RS`` or ``WS`` (blkparse's RWBS) is read
-by its first letter after an F.  Without a time column the trace replays
-closed-loop.
+by its first letter after an F.  Traces that code ops as numbers give
+``--csv-ops 1=read,0=write``.  Without a time column the trace replays
+closed-loop.  ``--csv-delimiter whitespace`` splits on runs of blanks.
+
+The DiskSim ASCII format (``--format disksim``; MQSim, SSDsim and FEMU's
+replayer read it too) is this reader with a fixed map: one request per line,
+``TIME DEVICE SECTOR SECTORS FLAGS``, blank-separated, flags 1 for a read
+and 0 for a write, time in nanoseconds as MQSim's ``Time_Unit`` defaults to
+(``--csv-columns time=1:ms`` for DiskSim's own milliseconds).  The device
+number is ignored: all devices share one LBA space.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,6 +38,9 @@ TIME_UNITS = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
 OP_WORDS = {"r": "read", "read": "read", "w": "write", "write": "write", "d": "trim", "discard": "trim",
             "trim": "trim", "f": "flush", "flush": "flush", "sync": "flush"}
 _BLOCK_ROWS = 1 << 20
+WHITESPACE = "whitespace"  # --csv-delimiter's name for runs of blanks
+DISKSIM_COLUMNS = "time=1:ns,offset=3:sectors,size=4:sectors,op=5"
+DISKSIM_OPS = {"1": "read", "0": "write"}
 
 
 @dataclass(frozen=True)
@@ -37,8 +49,11 @@ class Column:
     scale: int
 
 
-def parse_columns(spec: str) -> dict[str, Column]:
-    """``op=3,offset=4:sectors,...`` → the column of each field; ValueError naming what is wrong."""
+def parse_columns(spec: str, partial: bool = False) -> dict[str, Column]:
+    """``op=3,offset=4:sectors,...`` → the column of each field; ValueError naming what is wrong.
+
+    ``partial``: some fields only, restating a preset's (``--format disksim``).
+    """
     columns: dict[str, Column] = {}
     for item in filter(None, (part.strip() for part in spec.split(","))):
         name, sep, rest = item.partition("=")
@@ -52,22 +67,52 @@ def parse_columns(spec: str) -> dict[str, Column]:
             raise ValueError(f"--csv-columns: {item!r}: unit of {name} must be one of {', '.join(filter(None, units))}")
         columns[name] = Column(ref, units[unit or default])
     missing = [f for f in ("op", "offset", "size") if f not in columns]
-    if missing:
+    if missing and not partial:
         raise ValueError(f"--csv-columns needs {', '.join(missing)} (op=COL,offset=COL,size=COL[,time=COL])")
     return columns
 
 
-def read_csv(path: Path, columns: dict[str, Column], delimiter: str = ",") -> tuple[bool, Iterator[np.ndarray]]:
-    """(has times, record blocks) of the CSV file at ``path``."""
+def parse_ops(spec: str) -> dict[str, str]:
+    """``1=read,0=write`` → {cell text: op name}; ValueError naming what is wrong."""
+    ops: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        value, sep, word = item.partition("=")
+        name = OP_WORDS.get(word.strip().lower())
+        if not sep or not value.strip() or name is None:
+            raise ValueError(f"--csv-ops: {item!r} must be VALUE=OP with OP one of read, write, trim, flush")
+        ops[value.strip().lower()] = name
+    return ops
+
+
+class _SplitReader:
+    """csv.reader's interface (iteration, ``line_num``) over lines split on runs of blanks."""
+
+    def __init__(self, lines: Iterator[str]) -> None:
+        self._lines = lines
+        self.line_num = 0
+
+    def __iter__(self) -> _SplitReader:
+        return self
+
+    def __next__(self) -> list[str]:
+        self.line_num += 1
+        return next(self._lines).split()
+
+
+def read_csv(path: Path, columns: dict[str, Column], delimiter: str = ",",
+             ops: dict[str, str] | None = None) -> tuple[bool, Iterator[np.ndarray]]:
+    """(has times, record blocks) of the CSV file at ``path``; ``ops`` maps op cells (e.g. ``1``) to op names."""
     named = any(not c.ref.isdigit() for c in columns.values())
+    if delimiter != WHITESPACE and len(delimiter) != 1:
+        raise TraceError(f"--csv-delimiter must be one character or {WHITESPACE!r}, got {delimiter!r}")
 
     def chunks() -> Iterator[np.ndarray]:
         rows: list[tuple[int, int, int, int, int, int]] = []
         with path.open(newline="", errors="replace") as f:
-            reader = csv.reader(f, delimiter=delimiter)
+            reader: Any = _SplitReader(f) if delimiter == WHITESPACE else csv.reader(f, delimiter=delimiter)
             index: dict[str, int] = {}
             if named:
-                header = next(reader, [])
+                header: list[str] = next(reader, [])
                 names = [h.strip() for h in header]
                 for field, column in columns.items():
                     if column.ref.isdigit():
@@ -91,7 +136,7 @@ def read_csv(path: Path, columns: dict[str, Column], delimiter: str = ",") -> tu
                     continue
                 if len(row) < need:
                     raise TraceError(f"{path}:{number}: {len(row)} columns; the column map needs {need}")
-                op = _op(path, number, row[index["op"]])
+                op = _op(path, number, row[index["op"]], ops)
                 offset = _number(path, number, "offset", row[index["offset"]], columns["offset"].scale)
                 size = _number(path, number, "size", row[index["size"]], columns["size"].scale)
                 t_ns = 0
@@ -119,8 +164,13 @@ def _looks_numeric(text: str) -> bool:
     return True
 
 
-def _op(path: Path, number: int, text: str) -> int:
+def _op(path: Path, number: int, text: str, ops: dict[str, str] | None = None) -> int:
     word = text.strip().lower()
+    if ops:
+        if word not in ops:
+            raise TraceError(f"{path}:{number}: field op: {text!r} is not one of --csv-ops' "
+                             f"{', '.join(sorted(ops))}")
+        return OP_CODES[ops[word]]
     name = OP_WORDS.get(word) or OP_WORDS.get(word.lstrip("f")[:1] if len(word) <= 4 else "")
     if name is None:
         raise TraceError(f"{path}:{number}: field op: {text!r} is not R/W/D/F or read/write/discard/trim/flush")

@@ -212,6 +212,38 @@ def test_csv_errors(tmp_path: Path, text: str, columns: str, message: str) -> No
         read_any(path, ImportOptions(csv_columns=columns))
 
 
+def test_disksim_ascii_recognised_and_read(tmp_path: Path) -> None:
+    # MQSim's traces/*.trace: arrival ns, device, start sector, sectors, 1 = read / 0 = write.
+    path = tmp_path / "wsrch.trace"
+    path.write_text("11413000 0 657728 16 1\n11565000 1 31244784 64 1\n\n1448553000 2 6112 16 0\n")
+    assert detect_format(path) == "disksim"
+    trace = read_any(path)
+    assert trace.has_times
+    assert rows(trace.records) == [(11_413_000, R, 657728 * 512, 8192, 0), (11_565_000, R, 31244784 * 512, 32768, 0),
+                                   (1_448_553_000, W, 6112 * 512, 8192, 0)]
+    # DiskSim's own milliseconds, restated through --csv-columns.
+    in_ms = read_any(path, ImportOptions(format="disksim", csv_columns="time=1:ms"))
+    assert in_ms.records["t_ns"].tolist() == [11_413_000_000_000, 11_565_000_000_000, 1_448_553_000_000_000]
+    bad = tmp_path / "bad.trace"
+    bad.write_text("0 0 0 8 1\n10 0 8 8 2\n")
+    with pytest.raises(TraceError, match=r"bad\.trace:2: field op: '2' is not one of --csv-ops' 0, 1"):
+        read_any(bad, ImportOptions(format="disksim"))
+
+
+def test_csv_ops_coded_as_numbers_and_whitespace_delimiter(tmp_path: Path) -> None:
+    path = tmp_path / "tencent.txt"
+    # Columns as Tencent's CBS traces: time, offset (sectors), size (sectors), 0 = read / 1 = write.
+    path.write_text("5   100  8 0\n6\t0 16\t1\n")
+    options = ImportOptions(csv_columns="time=1:s,offset=2:sectors,size=3:sectors,op=4",
+                            csv_delimiter="whitespace", csv_ops="0=read,1=write")
+    trace = read_any(path, options)
+    assert rows(trace.records) == [(5_000_000_000, R, 51200, 4096, 0), (6_000_000_000, W, 0, 8192, 0)]
+    with pytest.raises(TraceError, match=r"--csv-ops: '0=fetch' must be VALUE=OP"):
+        read_any(path, ImportOptions(csv_columns="offset=2,size=3,op=4", csv_ops="0=fetch"))
+    with pytest.raises(TraceError, match=r"--csv-delimiter must be one character or 'whitespace'"):
+        read_any(path, ImportOptions(csv_columns="offset=2,size=3,op=4", csv_delimiter="tab"))
+
+
 # -------------------------------------------------------------- convert
 def test_convert_streams_to_the_native_format(tmp_path: Path) -> None:
     source = tmp_path / "job.iolog"
