@@ -15,9 +15,17 @@ trace as a fio v2 iolog and measures, in this one invocation:
 * ``blockemu replay CONFIG FILE`` end to end (process start to summary, a
   subprocess timed from spawn to exit, wall and CPU time) on the iolog, and
   on the same trace converted to blockemu's binary format (``blockemu trace
-  convert``), with Python's compiled modules cached as on a user's machine.
+  convert``), with Python's compiled modules cached as on a user's machine;
+* with ``--before REV`` (default: the commit before blockemu/traceio), the
+  same iolog end to end through that commit's ``blockemu replay`` too,
+  extracted with ``git archive`` into a temporary folder, alternating with
+  today's for ``--rounds`` rounds.
 
-    .venv/bin/python scripts/bench_replay.py [--requests 2000000] [--text-requests 1000000]
+The vector engine prices the plain UFS model (no L2P cache limit, no
+WriteBooster: docs/ufs.md), so every run here sets ``ufs.l2p_cache_kib=0``
+and ``ufs.wb_enabled=false`` on ``--config``.
+
+    .venv/bin/python scripts/bench_replay.py [--requests 2000000] [--text-requests 1000000] [--before REV]
 """
 
 from __future__ import annotations
@@ -72,25 +80,43 @@ def bytecode_env(folder: Path) -> dict[str, str]:
     return env
 
 
-def end_to_end(config: str, trace_path: Path, env: dict[str, str]) -> tuple[float, float, str]:
+# What the vector engine prices (see the module docstring).
+PLAIN_UFS = ["ufs.l2p_cache_kib=0", "ufs.wb_enabled=false"]
+# The last commit before blockemu/traceio: fio iologs parsed line by line, every CLI module imported at start.
+BEFORE_TRACEIO = "db75e0e"
+
+
+def end_to_end(config: str, trace_path: Path, env: dict[str, str], root: Path = REPO,
+               extra: tuple[str, ...] | None = None) -> tuple[float, float, str]:
     """Wall and CPU (user + system) seconds of ``blockemu replay`` from spawn to exit, and its summary's first line.
 
     The CPU time is what the run costs however busy the machine is; on a shared
     machine the wall time also holds the time other processes had the cores.
+    ``root`` is the checkout whose blockemu runs; ``extra`` its options (today's by default).
     """
+    if extra is None:
+        extra = ("--precondition", "none", *(word for item in PLAIN_UFS for word in ("--set", item)))
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "blockemu", "replay", config, str(trace_path),
-                             "--precondition", "none"], capture_output=True, text=True, check=True, cwd=REPO,
-                            env=env)
+    result = subprocess.run([sys.executable, "-m", "blockemu", "replay", config, str(trace_path), *extra],
+                            capture_output=True, text=True, check=True, cwd=root,
+                            env={**env, "PYTHONPATH": str(root)})
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return wall, cpu, result.stdout.splitlines()[0]
 
 
-def text_case(count: int, config_path: str, seed: int) -> bool:
-    config = load_config(config_path)
+def checkout(rev: str, folder: Path) -> Path:
+    """Commit ``rev`` of this repository, extracted into ``folder`` (no worktree, no change to the repository)."""
+    archive = subprocess.run(["git", "archive", "--format=tar", rev], cwd=REPO, capture_output=True, check=True)
+    folder.mkdir(parents=True)
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive.stdout, check=True)
+    return folder
+
+
+def text_case(count: int, config_path: str, seed: int, before_rev: str, rounds: int) -> bool:
+    config = load_config(config_path, PLAIN_UFS)
     trace = random_4k_trace(count, config.capacity_bytes, seed)
     with tempfile.TemporaryDirectory() as folder:
         iolog = Path(folder) / "job.iolog"
@@ -111,17 +137,39 @@ def text_case(count: int, config_path: str, seed: int) -> bool:
         tiny = Path(folder) / "tiny.iolog"
         tiny.write_text("fio version 2 iolog\n/dev/x read 0 4096\n")
         end_to_end(config_path, tiny, env)
-        text_wall, text_cpu, text_line = end_to_end(config_path, iolog, env)
-        binary_wall, binary_cpu, binary_line = end_to_end(config_path, native, env)
+        old_root = None
+        if before_rev:
+            old_root = checkout(before_rev, Path(folder) / "before")
+            # Its own config of the same name: it knows no L2P cache or WriteBooster keys.
+            old_config = str(old_root / Path(config_path).resolve().relative_to(REPO))
+            end_to_end(old_config, tiny, env, old_root, ())
+        runs: dict[str, list[tuple[float, float, str]]] = {"fio iolog": [], "blockemu binary": [], "before": []}
+        for _ in range(rounds):  # alternated, so that a busy spell of the machine hits all alike
+            if old_root is not None:
+                runs["before"].append(end_to_end(old_config, iolog, env, old_root, ()))
+            runs["fio iolog"].append(end_to_end(config_path, iolog, env))
+            runs["blockemu binary"].append(end_to_end(config_path, native, env))
     print(f"\nfio v2 iolog, {count} lines ({iolog.name}):")
     print(f"{'parse (CPU time)':28s}{'cpu s':>10s}{'requests/s':>14s}")
     print(f"{'before: line by line':28s}{before_s:10.2f}{count / before_s:14.0f}")
     print(f"{'after: numpy tokeniser':28s}{after_s:10.2f}{count / after_s:14.0f}")
     print(f"parse after/before: {before_s / after_s:.1f}x; identical records: {same}")
-    print(f"{'end to end (replay CLI)':28s}{'wall s':>10s}{'requests/s':>14s}{'cpu s':>10s}{'requests/cpu s':>16s}")
-    for name, wall, cpu in (("fio iolog", text_wall, text_cpu), ("blockemu binary", binary_wall, binary_cpu)):
-        print(f"{name:28s}{wall:10.2f}{count / wall:14.0f}{cpu:10.2f}{count / cpu:16.0f}")
-    print(f"  {text_line}\n  {binary_line}")
+    print(f"end to end (replay CLI), best of {rounds} alternated rounds:")
+    print(f"{'':28s}{'wall s':>10s}{'requests/s':>14s}{'cpu s':>10s}{'requests/cpu s':>16s}")
+    labels = {"before": f"fio iolog, before ({before_rev})", "fio iolog": "fio iolog",
+              "blockemu binary": "blockemu binary"}
+    best: dict[str, tuple[float, float, str]] = {}
+    for name, results in runs.items():
+        if not results:
+            continue
+        wall, cpu = min(r[0] for r in results), min(r[1] for r in results)
+        best[name] = (wall, cpu, results[-1][2])
+        print(f"{labels[name]:28s}{wall:10.2f}{count / wall:14.0f}{cpu:10.2f}{count / cpu:16.0f}")
+    if "before" in best:
+        print(f"fio iolog after/before: {best['before'][0] / best['fio iolog'][0]:.2f}x wall, "
+              f"{best['before'][1] / best['fio iolog'][1]:.2f}x CPU")
+    for name, (_, _, line) in best.items():
+        print(f"  {labels[name]}: {line}")
     return same
 
 
@@ -133,10 +181,11 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--text-requests", type=int, default=1_000_000,
                         help="lines of the fio iolog for the text case; 0 skips it")
+    parser.add_argument("--before", default=BEFORE_TRACEIO, metavar="REV",
+                        help=f"also time this commit's replay CLI on the iolog (default {BEFORE_TRACEIO}; '' skips)")
+    parser.add_argument("--rounds", type=int, default=3, help="end-to-end rounds, alternated; the best is shown")
     args = parser.parse_args()
-    # The vector engine prices the plain model only: no L2P cache, no WriteBooster (docs/ufs.md).
-    config = load_config(args.config, ["aging.fragmentation_percent=50", "ufs.l2p_cache_kib=0",
-                                       "ufs.wb_enabled=false"])
+    config = load_config(args.config, ["aging.fragmentation_percent=50", *PLAIN_UFS])
     trace = random_4k_trace(args.requests, config.capacity_bytes, args.seed)
     vector = replay(config, trace, engine="vector")
     prefix = Trace(trace.records[: args.scalar_requests], {}, {})
@@ -149,7 +198,7 @@ def main() -> int:
     print(f"{'scalar':8s}{len(prefix):12d}{scalar.wall_s:10.2f}{s_rate:14.0f}")
     print(f"vector/scalar: {v_rate / s_rate:.1f}x; identical completions on the common prefix: {same}")
     if args.text_requests:
-        same = text_case(args.text_requests, args.config, args.seed) and same
+        same = text_case(args.text_requests, args.config, args.seed, args.before, args.rounds) and same
     return 0 if same else 1
 
 

@@ -14,18 +14,17 @@ import os
 import sys
 
 from blockemu import __version__
-from blockemu.cli import ctl, experiment, replay, serve, trace, vm
 from blockemu.cli.common import Command
 
 DESCRIPTION = "``blockemu``: serve devices, control them, boot them under a real kernel."
+# Each command's module (blockemu/cli/NAME.py) is imported only when that command is built.
 COMMANDS: dict[str, Command] = {
-    "serve": Command("serve a device over NBD (nbdkit) with a control API", serve.configure),
-    "replay": Command("run a recorded trace or fio iolog through a device model in virtual time",
-                      replay.configure),
-    "trace": Command("convert traces (fio iolog, blktrace, blkparse, CSV) to blockemu's format", trace.configure),
-    "ctl": Command("talk to a running device's control API", ctl.configure),
-    "experiment": Command("run a study: seeded, writes CSV + PNG, prints a table", experiment.configure),
-    "vm": Command("run commands against devices in a Linux VM", vm.configure),
+    "serve": Command("serve a device over NBD (nbdkit) with a control API", "serve"),
+    "replay": Command("run a recorded trace or fio iolog through a device model in virtual time", "replay"),
+    "trace": Command("convert traces (fio iolog, blktrace, blkparse, CSV, DiskSim) to blockemu's format", "trace"),
+    "ctl": Command("talk to a running device's control API", "ctl"),
+    "experiment": Command("run a study: seeded, writes CSV + PNG, prints a table", "experiment"),
+    "vm": Command("run commands against devices in a Linux VM", "vm"),
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,10 +14,21 @@ DEFAULT_URL = "http://" + DEFAULT_HTTP
 
 @dataclass(frozen=True)
 class Command:
-    """One row of the command table: ``configure`` adds the arguments and sets ``func`` on the parser."""
+    """One row of the command table: ``blockemu.cli.MODULE``'s ``configure`` adds the arguments and sets ``func``.
+
+    The module is imported only when its command is built, so ``blockemu
+    replay`` does not pay for the control client's HTTP stack, nor ``ctl``
+    for numpy.
+    """
 
     help: str
-    configure: Callable[[argparse.ArgumentParser], None]
+    module: str
+
+    @property
+    def configure(self) -> Callable[[argparse.ArgumentParser], None]:
+        configure: Callable[[argparse.ArgumentParser], None] = importlib.import_module(
+            f"blockemu.cli.{self.module}").configure
+        return configure
 
 
 def fail(message: str, code: int = 2) -> int:

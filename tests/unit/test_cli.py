@@ -19,6 +19,17 @@ def test_every_group_is_in_the_table_in_order() -> None:
         assert callable(parser.parse_args(words).func)
 
 
+@pytest.mark.parametrize("command", ["replay", "trace", "serve"])
+def test_a_command_builds_without_the_control_client(command: str) -> None:
+    # The table imports a command's module only when that command is built: `replay` of a million
+    # requests should not pay for ctl's HTTP stack before it starts.
+    code = (f"import sys; from blockemu.cli import build_parser; build_parser({command!r}); "
+            "heavy = [m for m in ('blockemu.cli.ctl', 'blockemu.cli.experiment', 'blockemu.control.client', "
+            "'urllib.request') if m in sys.modules]; print(heavy); sys.exit(bool(heavy))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 @pytest.mark.parametrize("command", ["serve", "ctl", "vm", "replay", "trace"])
 def test_a_command_but_experiment_starts_without_the_models(command: str) -> None:
     # `serve` starts inside slow VMs, `ctl` is the guest's client: neither may pay for numpy and the models.
