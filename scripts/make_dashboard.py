@@ -48,6 +48,16 @@ ROWS: list[tuple[str, str, list[tuple[str, str, list[tuple[str, str]]]]]] = [
                                (f"rate(blockemu_hid_defrag_moved_bytes_total{{{D}}}[{RATE}])", "{{device}} HID")]),
         ("Write amplification", "short", [(f"blockemu_ufs_write_amplification{{{D}}}", "{{device}}")]),
         ("Free superblocks", "short", [(f"blockemu_ufs_free_superblocks{{{D}}}", "{{device}}")]),
+        ("L2P mapping cache", "short", [
+            (f"rate(blockemu_ufs_l2p_misses_total{{{D}}}[{RATE}])", "{{device}} misses/s"),
+            (f"rate(blockemu_ufs_l2p_map_writes_total{{{D}}}[{RATE}])", "{{device}} write-backs/s"),
+            (f"rate(blockemu_ufs_l2p_misses_total{{{D}}}[{RATE}]) / (rate(blockemu_ufs_l2p_hits_total{{{D}}}[{RATE}])"
+             f" + rate(blockemu_ufs_l2p_misses_total{{{D}}}[{RATE}]))", "{{device}} miss ratio")]),
+        ("WriteBooster", "Bps", [
+            (f"rate(blockemu_ufs_wb_slc_written_bytes_total{{{D}}}[{RATE}])", "{{device}} SLC"),
+            (f"rate(blockemu_ufs_wb_tlc_direct_bytes_total{{{D}}}[{RATE}])", "{{device}} TLC direct"),
+            (f"rate(blockemu_ufs_wb_folded_bytes_total{{{D}}}[{RATE}])", "{{device}} folded"),
+            (f"blockemu_ufs_wb_buffer_used_bytes{{{D}}}", "{{device}} buffer used (bytes)")]),
     ]),
     ("ZNS", "zns", [
         ("Zones by condition", "short", [(f"sum by (device, condition) (blockemu_zns_zones{{{D}}})",

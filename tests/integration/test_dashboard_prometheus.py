@@ -34,7 +34,10 @@ SCRAPE_CONFIG = REPO / "deploy" / "prometheus.yml"
 RATE_INTERVAL = "30s"  # what Grafana's $__rate_interval becomes at a 1 s scrape interval, and then some
 
 DEVICES: dict[str, dict[str, dict[str, Any]]] = {
-    "ufs": {**SMALL_UFS, "power": {"enabled": True}},
+    # With a one-map-page L2P cache and a WriteBooster buffer, so that their panels have data.
+    "ufs": {**SMALL_UFS, "ufs": {**SMALL_UFS["ufs"], "l2p_cache_kib": 4, "l2p_mode": "page", "wb_enabled": True,
+                                  "wb_buffer_mib": 16},
+            "power": {"enabled": True}},
     "zns": {"device": {"type": "zns_ftl", "name": "log_prom", "capacity_mib": 32},
             "zns": {"zone_size_mib": 1, "max_open_zones": 6, "max_active_zones": 8},
             "zns_ftl": {"overprovision_percent": 25.0, "gc_start_free_zones": 3}},
