@@ -149,7 +149,9 @@ def _keys(padded: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarra
 
     ``padded`` has 8 bytes beyond the last token."""
     length = ends - starts
-    keys = padded[starts[:, None] + np.arange(8)].view("<u8")[:, 0] & _KEY_MASKS[np.minimum(length, 8)]
+    # Every byte offset's next 8 bytes, as a view (no copy): one gather of 8 bytes a token.
+    windows = np.lib.stride_tricks.as_strided(padded, shape=(len(padded) - 7, 8), strides=(1, 1), writeable=False)
+    keys = windows[starts].view("<u8")[:, 0] & _KEY_MASKS[np.minimum(length, 8)]
     keys[length > 8] = np.uint64(2**64 - 1)
     return keys
 
