@@ -61,6 +61,24 @@ def test_fio_fast_path_matches_the_line_parser(tmp_path: Path) -> None:
     assert np.array_equal(np.concatenate(list(chunks)), fast)
 
 
+@pytest.mark.parametrize("threads", [1, 3])
+def test_fio_blocks_parsed_on_threads_come_back_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         threads: int) -> None:
+    lines = [f"/dev/x {'read' if i % 3 else 'write'} {i * 4096} {4096 * (1 + i % 5)}\n" for i in range(4000)]
+    lines[2500] = "/dev/x write -1 4096\n"  # an error in a late block is still reported with its line
+    path = tmp_path / "job.iolog"
+    path.write_text("fio version 2 iolog\n" + "".join(lines[:2500]))
+    monkeypatch.setattr(fio, "_CHUNK_BYTES", 2048)  # dozens of blocks
+    monkeypatch.setattr(fio, "PARSE_THREADS", threads)
+    assert len(list(fio.iter_blocks(path))) > 20
+    records = np.concatenate(list(fio.read_chunks(path)[1]))
+    assert records["offset"].tolist() == [i * 4096 for i in range(2500)]
+    assert records["length"].tolist() == [4096 * (1 + i % 5) for i in range(2500)]
+    path.write_text("fio version 2 iolog\n" + "".join(lines))
+    with pytest.raises(TraceError, match=r"job\.iolog:2502: field offset: -1 is outside"):
+        list(fio.read_chunks(path)[1])
+
+
 @pytest.mark.parametrize(("line", "message"), [
     ("/dev/x write -4096 4096", "bad.iolog:3: field offset: -4096 is outside"),
     ("/dev/x write 4096 x", "bad.iolog:3: field length: expected an integer, got 'x'"),
