@@ -25,6 +25,7 @@ Usage:
 
     .venv/bin/python scripts/bench_nbd.py [--runtime 5] [--rounds 3] [--csv results/bench.csv]
         [--targets ufs,ufs-unlimited,bytearray,bytearray-kept,memory] [--ufs-threads 16]
+        [--ufs-set SECTION.KEY=VALUE ...]
 """
 
 from __future__ import annotations
@@ -67,14 +68,16 @@ WORKLOADS = [
 
 
 @contextmanager
-def serve(target: str, sock: Path, ufs_threads: int = 16, http: str = "") -> Iterator[int]:
+def serve(target: str, sock: Path, ufs_threads: int = 16, http: str = "",
+          ufs_set: tuple[str, ...] = ()) -> Iterator[int]:
     nbdkit = shutil.which("nbdkit")
     if nbdkit is None:
         sys.exit("bench: nbdkit not found; run 'make setup'")
     if target in ("ufs", "ufs-unlimited"):
         argv = [sys.executable, "-m", "blockemu", "serve", str(REPO / "configs" / "ufs41.toml"), "--unix", str(sock),
                 "--http", http, "--set", "device.capacity_mib=1024", "--set", "timing.mode=virtual",
-                "--threads", str(ufs_threads), *(UNLIMITED if target == "ufs-unlimited" else [])]
+                "--threads", str(ufs_threads), *(word for item in ufs_set for word in ("--set", item)),
+                *(UNLIMITED if target == "ufs-unlimited" else [])]
     elif target in ("bytearray", "bytearray-kept"):
         argv = [nbdkit, "--foreground", "--threads", "16", "--unix", str(sock), "python",
                 str(REPO / "scripts" / "bench_plugins" / "bytearray_plugin.py"), f"size={SIZE}",
@@ -148,6 +151,10 @@ def main() -> int:
     parser.add_argument("--csv", type=Path, help="also write the results as CSV")
     parser.add_argument("--ufs-threads", type=int, default=16,
                         help="nbdkit worker threads for the ufs target (default 16, as every target)")
+    parser.add_argument("--ufs-set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override a config value of both ufs targets (ufs-unlimited's own settings win), "
+                             "e.g. ufs.l2p_mode=page ufs.l2p_cache_kib=64 for a cache smaller than the "
+                             "workload's map")
     parser.add_argument("--targets", default=",".join(TARGETS),
                         help=f"comma-separated subset of {','.join(TARGETS)}")
     parser.add_argument("--workloads", default=",".join(w[0] for w in WORKLOADS),
@@ -173,7 +180,8 @@ def main() -> int:
         pids = {}
         http = {"ufs": f"127.0.0.1:{free_port()}"}  # to read the cache's counters at the end
         for target, sock in sockets.items():
-            pids[target] = servers.enter_context(serve(target, sock, args.ufs_threads, http.get(target, "")))
+            pids[target] = servers.enter_context(
+                serve(target, sock, args.ufs_threads, http.get(target, ""), tuple(args.ufs_set)))
             # Fill the device once, untimed: every target then measures its
             # steady state (memory allocated, FTL mapped) rather than
             # first-touch page faults, which the bytearray baseline pays at
