@@ -4,7 +4,8 @@
 COL is a 1-based column number or a header name (the first line is then a
 header; with numbers only, a first line whose offset is not a number is
 one); offset and size are in ``bytes`` (default) or ``sectors`` (512 bytes);
-time in ``s``, ``ms``, ``us`` or ``ns`` (default), integer or
+time in ``s``, ``ms``, ``us``, ``100ns`` (Windows FILETIME ticks, as the MSR
+Cambridge traces) or ``ns`` (default), integer or
 decimal.  Ops are R/W/D/F or words (read, write, discard, trim, flush, sync),
 any case; a column holding e.g. ``RS`` or ``WS`` (blkparse's RWBS) is read
 by its first letter after an F.  Traces that code ops as numbers give
@@ -34,7 +35,8 @@ from blockemu.trace import OP_CODES, TRACE_DTYPE, TraceError
 
 FIELDS = ("op", "offset", "size", "time")
 SIZE_UNITS = {"bytes": 1, "sectors": 512}
-TIME_UNITS = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
+# 100ns: Windows FILETIME ticks, as SNIA IOTTA's MSR Cambridge traces record time.
+TIME_UNITS = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "100ns": 100, "ns": 1}
 OP_WORDS = {"r": "read", "read": "read", "w": "write", "write": "write", "d": "trim", "discard": "trim",
             "trim": "trim", "f": "flush", "flush": "flush", "sync": "flush"}
 _BLOCK_ROWS = 1 << 20

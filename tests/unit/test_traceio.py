@@ -248,6 +248,15 @@ def test_disksim_ascii_recognised_and_read(tmp_path: Path) -> None:
         read_any(bad, ImportOptions(format="disksim"))
 
 
+def test_msr_cambridge_csv_with_filetime_ticks(tmp_path: Path) -> None:
+    # SNIA IOTTA's MSR Cambridge layout: Timestamp (100 ns ticks),Hostname,DiskNumber,Type,Offset,Size,ResponseTime.
+    path = tmp_path / "hm_0.csv"
+    path.write_text("128166372003061629,hm,0,Write,7014912,4096,26\n128166372016382155,hm,0,Read,1074696192,512,113\n")
+    trace = read_any(path, ImportOptions(csv_columns="time=1:100ns,op=4,offset=5,size=6"))
+    assert rows(trace.records) == [(12816637200306162900, W, 7014912, 4096, 0),
+                                   (12816637201638215500, R, 1074696192, 512, 0)]
+
+
 def test_csv_ops_coded_as_numbers_and_whitespace_delimiter(tmp_path: Path) -> None:
     path = tmp_path / "tencent.txt"
     # Columns as Tencent's CBS traces: time, offset (sectors), size (sectors), 0 = read / 1 = write.
