@@ -65,6 +65,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
     study.add_argument("--policies", help="comma-separated policies, e.g. lz4,multi_async,lz4+zc_async_zsmalloc, "
                                           "or 'all' for every zram × sync/async × ZCACHE combination")
     study.add_argument("--cost-us", metavar="COSTS", help="pin the cost model, as for the zram study")
+    study.add_argument("--vm", action="store_true",
+                       help="the real-kernel half: Linux 6.12's reclaim swapping to one blockemu zram device "
+                            "per policy, timed launches and the kernel's counters, in one boot")
+    study.add_argument("--vm-policies", default="lz4,zstd,multi,zstd_async",
+                       help="--vm: comma-separated, of lz4, lz4hc, zstd, multi, lz4_async, zstd_async, multi_async "
+                            "(default lz4,zstd,multi,zstd_async)")
+    study.add_argument("--vm-ram-fraction", type=float, default=0.5,
+                       help="--vm: the apps' memory cgroup limit as a fraction of their working set (default 0.5)")
+    study.add_argument("--mem", default="2G", help="--vm: guest memory (default 2G)")
+    study.add_argument("--timeout", type=float, default=3600.0, help="--vm: seconds before the VM is killed")
+    study.add_argument("--guest", action="store_true", help=argparse.SUPPRESS)
     study.set_defaults(func=_run_launch)
 
     study = sub.add_parser("gc", help="zoned-log GC: policies × copy methods, write amplification and latency")
@@ -99,6 +110,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_launch(args: argparse.Namespace) -> int:
+    if args.vm:
+        from blockemu.experiments.launch import vm
+
+        return int(vm.guest_main(args) if args.guest else vm.host_main(args))
     from blockemu.experiments.launch import study
 
     return study.main(args)
