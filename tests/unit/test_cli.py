@@ -19,25 +19,26 @@ def test_every_group_is_in_the_table_in_order() -> None:
         assert callable(parser.parse_args(words).func)
 
 
+def assert_builds_without(command: str, modules: tuple[str, ...]) -> None:
+    """Building ``command``'s parser in a fresh interpreter imports none of ``modules``."""
+    code = (f"import sys; from blockemu.cli import build_parser; build_parser({command!r}); "
+            f"heavy = [m for m in {modules!r} if m in sys.modules]; print(heavy); sys.exit(bool(heavy))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 @pytest.mark.parametrize("command", ["replay", "trace", "serve"])
 def test_a_command_builds_without_the_control_client(command: str) -> None:
     # The table imports a command's module only when that command is built: `replay` of a million
     # requests should not pay for ctl's HTTP stack before it starts.
-    code = (f"import sys; from blockemu.cli import build_parser; build_parser({command!r}); "
-            "heavy = [m for m in ('blockemu.cli.ctl', 'blockemu.cli.experiment', 'blockemu.control.client', "
-            "'urllib.request') if m in sys.modules]; print(heavy); sys.exit(bool(heavy))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert_builds_without(command, ("blockemu.cli.ctl", "blockemu.cli.experiment", "blockemu.control.client",
+                                    "urllib.request"))
 
 
 @pytest.mark.parametrize("command", ["serve", "ctl", "vm", "replay", "trace"])
 def test_a_command_but_experiment_starts_without_the_models(command: str) -> None:
     # `serve` starts inside slow VMs, `ctl` is the guest's client: neither may pay for numpy and the models.
-    code = (f"import sys; from blockemu.cli import build_parser; build_parser({command!r}); "
-            "heavy = [m for m in ('numpy', 'blockemu.devices', 'blockemu.runtime', 'prometheus_client') "
-            "if m in sys.modules]; print(heavy); sys.exit(bool(heavy))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert_builds_without(command, ("numpy", "blockemu.devices", "blockemu.runtime", "prometheus_client"))
 
 
 def test_the_vm_studies_run_their_guest_half_as_the_same_command(capsys: pytest.CaptureFixture[str]) -> None:
