@@ -8,7 +8,7 @@
 #   installed  the upstream version of the installed fio package (bookworm:
 #              3.33); its t/zbd runs the installed /usr/bin/fio.
 #   newest     the newest fio in Debian's trixie and sid source lists whose
-#              tarball the mirror serves (fio >= 3.34 knows max_active_zones);
+#              tarball the mirror serves (fio reads max_active_zones from 3.36 on);
 #              built here with `./configure --disable-native`, because a
 #              binary tuned to this CPU dies with SIGILL on the VM's emulated one.
 #
@@ -25,7 +25,10 @@
 #
 # Environment:
 #   BLOCKEMU_CACHE_DIR     cache root (default: <repo>/.cache)
-#   BLOCKEMU_FIO_NEWEST    a version to use as "newest" instead (e.g. 3.39)
+#   BLOCKEMU_FIO_NEWEST    a version to use as "newest" instead (e.g. 3.39).  A
+#                          tree already built at .cache/fio/fio-<version> (say
+#                          from upstream's git tag, where the mirror no longer
+#                          serves the tarball) is taken as it is.
 set -eu
 
 repo_root=$(cd "$(dirname "$0")/.." && pwd)

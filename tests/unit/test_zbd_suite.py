@@ -5,6 +5,8 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
+import pytest
+
 from blockemu.config.load import load_config
 from tests.kernel import zbd_suite
 from tests.kernel.zbd_suite import CaseResult, Geometry, blockemu_only_failures, counts, parse
@@ -52,3 +54,16 @@ def test_both_modes_are_valid_blockemu_configs_with_the_geometry(tmp_path: Path)
     zones = geometry.size_mib // geometry.zone_mib
     assert zones - geometry.conv >= 130  # tests 03 and 04 need that many sequential zones
     assert set(zbd_suite.SUBSET) <= set(range(1, 76))
+
+
+def test_limits_run_only_for_a_fio_that_reads_max_active_zones(monkeypatch: pytest.MonkeyPatch) -> None:
+    versions = {"newest": "3.41", "installed": "3.33"}
+    monkeypatch.setattr(zbd_suite, "fio_version", versions.__getitem__)
+    assert zbd_suite.reads_max_active("3.36") and zbd_suite.reads_max_active("3.41")
+    assert not zbd_suite.reads_max_active("3.35") and not zbd_suite.reads_max_active("3.33")
+    runs = [(r.tree, r.mode) for r in zbd_suite.full_runs()]
+    assert runs == [("newest", "limits"), ("newest", "nolimits"), ("installed", "nolimits")]
+    # Asked for by name, the old fio's run with limits is made.
+    assert [(r.tree, r.mode) for r in zbd_suite.full_runs(["installed"], ["limits"])] == [("installed", "limits")]
+    versions["installed"] = "3.36"
+    assert ("installed", "limits") in [(r.tree, r.mode) for r in zbd_suite.full_runs()]
