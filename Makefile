@@ -41,7 +41,8 @@ docs-slow: setup kernel
 
 # fio's whole zoned suite (t/zbd/test-zbd-support) on blockemu's ZNS model and
 # on null_blk, for the installed and the newest fio, with and without zone
-# limits, in one VM boot; prints the table docs/zns.md shows.  `make test`
+# limits (limits only for a fio that reads max_active_zones: 3.36 on), in one
+# VM boot; prints the table docs/zns.md shows.  `make test`
 # runs a subset (tests/kernel/test_zbd_vm.py).
 conformance: kernel doctor
 	$(PY) -m tests.kernel.zbd_suite $(CONFORMANCE_ARGS)
