@@ -33,6 +33,7 @@ GUEST_SCRIPT = Path(__file__).resolve().parent / "guest_zbd.sh"
 FIO_CACHE = cache_dir() / "fio"
 TARGETS = ("blockemu", "nullb")
 MODES = ("limits", "nolimits")
+TREES = ("newest", "installed")  # the links scripts/fetch_fio.sh makes in .cache/fio
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,7 +214,7 @@ def reads_max_active(version: str) -> bool:
 
 def full_runs(trees: list[str] | None = None, modes: list[str] | None = None) -> list[SuiteRun]:
     """The runs to make: TREES x MODES (default: both of each, less "limits" for a fio that ignores them)."""
-    return [SuiteRun(tree, mode) for tree in (trees or ["newest", "installed"]) for mode in (modes or MODES)
+    return [SuiteRun(tree, mode) for tree in (trees or TREES) for mode in (modes or MODES)
             if modes or mode == "nolimits" or reads_max_active(fio_version(tree))]
 
 
@@ -222,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("results") / f"zbd-{time.strftime('%Y%m%d-%H%M%S')}",
                         help="results folder (default: results/zbd-STAMP)")
     parser.add_argument("--subset", action="store_true", help="only the tests `make test` runs (newest fio, limits)")
-    parser.add_argument("--tree", choices=("newest", "installed"), action="append",
+    parser.add_argument("--tree", choices=TREES, action="append",
                         help="fio tree(s) to run (default: both)")
     parser.add_argument("--mode", choices=MODES, action="append",
                         help="device limits (default: both, but only nolimits for a fio older than 3.36, "
@@ -236,10 +237,11 @@ def main(argv: list[str] | None = None) -> int:
             runs = [SuiteRun("newest", "limits", SUBSET)]
         else:
             runs = [dataclasses.replace(r, tests=args.tests) for r in full_runs(args.tree, args.mode)]
-            for tree in [] if args.mode else sorted({r.tree for r in runs}):
-                if not reads_max_active(fio_version(tree)):
-                    print(f"zbd_suite: fio {fio_version(tree)} ({tree}) does not read max_active_zones (3.36 "
-                          "and later do): its run with limits is left out; --mode limits runs it", file=sys.stderr)
+            for tree in [] if args.mode else args.tree or TREES:
+                version = fio_version(tree)
+                if not reads_max_active(version):
+                    print(f"zbd_suite: fio {version} ({tree}) does not read max_active_zones (3.36 and later "
+                          "do): its run with limits is left out; --mode limits runs it", file=sys.stderr)
         for suite in runs:
             fio_tree(suite.tree)
         start = time.monotonic()
